@@ -1,0 +1,166 @@
+//! The backends the bed can start or reach, and the choice between them.
+//!
+//! | `KINESIS_TEST_BACKEND` | Kinesis | DynamoDB | needs |
+//! |---|---|---|---|
+//! | `embedded` (default, also when unset) | `ferrokinesis`, in-process | `dynoxide`, in-process | nothing |
+//! | `emulators` | kinesis-mock (node child process) | DynamoDB Local (java child process) | node, npm, java; installs from `integration/emulators/package-lock.json` on first use |
+//! | `localstack` | LocalStack container | LocalStack container | a Docker engine and the `localstack` feature |
+//! | `endpoint` | `KINESIS_ENDPOINT` or real AWS | `DYNAMODB_ENDPOINT` or real AWS | the endpoints, or AWS credentials |
+
+use std::any::Any;
+use std::time::Duration;
+
+use crate::BedError;
+
+pub(crate) mod embedded;
+pub(crate) mod emulators;
+pub(crate) mod endpoint;
+pub(crate) mod localstack;
+
+/// The environment variable that selects a backend.
+pub const BACKEND_ENV: &str = "KINESIS_TEST_BACKEND";
+
+/// Which servers a [`TestBed`](crate::TestBed) talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// `ferrokinesis` and `dynoxide` served in-process on ephemeral loopback ports (the default).
+    Embedded,
+    /// kinesis-mock and DynamoDB Local, the engines LocalStack runs, as child processes on loopback.
+    Emulators,
+    /// LocalStack through `testcontainers` (needs Docker and the `localstack` feature).
+    LocalStack,
+    /// `KINESIS_ENDPOINT` / `DYNAMODB_ENDPOINT`, or real AWS through the default credential chain.
+    Endpoint,
+}
+
+impl Backend {
+    /// Reads [`BACKEND_ENV`]; unset or empty means [`Backend::Embedded`].
+    ///
+    /// ```
+    /// use kinesis_integration::Backend;
+    /// assert_eq!(Backend::parse("emulators").unwrap(), Backend::Emulators);
+    /// assert!(Backend::parse("kinesalite").is_err());
+    /// ```
+    pub fn from_env() -> Result<Self, BedError> {
+        match std::env::var(BACKEND_ENV) {
+            Ok(value) => Self::parse(&value),
+            Err(_) => Ok(Self::Embedded),
+        }
+    }
+
+    /// Parses a backend name as accepted in [`BACKEND_ENV`] (case-insensitive).
+    pub fn parse(value: &str) -> Result<Self, BedError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "embedded" | "in-process" => Ok(Self::Embedded),
+            "emulators" => Ok(Self::Emulators),
+            "localstack" => Ok(Self::LocalStack),
+            "endpoint" | "aws" => Ok(Self::Endpoint),
+            _ => Err(BedError::UnknownBackend {
+                value: value.to_owned(),
+            }),
+        }
+    }
+
+    /// The backend's name as written in [`BACKEND_ENV`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Emulators => "emulators",
+            Self::LocalStack => "localstack",
+            Self::Endpoint => "endpoint",
+        }
+    }
+}
+
+/// Knobs for the servers a bed starts.
+///
+/// Only the embedded backend starts servers per bed, so only it honours these; the emulators and
+/// LocalStack backends share one server pair per test process with the generous settings their
+/// module docs give, and the endpoint backend cannot change a remote server.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct BedOptions {
+    /// Maximum open shards across all streams of the server. Default 1 000 (ferrokinesis' own
+    /// default of 10 is too small for resharding tests).
+    pub shard_limit: u32,
+    /// Real per-shard write throttling (1 000 records/s, 1 MiB/s). Default off.
+    pub enforce_limits: bool,
+    /// Lifetime of one SubscribeToShard session. Default 5 minutes, as on AWS.
+    pub subscribe_to_shard_session: Duration,
+    /// Lifetime of a shard iterator. Default 5 minutes, as on AWS.
+    pub iterator_ttl: Duration,
+}
+
+impl Default for BedOptions {
+    fn default() -> Self {
+        Self {
+            shard_limit: 1_000,
+            enforce_limits: false,
+            subscribe_to_shard_session: Duration::from_secs(300),
+            iterator_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+impl BedOptions {
+    /// Sets [`BedOptions::shard_limit`].
+    pub fn shard_limit(mut self, limit: u32) -> Self {
+        self.shard_limit = limit;
+        self
+    }
+
+    /// Sets [`BedOptions::enforce_limits`].
+    pub fn enforce_limits(mut self, enforce: bool) -> Self {
+        self.enforce_limits = enforce;
+        self
+    }
+
+    /// Sets [`BedOptions::subscribe_to_shard_session`].
+    pub fn subscribe_to_shard_session(mut self, lifetime: Duration) -> Self {
+        self.subscribe_to_shard_session = lifetime;
+        self
+    }
+
+    /// Sets [`BedOptions::iterator_ttl`].
+    pub fn iterator_ttl(mut self, ttl: Duration) -> Self {
+        self.iterator_ttl = ttl;
+        self
+    }
+}
+
+/// Where a started backend listens, and what keeps it alive.
+pub(crate) struct Running {
+    /// `None` means the SDK's default endpoint resolution (real AWS).
+    pub(crate) kinesis_endpoint: Option<String>,
+    pub(crate) dynamodb_endpoint: Option<String>,
+    /// Whether to sign with fixed dummy credentials instead of the default chain.
+    pub(crate) dummy_credentials: bool,
+    /// Dropped with the bed; stops or releases the servers.
+    pub(crate) guard: Box<dyn Any + Send + Sync>,
+}
+
+pub(crate) async fn start(backend: Backend, options: &BedOptions) -> Result<Running, BedError> {
+    match backend {
+        Backend::Embedded => {
+            let servers = embedded::EmbeddedServers::start(options)?;
+            Ok(Running {
+                kinesis_endpoint: Some(servers.kinesis_endpoint()),
+                dynamodb_endpoint: Some(servers.dynamodb_endpoint()),
+                dummy_credentials: true,
+                guard: Box::new(servers),
+            })
+        }
+        Backend::Emulators => {
+            let emulators = emulators::Emulators::acquire().await?;
+            Ok(Running {
+                kinesis_endpoint: Some(emulators.kinesis_endpoint()),
+                dynamodb_endpoint: Some(emulators.dynamodb_endpoint()),
+                dummy_credentials: true,
+                guard: Box::new(emulators),
+            })
+        }
+        Backend::LocalStack => localstack::start().await,
+        Backend::Endpoint => Ok(endpoint::from_env()),
+    }
+}
