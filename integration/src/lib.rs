@@ -34,6 +34,7 @@
 
 mod backend;
 mod error;
+pub mod faults;
 mod names;
 pub mod stream;
 pub mod table;

@@ -1,1 +1,41 @@
-//! placeholder
+//! An async Kinesis producer in the style of the KPL: it aggregates user records in the official
+//! KPL aggregation format, groups them per predicted shard using the stream's hash-key ranges,
+//! collects them into PutRecords calls (at most 500 records / 5 MiB), rate-limits per shard,
+//! retries with exponential backoff and jitter until each record's deadline, bounds its buffers,
+//! and drains everything on flush and shutdown. Every put resolves to a [`PutResult`] (shard,
+//! sequence number, sub-sequence number, attempts) or a typed [`Error`].
+//!
+//! The pipeline, one direction only:
+//!
+//! ```text
+//! put_record ─► validate ─► shard map (predict) ─► per-shard aggregator ─► collector
+//!   (≤ 500 entries, ≤ 5 MiB; per-shard token buckets) ─► sender ─► retrier ─► results
+//! ```
+//!
+//! The [`record`] module is the one home of the aggregation format; the consumer crate
+//! (`kinesis-kcl`) uses it to deaggregate.
+
+#![warn(missing_docs)]
+
+mod aggregator;
+mod config;
+mod error;
+mod limiter;
+mod metrics;
+mod pending;
+mod pipeline;
+mod producer;
+pub mod record;
+mod result;
+mod retrier;
+mod sender;
+mod shard_map;
+mod validate;
+
+pub use config::{
+    Config, ConfigBuilder, DEFAULT_MAX_RECORD_SIZE, MAX_PARTITION_KEY_CHARS, Ordering,
+    PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES,
+};
+pub use error::Error;
+pub use producer::Producer;
+pub use result::{Attempt, PutResult, UserRecord};

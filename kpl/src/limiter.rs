@@ -1,0 +1,133 @@
+//! Per-shard token buckets: records per second and bytes per second, scaled by `rate_limit`.
+//!
+//! Time is passed in (an [`Instant`]), so the buckets are plain data, tested without sleeping.
+
+use std::time::{Duration, Instant};
+
+/// Kinesis's write limit per shard: 1 000 records per second.
+pub(crate) const SHARD_RECORDS_PER_SECOND: f64 = 1_000.0;
+/// Kinesis's write limit per shard: 1 MiB per second.
+pub(crate) const SHARD_BYTES_PER_SECOND: f64 = 1_048_576.0;
+
+/// Two token buckets for one shard. Each holds at most one second's worth of tokens, so a shard
+/// idle for a while can burst its full per-second allowance, as Kinesis allows.
+#[derive(Clone, Debug)]
+pub(crate) struct ShardLimiter {
+    records: Bucket,
+    bytes: Bucket,
+}
+
+#[derive(Clone, Debug)]
+struct Bucket {
+    tokens: f64,
+    capacity: f64,
+    per_second: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn new(per_second: f64, now: Instant) -> Self {
+        Self {
+            tokens: per_second,
+            capacity: per_second,
+            per_second,
+            updated: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+        self.updated = now;
+    }
+
+    /// How long until `amount` tokens are there (zero if they are). An amount over capacity
+    /// waits for a full bucket and then overdraws it, so no entry is blocked forever.
+    fn wait_for(&self, amount: f64) -> Duration {
+        let needed = amount.min(self.capacity) - self.tokens;
+        if needed <= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(needed / self.per_second)
+        }
+    }
+}
+
+impl ShardLimiter {
+    /// Buckets at `percent` % of the shard limits.
+    pub(crate) fn new(percent: u32, now: Instant) -> Self {
+        let scale = f64::from(percent) / 100.0;
+        Self {
+            records: Bucket::new(SHARD_RECORDS_PER_SECOND * scale, now),
+            bytes: Bucket::new(SHARD_BYTES_PER_SECOND * scale, now),
+        }
+    }
+
+    /// Takes tokens for one Kinesis record of `bytes` bytes if both buckets have them, else
+    /// returns how long to wait.
+    pub(crate) fn try_take(&mut self, bytes: usize, now: Instant) -> Result<(), Duration> {
+        self.records.refill(now);
+        self.bytes.refill(now);
+        let bytes = bytes as f64;
+        let wait = self.records.wait_for(1.0).max(self.bytes.wait_for(bytes));
+        if wait.is_zero() {
+            self.records.tokens -= 1.0;
+            self.bytes.tokens -= bytes;
+            Ok(())
+        } else {
+            Err(wait)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_one_second_of_records_then_refills_at_the_rate() {
+        let t0 = Instant::now();
+        let mut limiter = ShardLimiter::new(100, t0);
+        for _ in 0..1000 {
+            assert!(limiter.try_take(10, t0).is_ok());
+        }
+        let wait = limiter.try_take(10, t0).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(1),
+            "{wait:?}"
+        );
+        assert!(limiter.try_take(10, t0 + Duration::from_millis(1)).is_ok());
+        assert!(limiter.try_take(10, t0 + Duration::from_millis(1)).is_err());
+    }
+
+    #[test]
+    fn bytes_limit_at_150_percent() {
+        let t0 = Instant::now();
+        let mut limiter = ShardLimiter::new(150, t0);
+        let chunk = 512 * 1024;
+        assert!(limiter.try_take(chunk, t0).is_ok());
+        assert!(limiter.try_take(chunk, t0).is_ok());
+        assert!(limiter.try_take(chunk, t0).is_ok());
+        let wait = limiter.try_take(chunk, t0).unwrap_err();
+        // 1.5 MiB/s: 512 KiB more needs 1/3 s.
+        assert!((wait.as_secs_f64() - 1.0 / 3.0).abs() < 0.01, "{wait:?}");
+        assert!(limiter.try_take(chunk, t0 + wait).is_ok());
+    }
+
+    #[test]
+    fn an_entry_over_capacity_waits_for_a_full_bucket_not_forever() {
+        let t0 = Instant::now();
+        let mut limiter = ShardLimiter::new(50, t0); // 512 KiB/s
+        assert!(limiter.try_take(1024 * 1024, t0).is_ok());
+        let wait = limiter.try_take(1, t0).unwrap_err();
+        assert!(
+            wait >= Duration::from_secs(1),
+            "overdrawn bucket refills first: {wait:?}"
+        );
+        assert!(
+            limiter
+                .try_take(1024 * 1024, t0 + Duration::from_secs(3))
+                .is_ok()
+        );
+    }
+}

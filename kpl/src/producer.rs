@@ -1,0 +1,257 @@
+//! The public handle: put records, flush, shut down.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::pending::{Pending, Room};
+use crate::pipeline::{Command, Pipeline};
+use crate::result::PutResult;
+use crate::shard_map::{ShardMap, StreamId};
+use crate::validate::{Validated, validate};
+use crate::{Config, Error, UserRecord};
+
+/// An async Kinesis producer: aggregates user records per predicted shard, collects them into
+/// PutRecords calls, rate-limits per shard, retries with backoff until each record's deadline,
+/// and resolves one future per record.
+///
+/// Cheap to clone; every clone feeds the same pipeline. Call [`Producer::shutdown`] before the
+/// process exits: it sends everything buffered and resolves once every put has resolved. (If
+/// every clone is simply dropped, the pipeline still finishes what was put, in the background.)
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let bed = kinesis_integration::TestBed::start_with(
+/// #     kinesis_integration::Backend::Embedded, Default::default()).await?;
+/// # let stream = bed.create_stream(2).await?;
+/// # let client = bed.kinesis().clone();
+/// use kinesis_kpl::{Config, Producer, UserRecord};
+///
+/// let producer = Producer::new(client, &stream, Config::default()).await?;
+/// let result = producer.put_record(UserRecord::new("user-17", "clicked")).await?;
+/// println!("stored on {} at {}", result.shard_id, result.sequence_number);
+/// producer.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    commands: mpsc::UnboundedSender<Command>,
+    records: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    outstanding: Arc<AtomicUsize>,
+    config: Config,
+    shut_down: AtomicBool,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("outstanding_records", &self.outstanding_records())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    /// Starts a producer for the stream `stream` (a name, or an ARN starting with `arn:`).
+    ///
+    /// Lists the stream's shards first, so a missing stream or missing permissions fail here
+    /// ([`Error::ListShards`], [`Error::NoOpenShards`]) rather than on every put.
+    pub async fn new(
+        client: aws_sdk_kinesis::Client,
+        stream: impl Into<String>,
+        config: Config,
+    ) -> Result<Self, Error> {
+        let stream = StreamId::parse(stream.into());
+        let map = ShardMap::fetch(&client, &stream).await?;
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let span = tracing::info_span!("kinesis_kpl", stream = %stream.as_str());
+        let pipeline = Pipeline::new(client, stream, config.clone(), map);
+        let task = tokio::spawn(pipeline.run(receiver).instrument(span));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                commands,
+                // Semaphore permits are limited to usize::MAX >> 3.
+                records: Arc::new(Semaphore::new(
+                    config.max_buffered_records().min(Semaphore::MAX_PERMITS),
+                )),
+                bytes: Arc::new(Semaphore::new(
+                    config.max_buffered_bytes().min(Semaphore::MAX_PERMITS),
+                )),
+                outstanding: Arc::new(AtomicUsize::new(0)),
+                config,
+                shut_down: AtomicBool::new(false),
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    /// Puts a record. The returned future resolves when the record is stored (to its shard,
+    /// sequence and sub-sequence numbers and attempts) or has failed for good:
+    /// - at once, to [`Error::EmptyPartitionKey`], [`Error::PartitionKeyTooLong`],
+    ///   [`Error::RecordTooLarge`] or [`Error::InvalidExplicitHashKey`] for bad input;
+    /// - [`Error::Expired`] when it could not be stored within `record_ttl`;
+    /// - [`Error::Throttled`] when throttled and `fail_if_throttled` is set;
+    /// - [`Error::Rejected`] when Kinesis refused it with an error no retry can fix;
+    /// - [`Error::ShutDown`] when the producer was shut down first.
+    ///
+    /// The record is accepted at once when the buffers have room; otherwise the future waits for
+    /// room when first polled (records waiting for room are accepted in the order they began to
+    /// wait). Dropping the future does not withdraw an accepted record.
+    pub fn put_record(
+        &self,
+        record: UserRecord,
+    ) -> impl Future<Output = Result<PutResult, Error>> + Send + 'static {
+        let inner = self.inner.clone();
+        let accepted = match validate(record, inner.config.max_record_size()) {
+            Err(error) => Err(error),
+            Ok(valid) => match inner.try_room(valid.size) {
+                Some(room) => Ok(Ok(inner.submit(valid, room))),
+                None => Ok(Err(valid)),
+            },
+        };
+        async move {
+            let reply = match accepted? {
+                Ok(reply) => reply?,
+                Err(valid) => {
+                    let room = inner.wait_for_room(valid.size).await?;
+                    inner.submit(valid, room)?
+                }
+            };
+            reply.await.unwrap_or(Err(Error::ShutDown))
+        }
+    }
+
+    /// Puts a record if the buffers have room now; fails fast with [`Error::Full`] (or a
+    /// validation error) otherwise. The returned future resolves as [`Producer::put_record`]'s.
+    pub fn try_put_record(
+        &self,
+        record: UserRecord,
+    ) -> Result<impl Future<Output = Result<PutResult, Error>> + Send + 'static, Error> {
+        let valid = validate(record, self.inner.config.max_record_size())?;
+        let room = self.inner.try_room(valid.size).ok_or(Error::Full {
+            max_records: self.inner.config.max_buffered_records(),
+            max_bytes: self.inner.config.max_buffered_bytes(),
+        })?;
+        let reply = self.inner.submit(valid, room)?;
+        Ok(async move { reply.await.unwrap_or(Err(Error::ShutDown)) })
+    }
+
+    /// Sends everything buffered now, without waiting for `record_max_buffered_time`, and
+    /// resolves once every record put before the call has resolved.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.inner.commands.send(Command::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Stops accepting records (later puts resolve to [`Error::ShutDown`]), sends everything
+    /// buffered, and resolves once every accepted record has resolved and the pipeline has
+    /// ended. Calling it again, from any clone, waits for the same end.
+    pub async fn shutdown(&self) {
+        self.inner.shut_down.store(true, Ordering::SeqCst);
+        let _ = self.inner.commands.send(Command::Shutdown);
+        let mut task = self.inner.task.lock().await;
+        if let Some(handle) = task.take()
+            && let Err(error) = handle.await
+        {
+            tracing::error!(%error, "the producer pipeline task failed");
+        }
+    }
+
+    /// User records put and not yet resolved.
+    pub fn outstanding_records(&self) -> usize {
+        self.inner.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+}
+
+impl Inner {
+    /// The bytes of room a record of `size` bytes takes (at least 1, at most the whole bound).
+    fn byte_permits(&self, size: usize) -> u32 {
+        size.clamp(1, self.config.max_buffered_bytes())
+            .min(u32::MAX as usize) as u32
+    }
+
+    fn try_room(&self, size: usize) -> Option<Room> {
+        let records = self.records.clone().try_acquire_owned().ok()?;
+        let bytes = self
+            .bytes
+            .clone()
+            .try_acquire_many_owned(self.byte_permits(size))
+            .ok()?;
+        Some(self.room(records, bytes))
+    }
+
+    async fn wait_for_room(&self, size: usize) -> Result<Room, Error> {
+        let records = self
+            .records
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::ShutDown)?;
+        let bytes = self
+            .bytes
+            .clone()
+            .acquire_many_owned(self.byte_permits(size))
+            .await
+            .map_err(|_| Error::ShutDown)?;
+        Ok(self.room(records, bytes))
+    }
+
+    fn room(
+        &self,
+        records: tokio::sync::OwnedSemaphorePermit,
+        bytes: tokio::sync::OwnedSemaphorePermit,
+    ) -> Room {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        Room {
+            _records: records,
+            _bytes: bytes,
+            outstanding: self.outstanding.clone(),
+        }
+    }
+
+    fn submit(
+        &self,
+        valid: Validated,
+        room: Room,
+    ) -> Result<oneshot::Receiver<Result<PutResult, Error>>, Error> {
+        if self.shut_down.load(Ordering::SeqCst) {
+            return Err(Error::ShutDown);
+        }
+        let (reply, receiver) = oneshot::channel();
+        let now = Instant::now();
+        let pending = Pending {
+            record: valid.record,
+            hash_key: valid.hash_key,
+            arrived: now,
+            deadline: now + self.config.record_ttl(),
+            last_attempt_end: now,
+            attempts: Vec::new(),
+            generation: 0,
+            reply,
+            _room: room,
+        };
+        self.commands
+            .send(Command::Put(Box::new(pending)))
+            .map_err(|_| Error::ShutDown)?;
+        Ok(receiver)
+    }
+}

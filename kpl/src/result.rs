@@ -1,0 +1,73 @@
+//! What a user puts and what each put resolves to.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// One user record: a partition key, an optional explicit hash key, and the data.
+///
+/// ```
+/// use kinesis_kpl::UserRecord;
+///
+/// let record = UserRecord::new("sensor-42", "{\"t\":21.5}").explicit_hash_key("12345");
+/// assert_eq!(record.partition_key, "sensor-42");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Chooses the shard (through MD5) unless an explicit hash key is given; 1 to 256 Unicode
+    /// characters.
+    pub partition_key: String,
+    /// A decimal integer in `0..2^128` that chooses the shard instead of the partition key.
+    pub explicit_hash_key: Option<String>,
+    /// The payload; partition key + data at most the stream's maximum record size.
+    pub data: Bytes,
+}
+
+impl UserRecord {
+    /// A record with a partition key and data.
+    pub fn new(partition_key: impl Into<String>, data: impl Into<Bytes>) -> Self {
+        Self {
+            partition_key: partition_key.into(),
+            explicit_hash_key: None,
+            data: data.into(),
+        }
+    }
+
+    /// Sets the explicit hash key.
+    pub fn explicit_hash_key(mut self, explicit_hash_key: impl Into<String>) -> Self {
+        self.explicit_hash_key = Some(explicit_hash_key.into());
+        self
+    }
+}
+
+/// Where a user record was stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutResult {
+    /// The shard that stored it.
+    pub shard_id: String,
+    /// The sequence number of the Kinesis record holding it (shared by every user record of one
+    /// aggregate).
+    pub sequence_number: String,
+    /// Its position inside the aggregate (0 for a record sent on its own); with the sequence
+    /// number it identifies the record exactly, as the KCL's extended sequence number does.
+    pub sub_sequence_number: u64,
+    /// Every attempt made, oldest first; the last one succeeded.
+    pub attempts: Vec<Attempt>,
+}
+
+/// One try at putting a record, as the KPL's `Attempt`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    /// Time between the end of the previous attempt (or the put) and the start of this one:
+    /// buffering, rate limiting and backoff.
+    pub delay: Duration,
+    /// How long the PutRecords call took.
+    pub duration: Duration,
+    /// The error code (`ProvisionedThroughputExceededException`, `InternalFailure`,
+    /// `RequestTimeout`, …), `None` on success.
+    pub error_code: Option<String>,
+    /// The error message, `None` on success.
+    pub error_message: Option<String>,
+    /// Whether this attempt stored the record.
+    pub success: bool,
+}

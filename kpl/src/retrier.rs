@@ -1,0 +1,147 @@
+//! What to do with a failed entry: retry after a backoff (exponential with jitter, by `backon`),
+//! fail at once, or expire at the record's deadline.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+/// The error codes of a throttled write.
+const THROTTLING_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "Throttling",
+    "LimitExceededException",
+    "KMSThrottlingException",
+    "SlowDown",
+    "RequestLimitExceeded",
+];
+
+/// Codes that no retry can fix: the stream is gone, the request is invalid, permissions or the
+/// stream's KMS key are wrong.
+const FINAL_CODES: &[&str] = &[
+    "ResourceNotFoundException",
+    "InvalidArgumentException",
+    "ValidationException",
+    "AccessDeniedException",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+    "KMSDisabledException",
+    "KMSInvalidStateException",
+    "KMSAccessDeniedException",
+    "KMSNotFoundException",
+    "KMSOptInRequired",
+];
+
+/// A failed attempt, classified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) code: String,
+    pub(crate) message: String,
+    pub(crate) kind: FailureKind,
+}
+
+/// How a failure is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// Throttled: retried (or failed at once with `fail_if_throttled`).
+    Throttled,
+    /// Transient (5xx, internal failure, timeout, dropped connection): retried.
+    Transient,
+    /// Final: failed at once.
+    Final,
+}
+
+impl Failure {
+    pub(crate) fn retryable(code: &str, message: String) -> Self {
+        Self::classified(code, message, FailureKind::Transient)
+    }
+
+    pub(crate) fn rejected(code: &str, message: String) -> Self {
+        Self::classified(code, message, FailureKind::Final)
+    }
+
+    fn classified(code: &str, message: String, default: FailureKind) -> Self {
+        let kind = if THROTTLING_CODES.contains(&code) {
+            FailureKind::Throttled
+        } else if FINAL_CODES.contains(&code) {
+            FailureKind::Final
+        } else {
+            default
+        };
+        Self {
+            code: code.to_owned(),
+            message,
+            kind,
+        }
+    }
+
+    /// A per-entry error of a PutRecords response. Unknown codes are retried until the deadline:
+    /// losing a record to a code we did not foresee is worse than a late failure.
+    pub(crate) fn from_entry_error(code: &str, message: &str) -> Self {
+        Self::classified(code, message.to_owned(), FailureKind::Transient)
+    }
+
+    /// A whole-request service error.
+    pub(crate) fn from_request_error(code: &str, message: String) -> Self {
+        Self::classified(code, message, FailureKind::Transient)
+    }
+}
+
+/// The backoff schedule of one entry: from `min` doubling to `max`, with full jitter, never
+/// running out (the record's deadline is what ends retries).
+pub(crate) fn backoff(min: Duration, max: Duration) -> backon::ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_codes() {
+        let throttled = Failure::from_entry_error("ProvisionedThroughputExceededException", "slow");
+        assert_eq!(throttled.kind, FailureKind::Throttled);
+        assert_eq!(
+            Failure::from_entry_error("InternalFailure", "").kind,
+            FailureKind::Transient
+        );
+        assert_eq!(
+            Failure::from_entry_error("SomethingNew", "").kind,
+            FailureKind::Transient
+        );
+        assert_eq!(
+            Failure::from_entry_error("KMSAccessDeniedException", "").kind,
+            FailureKind::Final
+        );
+        assert_eq!(
+            Failure::from_request_error("ResourceNotFoundException", String::new()).kind,
+            FailureKind::Final
+        );
+        assert_eq!(
+            Failure::rejected("ConstructionFailure", String::new()).kind,
+            FailureKind::Final
+        );
+    }
+
+    #[test]
+    fn backoff_grows_within_bounds_and_never_ends() {
+        let min = Duration::from_millis(100);
+        let max = Duration::from_secs(2);
+        let delays: Vec<Duration> = backoff(min, max).take(50).collect();
+        assert_eq!(delays.len(), 50, "the schedule never runs out");
+        // Jitter adds up to one more delay on top of the exponential value.
+        assert!(
+            delays.iter().all(|d| *d >= min && *d <= max * 2),
+            "{delays:?}"
+        );
+        assert!(delays[10] >= max, "reaches the cap: {delays:?}");
+    }
+}

@@ -1,0 +1,135 @@
+//! Sends one PutRecords call and reports, per entry, what Kinesis said.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+
+use crate::aggregator::Entry;
+use crate::retrier::Failure;
+use crate::shard_map::StreamId;
+
+/// What became of one entry of a PutRecords call.
+#[derive(Debug)]
+pub(crate) enum EntryOutcome {
+    Stored {
+        shard_id: String,
+        sequence_number: String,
+    },
+    Failed(Failure),
+}
+
+/// A finished call: the entries it carried, back to the pipeline, with their outcomes.
+pub(crate) struct Completed {
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) outcomes: Vec<EntryOutcome>,
+    pub(crate) started: Instant,
+    pub(crate) duration: Duration,
+}
+
+/// Sends `entries` in one PutRecords call with a time limit.
+pub(crate) async fn put_records(
+    client: aws_sdk_kinesis::Client,
+    stream: StreamId,
+    entries: Vec<Entry>,
+    timeout: Duration,
+) -> Completed {
+    let started = Instant::now();
+    let mut request = client.put_records();
+    request = match &stream {
+        StreamId::Name(name) => request.stream_name(name),
+        StreamId::Arn(arn) => request.stream_arn(arn),
+    };
+    let mut build_error = None;
+    for entry in &entries {
+        match PutRecordsRequestEntry::builder()
+            .data(Blob::new(entry.data.clone()))
+            .partition_key(&entry.partition_key)
+            .set_explicit_hash_key(entry.explicit_hash_key.clone())
+            .build()
+        {
+            Ok(built) => request = request.records(built),
+            Err(error) => build_error = Some(error.to_string()),
+        }
+    }
+    let outcomes = if let Some(message) = build_error {
+        same_for_all(&entries, Failure::rejected("InvalidRequest", message))
+    } else {
+        match tokio::time::timeout(timeout, request.send()).await {
+            Err(_) => same_for_all(
+                &entries,
+                Failure::retryable(
+                    "RequestTimeout",
+                    format!("PutRecords took longer than {timeout:?}"),
+                ),
+            ),
+            Ok(Err(error)) => same_for_all(&entries, classify_request_error(&error)),
+            Ok(Ok(response)) => {
+                let mut outcomes: Vec<EntryOutcome> = response
+                    .records()
+                    .iter()
+                    .map(
+                        |result| match (result.shard_id(), result.sequence_number()) {
+                            (Some(shard_id), Some(sequence_number))
+                                if result.error_code().is_none() =>
+                            {
+                                EntryOutcome::Stored {
+                                    shard_id: shard_id.to_owned(),
+                                    sequence_number: sequence_number.to_owned(),
+                                }
+                            }
+                            _ => EntryOutcome::Failed(Failure::from_entry_error(
+                                result.error_code().unwrap_or("MissingResult"),
+                                result.error_message().unwrap_or(""),
+                            )),
+                        },
+                    )
+                    .collect();
+                // A response with fewer results than entries: the rest are retried.
+                while outcomes.len() < entries.len() {
+                    outcomes.push(EntryOutcome::Failed(Failure::retryable(
+                        "MissingResult",
+                        "PutRecords returned fewer results than entries".to_owned(),
+                    )));
+                }
+                outcomes.truncate(entries.len());
+                outcomes
+            }
+        }
+    };
+    Completed {
+        entries,
+        outcomes,
+        started,
+        duration: started.elapsed(),
+    }
+}
+
+fn same_for_all(entries: &[Entry], failure: Failure) -> Vec<EntryOutcome> {
+    entries
+        .iter()
+        .map(|_| EntryOutcome::Failed(failure.clone()))
+        .collect()
+}
+
+/// Classifies a failed call: service errors by code and HTTP status, transport failures and
+/// timeouts as retryable, a request that could not be built as final.
+fn classify_request_error<E, R>(error: &SdkError<E, R>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let message = aws_smithy_types::error::display::DisplayErrorContext(error).to_string();
+    match error {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("UnknownServiceError");
+            Failure::from_request_error(code, message)
+        }
+        SdkError::TimeoutError(_) => Failure::retryable("RequestTimeout", message),
+        SdkError::DispatchFailure(_) => Failure::retryable("DispatchFailure", message),
+        SdkError::ResponseError(_) => Failure::retryable("ResponseError", message),
+        SdkError::ConstructionFailure(_) => Failure::rejected("ConstructionFailure", message),
+        _ => Failure::retryable("SdkError", message),
+    }
+}

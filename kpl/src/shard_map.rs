@@ -1,0 +1,176 @@
+//! The stream's open shards and their hash-key ranges: predicts the shard of a hash key.
+
+use std::sync::Arc;
+
+use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType};
+
+use crate::Error;
+
+/// A stream addressed by name or by ARN (`arn:…`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum StreamId {
+    Name(String),
+    Arn(String),
+}
+
+impl StreamId {
+    pub(crate) fn parse(stream: String) -> Self {
+        if stream.starts_with("arn:") {
+            Self::Arn(stream)
+        } else {
+            Self::Name(stream)
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Self::Name(s) | Self::Arn(s) => s,
+        }
+    }
+}
+
+/// One open shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ShardRange {
+    pub(crate) id: Arc<str>,
+    pub(crate) start: u128,
+    pub(crate) end: u128,
+}
+
+/// The open shards, sorted by starting hash key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ShardMap {
+    shards: Vec<ShardRange>,
+}
+
+impl ShardMap {
+    pub(crate) fn new(mut shards: Vec<ShardRange>) -> Self {
+        shards.sort_by_key(|s| s.start);
+        Self { shards }
+    }
+
+    /// The open shard whose range holds `hash_key`, if the map covers it.
+    pub(crate) fn predict(&self, hash_key: u128) -> Option<&ShardRange> {
+        let after = self.shards.partition_point(|s| s.start <= hash_key);
+        let shard = self.shards.get(after.checked_sub(1)?)?;
+        (hash_key <= shard.end).then_some(shard)
+    }
+
+    /// Whether `id` is one of the open shards.
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.shards.iter().any(|s| &*s.id == id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Lists the stream's shards (every page) and keeps the open ones. Asks for open shards
+    /// only (`AT_LATEST`) but also filters on the client, for servers that ignore the filter.
+    pub(crate) async fn fetch(
+        client: &aws_sdk_kinesis::Client,
+        stream: &StreamId,
+    ) -> Result<Self, Error> {
+        let mut shards = Vec::new();
+        let mut next_token: Option<String> = None;
+        let mut pages = 0usize;
+        loop {
+            let request = client.list_shards();
+            let request = match &next_token {
+                // With a token, the API forbids the stream and the filter.
+                Some(token) => request.next_token(token),
+                None => {
+                    let filter = ShardFilter::builder()
+                        .r#type(ShardFilterType::AtLatest)
+                        .build()
+                        .map_err(|e| list_error(stream, e))?;
+                    let request = request.shard_filter(filter);
+                    match stream {
+                        StreamId::Name(name) => request.stream_name(name),
+                        StreamId::Arn(arn) => request.stream_arn(arn),
+                    }
+                }
+            };
+            let page = request.send().await.map_err(|e| list_error(stream, e))?;
+            for shard in page.shards() {
+                let open = shard
+                    .sequence_number_range()
+                    .is_none_or(|r| r.ending_sequence_number().is_none());
+                let Some(range) = shard.hash_key_range() else {
+                    continue;
+                };
+                let (Ok(start), Ok(end)) = (
+                    range.starting_hash_key().parse::<u128>(),
+                    range.ending_hash_key().parse::<u128>(),
+                ) else {
+                    tracing::warn!(
+                        shard = shard.shard_id(),
+                        "shard with an unparsable hash-key range ignored"
+                    );
+                    continue;
+                };
+                if open {
+                    shards.push(ShardRange {
+                        id: Arc::from(shard.shard_id()),
+                        start,
+                        end,
+                    });
+                }
+            }
+            pages += 1;
+            match page.next_token() {
+                // A server that ignores paging could hand the same token back forever.
+                Some(token) if !page.shards().is_empty() && pages < 10_000 => {
+                    next_token = Some(token.to_owned())
+                }
+                _ => break,
+            }
+        }
+        if shards.is_empty() {
+            return Err(Error::NoOpenShards {
+                stream: stream.as_str().to_owned(),
+            });
+        }
+        Ok(Self::new(shards))
+    }
+}
+
+fn list_error(stream: &StreamId, error: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::ListShards {
+        stream: stream.as_str().to_owned(),
+        message: aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
+        source: Some(Arc::new(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(id: &str, start: u128, end: u128) -> ShardRange {
+        ShardRange {
+            id: Arc::from(id),
+            start,
+            end,
+        }
+    }
+
+    #[test]
+    fn predicts_by_range_including_both_ends() {
+        let half = u128::MAX / 2;
+        let map = ShardMap::new(vec![shard("b", half + 1, u128::MAX), shard("a", 0, half)]);
+        assert_eq!(map.predict(0).map(|s| &*s.id), Some("a"));
+        assert_eq!(map.predict(half).map(|s| &*s.id), Some("a"));
+        assert_eq!(map.predict(half + 1).map(|s| &*s.id), Some("b"));
+        assert_eq!(map.predict(u128::MAX).map(|s| &*s.id), Some("b"));
+    }
+
+    #[test]
+    fn a_gap_predicts_nothing() {
+        let map = ShardMap::new(vec![shard("a", 0, 9), shard("b", 20, 29)]);
+        assert!(map.predict(15).is_none());
+        assert!(map.predict(30).is_none());
+        assert_eq!(map.predict(25).map(|s| &*s.id), Some("b"));
+        assert!(ShardMap::default().predict(1).is_none());
+    }
+}

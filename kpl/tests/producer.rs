@@ -1,0 +1,542 @@
+//! The producer against real servers (the bed's backend; default: in-process ferrokinesis).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_sdk_kinesis::config::retry::RetryConfig;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use bytes::Bytes;
+use kinesis_integration::TestBed;
+use kinesis_integration::faults::{FaultPlan, PutRecordsFaults};
+use kinesis_kpl::record::{Deaggregated, deaggregate, effective_hash_key};
+use kinesis_kpl::{Config, Error, Ordering, Producer, PutResult, UserRecord};
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// One user record as read back from the stream.
+#[derive(Debug, Clone)]
+struct Read {
+    shard_id: String,
+    sequence_number: String,
+    sub_sequence_number: u64,
+    partition_key: String,
+    data: Bytes,
+    hash_key: u128,
+    /// The hash-key range of the shard it was read from.
+    range: (u128, u128),
+}
+
+/// Reads every shard of the stream (open and closed) from TRIM_HORIZON, deaggregating.
+async fn read_all(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<Vec<Read>, Box<dyn std::error::Error + Send + Sync>> {
+    let shards = client.list_shards().stream_name(stream).send().await?;
+    let mut out = Vec::new();
+    for shard in shards.shards() {
+        let range = shard.hash_key_range().expect("shards have ranges");
+        let range = (
+            range.starting_hash_key().parse()?,
+            range.ending_hash_key().parse()?,
+        );
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await?
+            .shard_iterator;
+        while let Some(current) = iterator {
+            let page = client.get_records().shard_iterator(current).send().await?;
+            for record in page.records() {
+                let data = Bytes::copy_from_slice(record.data().as_ref());
+                match deaggregate(data) {
+                    Deaggregated::Aggregated(subs) => {
+                        for sub in subs {
+                            out.push(Read {
+                                shard_id: shard.shard_id().to_owned(),
+                                sequence_number: record.sequence_number().to_owned(),
+                                sub_sequence_number: sub.sub_sequence_number(),
+                                partition_key: sub.partition_key().to_owned(),
+                                hash_key: sub.effective_hash_key(),
+                                data: sub.into_data(),
+                                range,
+                            });
+                        }
+                    }
+                    Deaggregated::PassThrough { data, .. } => out.push(Read {
+                        shard_id: shard.shard_id().to_owned(),
+                        sequence_number: record.sequence_number().to_owned(),
+                        sub_sequence_number: 0,
+                        partition_key: record.partition_key().to_owned(),
+                        hash_key: effective_hash_key(record.partition_key(), None)?,
+                        data,
+                        range,
+                    }),
+                }
+            }
+            iterator = if page.records().is_empty() {
+                None
+            } else {
+                page.next_shard_iterator().map(str::to_owned)
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// Index read-back records by data, asserting none is duplicated.
+fn by_data(reads: Vec<Read>) -> HashMap<Bytes, Read> {
+    let mut map = HashMap::with_capacity(reads.len());
+    for read in reads {
+        let data = read.data.clone();
+        assert!(
+            map.insert(data.clone(), read).is_none(),
+            "{data:?} stored twice"
+        );
+    }
+    map
+}
+
+fn client_without_sdk_retries(
+    bed: &TestBed,
+    faults: Option<&PutRecordsFaults>,
+) -> aws_sdk_kinesis::Client {
+    let mut config = bed.kinesis_config().retry_config(RetryConfig::disabled());
+    if let Some(faults) = faults {
+        config = config.interceptor(faults.clone());
+    }
+    aws_sdk_kinesis::Client::from_conf(config.build())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_records_arrive_once_on_their_predicted_shards() -> TestResult {
+    let bed = TestBed::start().await?;
+    let stream = bed.create_stream(8).await?;
+    let producer = Producer::new(bed.kinesis().clone(), &stream, Config::default()).await?;
+
+    const RECORDS: usize = 100_000;
+    let mut futures = Vec::with_capacity(RECORDS);
+    for n in 0..RECORDS {
+        let key = format!("key-{}", n % 5_000);
+        futures.push(producer.put_record(UserRecord::new(key, format!("record-{n}"))));
+    }
+    let mut results: Vec<PutResult> = Vec::with_capacity(RECORDS);
+    for future in futures {
+        results.push(future.await?);
+    }
+    producer.shutdown().await;
+    assert_eq!(producer.outstanding_records(), 0);
+
+    let stored = by_data(read_all(bed.kinesis(), &stream).await?);
+    assert_eq!(stored.len(), RECORDS, "every record stored exactly once");
+    let mut aggregated = 0usize;
+    for (n, result) in results.iter().enumerate() {
+        let read = &stored[&Bytes::from(format!("record-{n}"))];
+        assert_eq!(read.partition_key, format!("key-{}", n % 5_000));
+        assert!(
+            (read.range.0..=read.range.1).contains(&read.hash_key),
+            "record-{n} on its predicted shard"
+        );
+        assert_eq!(
+            (
+                &result.shard_id,
+                &result.sequence_number,
+                result.sub_sequence_number
+            ),
+            (
+                &read.shard_id,
+                &read.sequence_number,
+                read.sub_sequence_number
+            ),
+            "record-{n}: the future reports where it was stored"
+        );
+        assert_eq!(result.attempts.len(), 1);
+        assert!(result.attempts[0].success);
+        aggregated += usize::from(result.sub_sequence_number > 0);
+    }
+    assert!(
+        aggregated > RECORDS / 2,
+        "records were aggregated ({aggregated})"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_throttling_and_failures_lose_nothing() -> TestResult {
+    let bed = TestBed::start().await?;
+    let stream = bed.create_stream(4).await?;
+    let faults = PutRecordsFaults::new(FaultPlan {
+        call_throttle: 0.05,
+        call_internal_failure: 0.05,
+        entry_throttle: 0.2,
+        entry_internal_failure: 0.05,
+        ..FaultPlan::seeded(42)
+    });
+    let client = client_without_sdk_retries(&bed, Some(&faults));
+    // Small aggregates and calls: many calls, so every kind of fault is drawn.
+    let config = Config::builder()
+        .aggregation_max_size(1_024)
+        .collection_max_count(20)
+        .min_backoff(Duration::from_millis(10))
+        .max_backoff(Duration::from_millis(200))
+        .build()?;
+    let producer = Producer::new(client, &stream, config).await?;
+
+    const RECORDS: usize = 20_000;
+    let futures: Vec<_> = (0..RECORDS)
+        .map(|n| producer.put_record(UserRecord::new(format!("k{}", n % 300), format!("r{n}"))))
+        .collect();
+    let mut retried = 0;
+    let mut results = Vec::new();
+    for future in futures {
+        let result = future.await?;
+        if result.attempts.len() > 1 {
+            retried += 1;
+            assert!(
+                result.attempts[..result.attempts.len() - 1]
+                    .iter()
+                    .all(|a| !a.success && a.error_code.is_some())
+            );
+        }
+        results.push(result);
+    }
+    producer.shutdown().await;
+
+    let stats = faults.stats();
+    assert!(
+        stats.entries_throttled > 0
+            && stats.calls_throttled > 0
+            && stats.calls_internal_failure > 0,
+        "{stats:?}"
+    );
+    assert!(retried > 0, "some records needed retries");
+    let stored = by_data(read_all(bed.kinesis(), &stream).await?);
+    assert_eq!(stored.len(), RECORDS, "no record lost or duplicated");
+    for (n, result) in results.iter().enumerate() {
+        let read = &stored[&Bytes::from(format!("r{n}"))];
+        assert_eq!(
+            (&result.sequence_number, result.sub_sequence_number),
+            (&read.sequence_number, read.sub_sequence_number)
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_expire_at_their_deadline_with_every_attempt() -> TestResult {
+    let bed = TestBed::start().await?;
+    let stream = bed.create_stream(1).await?;
+    let faults = PutRecordsFaults::new(FaultPlan {
+        entry_throttle: 1.0,
+        ..FaultPlan::seeded(1)
+    });
+    let client = client_without_sdk_retries(&bed, Some(&faults));
+    let config = Config::builder()
+        .record_ttl(Duration::from_millis(800))
+        .min_backoff(Duration::from_millis(20))
+        .max_backoff(Duration::from_millis(100))
+        .build()?;
+    let producer = Producer::new(client, &stream, config).await?;
+    let started = std::time::Instant::now();
+    let futures: Vec<_> = (0..10)
+        .map(|n| producer.put_record(UserRecord::new(format!("k{n}"), format!("r{n}"))))
+        .collect();
+    for future in futures {
+        match future.await {
+            Err(Error::Expired { attempts }) => {
+                assert!(attempts.len() >= 2, "retried before expiring: {attempts:?}");
+                assert!(attempts.iter().all(|a| !a.success
+                    && a.error_code.as_deref() == Some("ProvisionedThroughputExceededException")));
+            }
+            other => panic!("expected Expired, got {other:?}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    producer.shutdown().await;
+    assert!(
+        read_all(bed.kinesis(), &stream).await?.is_empty(),
+        "nothing was stored"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_ordering_keeps_per_key_order_across_retries() -> TestResult {
+    let bed = TestBed::start().await?;
+    let stream = bed.create_stream(2).await?;
+    let faults = PutRecordsFaults::new(FaultPlan {
+        entry_throttle: 0.3,
+        call_internal_failure: 0.05,
+        ..FaultPlan::seeded(9)
+    });
+    let client = client_without_sdk_retries(&bed, Some(&faults));
+    let config = Config::builder()
+        .ordering(Ordering::PerShardStrict)
+        .aggregation_max_size(2_048)
+        .record_max_buffered_time(Duration::from_millis(5))
+        .min_backoff(Duration::from_millis(5))
+        .max_backoff(Duration::from_millis(50))
+        .build()?;
+    let producer = Producer::new(client, &stream, config).await?;
+    const RECORDS: usize = 4_000;
+    let futures: Vec<_> = (0..RECORDS)
+        .map(|n| producer.put_record(UserRecord::new(format!("key-{}", n % 20), format!("{n}"))))
+        .collect();
+    for future in futures {
+        future.await?;
+    }
+    producer.shutdown().await;
+    assert!(faults.stats().entries_throttled > 0);
+
+    // Read order per shard is storage order; per key it must be put order.
+    let reads = read_all(bed.kinesis(), &stream).await?;
+    assert_eq!(reads.len(), RECORDS);
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for read in reads {
+        let n: i64 = std::str::from_utf8(&read.data)?.parse()?;
+        let previous = last.insert(read.partition_key.clone(), n).unwrap_or(-1);
+        assert!(
+            n > previous,
+            "{} stored {n} after {previous}",
+            read.partition_key
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_bounds_the_buffers() -> TestResult {
+    let bed = TestBed::start().await?;
+    let stream = bed.create_stream(1).await?;
+    let config = Config::builder()
+        .max_buffered_records(100)
+        .max_buffered_bytes(2 * 1024 * 1024)
+        // Nothing is sent before the flush, so the buffers stay full until then.
+        .record_max_buffered_time(Duration::from_secs(60))
+        .build()?;
+    let producer = Producer::new(bed.kinesis().clone(), &stream, config).await?;
+    let mut accepted = Vec::new();
+    for n in 0..100 {
+        accepted.push(producer.try_put_record(UserRecord::new("k", format!("r{n}")))?);
+    }
+    assert_eq!(producer.outstanding_records(), 100);
+    let full = producer.try_put_record(UserRecord::new("k", "one too many"));
+    assert!(
+        matches!(
+            full,
+            Err(Error::Full {
+                max_records: 100,
+                ..
+            })
+        ),
+        "{:?}",
+        full.err()
+    );
+    // A waiting put goes ahead once room frees up.
+    let waiting = tokio::spawn(producer.put_record(UserRecord::new("k", "waited")));
+    producer.flush().await;
+    for future in accepted {
+        future.await?;
+    }
+    // It is accepted once room frees, possibly just after a flush: flush until it resolves.
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        while !waiting.is_finished() {
+            producer.flush().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        waiting.await
+    })
+    .await???;
+    assert_eq!(waited.attempts.len(), 1);
+
+    // The byte bound: 1 MiB records into a 2 MiB bound.
+    let big = || UserRecord::new("k", vec![7u8; 1024 * 1024 - 1]);
+    let first = producer.try_put_record(big())?;
+    let second = producer.try_put_record(big())?;
+    assert!(matches!(
+        producer.try_put_record(big()),
+        Err(Error::Full { .. })
+    ));
+    producer.flush().await;
+    first.await?;
+    second.await?;
+    assert_eq!(producer.outstanding_records(), 0);
+    producer.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_typed_errors_and_disturbs_nothing() -> TestResult {
+    let bed = TestBed::start().await?;
+    let stream = bed.create_stream(2).await?;
+    let producer = Producer::new(bed.kinesis().clone(), &stream, Config::default()).await?;
+    let good: Vec<_> = (0..50)
+        .map(|n| producer.put_record(UserRecord::new(format!("k{n}"), format!("good-{n}"))))
+        .collect();
+    let bad = [
+        UserRecord::new("", "empty key"),
+        UserRecord::new("x".repeat(257), "long key"),
+        UserRecord::new("k", vec![0u8; 1024 * 1024]),
+        UserRecord::new("k", "bad ehk")
+            .explicit_hash_key("340282366920938463463374607431768211456"),
+        UserRecord::new("k", "bad ehk").explicit_hash_key("12a"),
+    ];
+    let mut errors = Vec::new();
+    for record in bad {
+        errors.push(
+            producer
+                .put_record(record)
+                .await
+                .expect_err("bad input fails"),
+        );
+    }
+    assert!(matches!(errors[0], Error::EmptyPartitionKey { max: 256 }));
+    assert!(matches!(
+        errors[1],
+        Error::PartitionKeyTooLong {
+            chars: 257,
+            max: 256
+        }
+    ));
+    assert!(matches!(
+        errors[2],
+        Error::RecordTooLarge {
+            size: 1_048_577,
+            max: 1_048_576
+        }
+    ));
+    assert!(matches!(errors[3], Error::InvalidExplicitHashKey(_)));
+    assert!(
+        errors[3]
+            .to_string()
+            .contains("340282366920938463463374607431768211456")
+    );
+    assert!(matches!(errors[4], Error::InvalidExplicitHashKey(_)));
+    // A record with an explicit hash key lands on the shard owning that key.
+    let routed = producer
+        .put_record(UserRecord::new("k", "routed").explicit_hash_key("0"))
+        .await?;
+    for future in good {
+        future.await?;
+    }
+    producer.shutdown().await;
+    let stored = by_data(read_all(bed.kinesis(), &stream).await?);
+    assert_eq!(stored.len(), 51);
+    assert_eq!(stored[&Bytes::from("routed")].shard_id, routed.shard_id);
+    assert_eq!(stored[&Bytes::from("routed")].range.0, 0);
+    assert!(matches!(
+        producer.put_record(UserRecord::new("k", "late")).await,
+        Err(Error::ShutDown)
+    ));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_and_merge_while_producing_lose_nothing_and_refresh_the_map() -> TestResult {
+    let bed = TestBed::start().await?;
+    let stream = bed.create_stream(4).await?;
+    let kinesis = bed.kinesis().clone();
+    let config = Config::builder()
+        .record_max_buffered_time(Duration::from_millis(20))
+        .shard_map_refresh_interval(Duration::from_millis(100))
+        .build()?;
+    let producer = Producer::new(kinesis.clone(), &stream, config).await?;
+
+    let put_batch = |prefix: &'static str, range: std::ops::Range<usize>| {
+        let producer = producer.clone();
+        async move {
+            let futures: Vec<_> = range
+                .map(|n| {
+                    producer.put_record(UserRecord::new(
+                        format!("key-{}", n % 500),
+                        format!("{prefix}-{n}"),
+                    ))
+                })
+                .collect();
+            for future in futures {
+                future.await?;
+            }
+            Ok::<usize, Error>(0)
+        }
+    };
+
+    put_batch("before", 0..5_000).await?;
+    let shards = kinesis.list_shards().stream_name(&stream).send().await?;
+    let ids: Vec<String> = shards
+        .shards()
+        .iter()
+        .map(|s| s.shard_id().to_owned())
+        .collect();
+    let first = &shards.shards()[0];
+    let range = first.hash_key_range().unwrap();
+    let (start, end): (u128, u128) = (
+        range.starting_hash_key().parse()?,
+        range.ending_hash_key().parse()?,
+    );
+    // Split the first shard while a batch is in flight.
+    let during = tokio::spawn(put_batch("during", 5_000..10_000));
+    kinesis
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split(&ids[0])
+        .new_starting_hash_key((start + (end - start) / 2).to_string())
+        .send()
+        .await?;
+    bed.wait_for_stream_active(&stream).await?;
+    kinesis
+        .merge_shards()
+        .stream_name(&stream)
+        .shard_to_merge(&ids[2])
+        .adjacent_shard_to_merge(&ids[3])
+        .send()
+        .await?;
+    bed.wait_for_stream_active(&stream).await?;
+    during.await??;
+    put_batch("after", 10_000..15_000).await?;
+    producer.flush().await;
+    // By now results have landed on the new shards and the map was refreshed: every aggregate
+    // of a final batch is built for an open shard, so its sub-records lie in that shard's range.
+    put_batch("final", 15_000..20_000).await?;
+    producer.shutdown().await;
+
+    let reads = read_all(&kinesis, &stream).await?;
+    let stored = by_data(reads.clone());
+    assert_eq!(
+        stored.len(),
+        20_000,
+        "nothing lost or duplicated across the reshard"
+    );
+    let open: Vec<String> = kinesis
+        .list_shards()
+        .stream_name(&stream)
+        .send()
+        .await?
+        .shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_none()
+        })
+        .map(|s| s.shard_id().to_owned())
+        .collect();
+    assert_eq!(open.len(), 4, "split one (+1), merged two (-1)");
+    let finals: Vec<&Read> = reads
+        .iter()
+        .filter(|r| r.data.starts_with(b"final-"))
+        .collect();
+    assert_eq!(finals.len(), 5_000);
+    for read in finals {
+        assert!(
+            open.contains(&read.shard_id),
+            "final records go to open shards"
+        );
+        assert!(
+            (read.range.0..=read.range.1).contains(&read.hash_key),
+            "final aggregates hold only records of their shard's range"
+        );
+    }
+    Ok(())
+}
