@@ -1,0 +1,124 @@
+//! Puts records to a stream through `kinesis-kpl`: each line of standard input, or a synthetic
+//! load at a given rate. Prints a summary of what was stored and what failed.
+//!
+//! ```text
+//! printf 'a\nb\n' | cargo run -p kinesis-examples --bin producer -- --embedded --create-shards 2 --stream demo
+//! cargo run -p kinesis-examples --bin producer -- --stream orders --synthetic 10000 --rate 2000
+//! ```
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use kinesis_examples::ConnectArgs;
+use kinesis_kpl::{Config, Producer, UserRecord};
+use tokio::io::AsyncBufReadExt;
+
+/// Put records to a Kinesis stream through the kinesis-kpl producer.
+#[derive(Debug, Parser)]
+struct Args {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Stream name or ARN.
+    #[arg(long)]
+    stream: String,
+    /// Create the stream with this many shards first (and wait until it is ACTIVE).
+    #[arg(long)]
+    create_shards: Option<u32>,
+    /// Put this many synthetic records instead of reading standard input.
+    #[arg(long)]
+    synthetic: Option<u64>,
+    /// Synthetic records per second (0: as fast as the producer takes them).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Distinct partition keys of the synthetic load.
+    #[arg(long, default_value_t = 1000)]
+    keys: u64,
+    /// Partition key for stdin lines (default: the line number).
+    #[arg(long)]
+    partition_key: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let connection = args.connect.connect().await?;
+    eprintln!("connected to {}", connection.description);
+    if let Some(shards) = args.create_shards {
+        kinesis_integration::stream::create_stream(
+            &connection.kinesis,
+            &args.stream,
+            shards,
+            kinesis_integration::RESOURCE_TIMEOUT,
+        )
+        .await?;
+        eprintln!("created stream {} with {shards} shards", args.stream);
+    }
+    let producer =
+        Producer::new(connection.kinesis.clone(), &args.stream, Config::default()).await?;
+    let started = Instant::now();
+    let (done, mut results) = tokio::sync::mpsc::unbounded_channel();
+
+    let mut put = 0u64;
+    match args.synthetic {
+        Some(count) => {
+            for n in 0..count {
+                if args.rate > 0 {
+                    let at = started + Duration::from_secs_f64(n as f64 / args.rate as f64);
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                let record = UserRecord::new(
+                    format!("key-{}", n % args.keys.max(1)),
+                    format!("record-{n}"),
+                );
+                let future = producer.put_record(record);
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let _ = done.send(future.await);
+                });
+                put += 1;
+            }
+        }
+        None => {
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            while let Some(line) = lines.next_line().await? {
+                let key = args
+                    .partition_key
+                    .clone()
+                    .unwrap_or_else(|| put.to_string());
+                let future = producer.put_record(UserRecord::new(key, line));
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let _ = done.send(future.await);
+                });
+                put += 1;
+            }
+        }
+    }
+    drop(done);
+    producer.shutdown().await;
+    let (mut stored, mut failed) = (0u64, 0u64);
+    while let Some(result) = results.recv().await {
+        match result {
+            Ok(_) => stored += 1,
+            Err(error) => {
+                failed += 1;
+                if failed <= 10 {
+                    eprintln!("failed: {error}");
+                }
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "put {put} records: {stored} stored, {failed} failed in {seconds:.2} s ({:.0} records/s)",
+        stored as f64 / seconds.max(1e-9)
+    );
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
