@@ -61,6 +61,7 @@ pub struct TestBed {
     sdk_config: SdkConfig,
     kinesis_endpoint: Option<String>,
     dynamodb_endpoint: Option<String>,
+    kinesis_tls_endpoint: Option<String>,
     kinesis: aws_sdk_kinesis::Client,
     dynamodb: aws_sdk_dynamodb::Client,
     // Declared last: the clients above go before the servers they talk to.
@@ -114,6 +115,7 @@ impl TestBed {
             sdk_config,
             kinesis_endpoint: running.kinesis_endpoint,
             dynamodb_endpoint: running.dynamodb_endpoint,
+            kinesis_tls_endpoint: running.kinesis_tls_endpoint,
             _servers: running.guard,
         };
         bed.kinesis = aws_sdk_kinesis::Client::from_conf(bed.kinesis_config().build());
@@ -166,6 +168,12 @@ impl TestBed {
     /// The Kinesis endpoint URL, or `None` for the SDK's default (real AWS).
     pub fn kinesis_endpoint(&self) -> Option<&str> {
         self.kinesis_endpoint.as_deref()
+    }
+
+    /// A TLS Kinesis endpoint that negotiates HTTP/2, where the backend has one (the emulators
+    /// backend: kinesis-mock's TLS port, with a self-signed certificate).
+    pub fn kinesis_tls_endpoint(&self) -> Option<&str> {
+        self.kinesis_tls_endpoint.as_deref()
     }
 
     /// The DynamoDB endpoint URL, or `None` for the SDK's default (real AWS).

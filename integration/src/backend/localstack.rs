@@ -88,6 +88,7 @@ mod container {
         Ok(Running {
             kinesis_endpoint: Some(instance.endpoint.clone()),
             dynamodb_endpoint: Some(instance.endpoint.clone()),
+            kinesis_tls_endpoint: None,
             dummy_credentials: true,
             guard: Box::new(instance),
         })

@@ -3,7 +3,7 @@
 //! | `KINESIS_TEST_BACKEND` | Kinesis | DynamoDB | needs |
 //! |---|---|---|---|
 //! | `embedded` (default, also when unset) | `ferrokinesis`, in-process | `dynoxide`, in-process | nothing |
-//! | `emulators` | kinesis-mock (node child process) | DynamoDB Local (java child process) | node, npm, java; installs from `integration/emulators/package-lock.json` on first use |
+//! | `emulators` | kinesis-mock (node child process) | DynamoDB Local (java child process) | node, npm, java, cc, flock; installs from `integration/emulators/package-lock.json` on first use |
 //! | `localstack` | LocalStack container | LocalStack container | a Docker engine and the `localstack` feature |
 //! | `endpoint` | `KINESIS_ENDPOINT` or real AWS | `DYNAMODB_ENDPOINT` or real AWS | the endpoints, or AWS credentials |
 
@@ -134,6 +134,8 @@ pub(crate) struct Running {
     /// `None` means the SDK's default endpoint resolution (real AWS).
     pub(crate) kinesis_endpoint: Option<String>,
     pub(crate) dynamodb_endpoint: Option<String>,
+    /// A TLS (HTTP/2-capable) Kinesis endpoint, where the backend has one.
+    pub(crate) kinesis_tls_endpoint: Option<String>,
     /// Whether to sign with fixed dummy credentials instead of the default chain.
     pub(crate) dummy_credentials: bool,
     /// Dropped with the bed; stops or releases the servers.
@@ -147,6 +149,7 @@ pub(crate) async fn start(backend: Backend, options: &BedOptions) -> Result<Runn
             Ok(Running {
                 kinesis_endpoint: Some(servers.kinesis_endpoint()),
                 dynamodb_endpoint: Some(servers.dynamodb_endpoint()),
+                kinesis_tls_endpoint: None,
                 dummy_credentials: true,
                 guard: Box::new(servers),
             })
@@ -156,6 +159,7 @@ pub(crate) async fn start(backend: Backend, options: &BedOptions) -> Result<Runn
             Ok(Running {
                 kinesis_endpoint: Some(emulators.kinesis_endpoint()),
                 dynamodb_endpoint: Some(emulators.dynamodb_endpoint()),
+                kinesis_tls_endpoint: Some(emulators.kinesis_tls_endpoint()),
                 dummy_credentials: true,
                 guard: Box::new(emulators),
             })

@@ -1,0 +1,245 @@
+//! Lease coordination settings.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::lease::AssignmentConfig;
+
+/// Default failover time: 10 000 ms, the Java KCL's `failoverTimeMillis` default.
+pub const DEFAULT_FAILOVER_TIME: Duration = Duration::from_millis(10_000);
+
+/// How leases are held, renewed, taken and balanced.
+///
+/// Build one with [`LeaseConfig::builder`], or use [`LeaseConfig::default`] for the Java KCL
+/// defaults:
+///
+/// ```
+/// use std::time::Duration;
+/// use kinesis_kcl::LeaseConfig;
+///
+/// let config = LeaseConfig::builder()
+///     .failover_time(Duration::from_secs(30))
+///     .max_leases_to_steal_at_one_time(2)
+///     .build()?;
+/// assert_eq!(config.renew_interval(), Duration::from_secs(10)); // failover / 3
+/// assert_eq!(config.max_leases_for_worker(), None); // unlimited
+/// # Ok::<(), kinesis_kcl::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseConfig {
+    failover_time: Duration,
+    renew_interval: Duration,
+    taker_interval: Duration,
+    max_leases_for_worker: Option<NonZeroUsize>,
+    max_leases_to_steal_at_one_time: NonZeroUsize,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            failover_time: DEFAULT_FAILOVER_TIME,
+            renew_interval: DEFAULT_FAILOVER_TIME / 3,
+            taker_interval: DEFAULT_FAILOVER_TIME / 3,
+            max_leases_for_worker: None,
+            max_leases_to_steal_at_one_time: NonZeroUsize::MIN,
+        }
+    }
+}
+
+impl LeaseConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> LeaseConfigBuilder {
+        LeaseConfigBuilder::default()
+    }
+
+    /// How long a lease's counter may stay unchanged, as seen on a worker's own clock,
+    /// before that worker considers the lease expired and takes it.
+    ///
+    /// Default 10 000 ms, equal to the Java KCL's `failoverTimeMillis`. A Java worker and ours
+    /// sharing a table should use the same value.
+    pub fn failover_time(&self) -> Duration {
+        self.failover_time
+    }
+
+    /// How often the holder renews (heartbeats) its leases.
+    ///
+    /// Default `failover_time / 3` (3 333 ms at the default failover), so two renewals can be
+    /// lost before a lease expires. The Java KCL renews every `failover / 3 - epsilon`
+    /// (`epsilonMillis` = 25 ms by default, so 3 308 ms); the difference does not matter for
+    /// interoperation.
+    pub fn renew_interval(&self) -> Duration {
+        self.renew_interval
+    }
+
+    /// How often a worker scans the table and runs the assignment.
+    ///
+    /// Default `failover_time / 3` (3 333 ms), a placeholder. With a scan period `P`, a
+    /// killed worker's leases are taken at most `failover + 2P` after its last renewal (up to
+    /// `P` to notice the last counter change, then the first scan after the failover time
+    /// has passed): about 1.67 × failover at this default. The Java KCL scans every
+    /// `2 × (failover + epsilon)` (20 050 ms by default).
+    pub fn taker_interval(&self) -> Duration {
+        self.taker_interval
+    }
+
+    /// Most leases one worker holds; `None` is unlimited.
+    ///
+    /// Default unlimited, equal to the Java KCL's `maxLeasesForWorker` default
+    /// (`Integer.MAX_VALUE`). Setting it too low can leave shards unprocessed.
+    pub fn max_leases_for_worker(&self) -> Option<NonZeroUsize> {
+        self.max_leases_for_worker
+    }
+
+    /// Most leases one worker steals from a more loaded worker per assignment round.
+    ///
+    /// Default 1, equal to the Java KCL's `maxLeasesToStealAtOneTime` default. Higher values
+    /// balance faster after scale-out at the cost of more lease churn.
+    pub fn max_leases_to_steal_at_one_time(&self) -> NonZeroUsize {
+        self.max_leases_to_steal_at_one_time
+    }
+
+    /// The settings [`decide`](crate::lease::decide) uses.
+    pub fn assignment(&self) -> AssignmentConfig {
+        AssignmentConfig {
+            max_leases_for_worker: self.max_leases_for_worker,
+            max_leases_to_steal_at_one_time: self.max_leases_to_steal_at_one_time,
+        }
+    }
+}
+
+/// Builds a [`LeaseConfig`]. Unset intervals follow the failover time (each `failover / 3`).
+#[derive(Clone, Debug, Default)]
+pub struct LeaseConfigBuilder {
+    failover_time: Option<Duration>,
+    renew_interval: Option<Duration>,
+    taker_interval: Option<Duration>,
+    max_leases_for_worker: Option<usize>,
+    max_leases_to_steal_at_one_time: Option<usize>,
+}
+
+impl LeaseConfigBuilder {
+    /// See [`LeaseConfig::failover_time`].
+    pub fn failover_time(mut self, failover_time: Duration) -> Self {
+        self.failover_time = Some(failover_time);
+        self
+    }
+
+    /// See [`LeaseConfig::renew_interval`].
+    pub fn renew_interval(mut self, renew_interval: Duration) -> Self {
+        self.renew_interval = Some(renew_interval);
+        self
+    }
+
+    /// See [`LeaseConfig::taker_interval`].
+    pub fn taker_interval(mut self, taker_interval: Duration) -> Self {
+        self.taker_interval = Some(taker_interval);
+        self
+    }
+
+    /// See [`LeaseConfig::max_leases_for_worker`]. Must be at least 1.
+    pub fn max_leases_for_worker(mut self, max: usize) -> Self {
+        self.max_leases_for_worker = Some(max);
+        self
+    }
+
+    /// See [`LeaseConfig::max_leases_to_steal_at_one_time`]. Must be at least 1.
+    pub fn max_leases_to_steal_at_one_time(mut self, max: usize) -> Self {
+        self.max_leases_to_steal_at_one_time = Some(max);
+        self
+    }
+
+    /// Checks and builds the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] if the failover time or an interval is zero, the renew
+    /// interval is not shorter than the failover time, or a maximum is 0.
+    pub fn build(self) -> Result<LeaseConfig> {
+        let failover_time = self.failover_time.unwrap_or(DEFAULT_FAILOVER_TIME);
+        if failover_time.is_zero() {
+            return Err(invalid("failover_time", "must be positive"));
+        }
+        let renew_interval = self.renew_interval.unwrap_or(failover_time / 3);
+        if renew_interval.is_zero() {
+            return Err(invalid("renew_interval", "must be positive"));
+        }
+        if renew_interval >= failover_time {
+            return Err(invalid(
+                "renew_interval",
+                "must be shorter than failover_time, or leases expire between renewals",
+            ));
+        }
+        let taker_interval = self.taker_interval.unwrap_or(failover_time / 3);
+        if taker_interval.is_zero() {
+            return Err(invalid("taker_interval", "must be positive"));
+        }
+        let max_leases_for_worker = match self.max_leases_for_worker {
+            None => None,
+            Some(n) => Some(
+                NonZeroUsize::new(n)
+                    .ok_or_else(|| invalid("max_leases_for_worker", "must be >= 1"))?,
+            ),
+        };
+        let max_leases_to_steal_at_one_time = match self.max_leases_to_steal_at_one_time {
+            None => NonZeroUsize::MIN,
+            Some(n) => NonZeroUsize::new(n)
+                .ok_or_else(|| invalid("max_leases_to_steal_at_one_time", "must be >= 1"))?,
+        };
+        Ok(LeaseConfig {
+            failover_time,
+            renew_interval,
+            taker_interval,
+            max_leases_for_worker,
+            max_leases_to_steal_at_one_time,
+        })
+    }
+}
+
+fn invalid(field: &'static str, reason: &'static str) -> Error {
+    Error::InvalidConfig {
+        field,
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_java() {
+        let c = LeaseConfig::default();
+        assert_eq!(c.failover_time(), Duration::from_millis(10_000));
+        assert_eq!(c.renew_interval(), Duration::from_nanos(3_333_333_333));
+        assert_eq!(c.taker_interval(), c.failover_time() / 3);
+        assert_eq!(c.max_leases_for_worker(), None);
+        assert_eq!(c.max_leases_to_steal_at_one_time().get(), 1);
+        assert_eq!(LeaseConfig::builder().build().unwrap(), c);
+    }
+
+    #[test]
+    fn intervals_follow_failover() {
+        let c = LeaseConfig::builder()
+            .failover_time(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        assert_eq!(c.renew_interval(), Duration::from_secs(10));
+        assert_eq!(c.taker_interval(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let bad = [
+            LeaseConfig::builder().failover_time(Duration::ZERO),
+            LeaseConfig::builder().renew_interval(Duration::from_secs(10)),
+            LeaseConfig::builder().renew_interval(Duration::ZERO),
+            LeaseConfig::builder().taker_interval(Duration::ZERO),
+            LeaseConfig::builder().max_leases_for_worker(0),
+            LeaseConfig::builder().max_leases_to_steal_at_one_time(0),
+        ];
+        for b in bad {
+            assert!(matches!(b.build(), Err(Error::InvalidConfig { .. })));
+        }
+    }
+}

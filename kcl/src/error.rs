@@ -1,0 +1,124 @@
+//! The crate's error type.
+
+use std::borrow::Cow;
+
+/// Everything that can go wrong in this crate.
+///
+/// One enum for the whole crate. It is `#[non_exhaustive]`: more variants (for example the
+/// DynamoDB and Kinesis SDK errors, carried as `#[source]`) are added as the crate grows, so
+/// match with a wildcard arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A lease item lacks an attribute that every lease written by the Java KCL carries.
+    #[error("lease item has no `{attribute}` attribute")]
+    MissingAttribute {
+        /// The DynamoDB attribute name, as the Java KCL spells it.
+        attribute: &'static str,
+    },
+
+    /// A lease attribute holds a DynamoDB type other than the one the Java KCL writes.
+    #[error("lease attribute `{attribute}` is a DynamoDB {found} ({value}), expected {expected}")]
+    AttributeType {
+        /// The DynamoDB attribute name, as the Java KCL spells it.
+        attribute: &'static str,
+        /// The DynamoDB type the Java KCL writes (`S`, `N`, `SS`, `B`).
+        expected: &'static str,
+        /// The DynamoDB type found in the item.
+        found: &'static str,
+        /// A rendering of the value found (truncated when long).
+        value: String,
+    },
+
+    /// A lease attribute has the right DynamoDB type but a value the Java KCL would not
+    /// write or could not read (a non-numeric checkpoint, a negative counter, …), or a lease
+    /// about to be written has a value the Java KCL could not read back.
+    #[error("lease attribute `{attribute}` has invalid value {value:?}: {reason}")]
+    AttributeValue {
+        /// The DynamoDB attribute name, as the Java KCL spells it.
+        attribute: &'static str,
+        /// The offending value (truncated when long).
+        value: String,
+        /// Why the value is rejected.
+        reason: Cow<'static, str>,
+    },
+
+    /// A value given to a constructor (a sequence number, a stream identifier, a hash key
+    /// range, …) is malformed.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidValue {
+        /// What kind of value it was meant to be.
+        what: &'static str,
+        /// The offending value (truncated when long).
+        value: String,
+        /// Why the value is rejected.
+        reason: Cow<'static, str>,
+    },
+
+    /// A configuration value is out of range.
+    #[error("invalid lease configuration: `{field}` {reason}")]
+    InvalidConfig {
+        /// The configuration field.
+        field: &'static str,
+        /// Why the value is rejected.
+        reason: Cow<'static, str>,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Longest rendering of a bad value kept in an error.
+const MAX_VALUE_CHARS: usize = 200;
+
+/// Renders `value` for an error message, cut to a bounded length.
+pub(crate) fn truncate(value: &str) -> String {
+    if value.chars().count() <= MAX_VALUE_CHARS {
+        value.to_owned()
+    } else {
+        let mut out: String = value.chars().take(MAX_VALUE_CHARS).collect();
+        out.push('…');
+        out
+    }
+}
+
+impl Error {
+    /// Builds [`Error::InvalidValue`].
+    pub(crate) fn invalid_value(
+        what: &'static str,
+        value: &str,
+        reason: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Error::InvalidValue {
+            what,
+            value: truncate(value),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds [`Error::AttributeValue`].
+    pub(crate) fn attribute_value(
+        attribute: &'static str,
+        value: &str,
+        reason: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Error::AttributeValue {
+            attribute,
+            value: truncate(value),
+            reason: reason.into(),
+        }
+    }
+
+    /// Re-labels an [`Error::InvalidValue`] as a bad value of `attribute`; other errors pass
+    /// through unchanged.
+    pub(crate) fn in_attribute(self, attribute: &'static str) -> Self {
+        match self {
+            Error::InvalidValue { value, reason, .. } => Error::AttributeValue {
+                attribute,
+                value,
+                reason,
+            },
+            other => other,
+        }
+    }
+}
