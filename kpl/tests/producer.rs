@@ -116,13 +116,14 @@ async fn hundred_thousand_records_arrive_once_on_their_predicted_shards() -> Tes
     let stream = bed.create_stream(8).await?;
     let producer = Producer::new(bed.kinesis().clone(), &stream, Config::default()).await?;
 
-    const RECORDS: usize = 100_000;
-    let mut futures = Vec::with_capacity(RECORDS);
-    for n in 0..RECORDS {
-        let key = format!("key-{}", n % 5_000);
+    let records = bed.scaled(100_000);
+    let keys = bed.scaled(5_000).min(records / 2);
+    let mut futures = Vec::with_capacity(records);
+    for n in 0..records {
+        let key = format!("key-{}", n % keys);
         futures.push(producer.put_record(UserRecord::new(key, format!("record-{n}"))));
     }
-    let mut results: Vec<PutResult> = Vec::with_capacity(RECORDS);
+    let mut results: Vec<PutResult> = Vec::with_capacity(records);
     for future in futures {
         results.push(future.await?);
     }
@@ -130,11 +131,11 @@ async fn hundred_thousand_records_arrive_once_on_their_predicted_shards() -> Tes
     assert_eq!(producer.outstanding_records(), 0);
 
     let stored = by_data(read_all(bed.kinesis(), &stream).await?);
-    assert_eq!(stored.len(), RECORDS, "every record stored exactly once");
+    assert_eq!(stored.len(), records, "every record stored exactly once");
     let mut aggregated = 0usize;
     for (n, result) in results.iter().enumerate() {
         let read = &stored[&Bytes::from(format!("record-{n}"))];
-        assert_eq!(read.partition_key, format!("key-{}", n % 5_000));
+        assert_eq!(read.partition_key, format!("key-{}", n % keys));
         assert!(
             (read.range.0..=read.range.1).contains(&read.hash_key),
             "record-{n} on its predicted shard"
@@ -157,7 +158,7 @@ async fn hundred_thousand_records_arrive_once_on_their_predicted_shards() -> Tes
         aggregated += usize::from(result.sub_sequence_number > 0);
     }
     assert!(
-        aggregated > RECORDS / 2,
+        aggregated > records / 2,
         "records were aggregated ({aggregated})"
     );
     Ok(())
@@ -184,8 +185,8 @@ async fn injected_throttling_and_failures_lose_nothing() -> TestResult {
         .build()?;
     let producer = Producer::new(client, &stream, config).await?;
 
-    const RECORDS: usize = 20_000;
-    let futures: Vec<_> = (0..RECORDS)
+    let records = bed.scaled(20_000);
+    let futures: Vec<_> = (0..records)
         .map(|n| producer.put_record(UserRecord::new(format!("k{}", n % 300), format!("r{n}"))))
         .collect();
     let mut retried = 0;
@@ -206,14 +207,13 @@ async fn injected_throttling_and_failures_lose_nothing() -> TestResult {
 
     let stats = faults.stats();
     assert!(
-        stats.entries_throttled > 0
-            && stats.calls_throttled > 0
-            && stats.calls_internal_failure > 0,
+        stats.entries_throttled + stats.calls_throttled > 0
+            && stats.entries_internal_failure + stats.calls_internal_failure > 0,
         "{stats:?}"
     );
     assert!(retried > 0, "some records needed retries");
     let stored = by_data(read_all(bed.kinesis(), &stream).await?);
-    assert_eq!(stored.len(), RECORDS, "no record lost or duplicated");
+    assert_eq!(stored.len(), records, "no record lost or duplicated");
     for (n, result) in results.iter().enumerate() {
         let read = &stored[&Bytes::from(format!("r{n}"))];
         assert_eq!(
@@ -280,8 +280,8 @@ async fn strict_ordering_keeps_per_key_order_across_retries() -> TestResult {
         .max_backoff(Duration::from_millis(50))
         .build()?;
     let producer = Producer::new(client, &stream, config).await?;
-    const RECORDS: usize = 4_000;
-    let futures: Vec<_> = (0..RECORDS)
+    let records = bed.scaled(4_000);
+    let futures: Vec<_> = (0..records)
         .map(|n| producer.put_record(UserRecord::new(format!("key-{}", n % 20), format!("{n}"))))
         .collect();
     for future in futures {
@@ -292,7 +292,7 @@ async fn strict_ordering_keeps_per_key_order_across_retries() -> TestResult {
 
     // Read order per shard is storage order; per key it must be put order.
     let reads = read_all(bed.kinesis(), &stream).await?;
-    assert_eq!(reads.len(), RECORDS);
+    assert_eq!(reads.len(), records);
     let mut last: BTreeMap<String, i64> = BTreeMap::new();
     for read in reads {
         let n: i64 = std::str::from_utf8(&read.data)?.parse()?;
@@ -462,7 +462,8 @@ async fn split_and_merge_while_producing_lose_nothing_and_refresh_the_map() -> T
         }
     };
 
-    put_batch("before", 0..5_000).await?;
+    let quarter = bed.scaled(20_000) / 4;
+    put_batch("before", 0..quarter).await?;
     let shards = kinesis.list_shards().stream_name(&stream).send().await?;
     let ids: Vec<String> = shards
         .shards()
@@ -476,7 +477,7 @@ async fn split_and_merge_while_producing_lose_nothing_and_refresh_the_map() -> T
         range.ending_hash_key().parse()?,
     );
     // Split the first shard while a batch is in flight.
-    let during = tokio::spawn(put_batch("during", 5_000..10_000));
+    let during = tokio::spawn(put_batch("during", quarter..2 * quarter));
     kinesis
         .split_shard()
         .stream_name(&stream)
@@ -494,18 +495,18 @@ async fn split_and_merge_while_producing_lose_nothing_and_refresh_the_map() -> T
         .await?;
     bed.wait_for_stream_active(&stream).await?;
     during.await??;
-    put_batch("after", 10_000..15_000).await?;
+    put_batch("after", 2 * quarter..3 * quarter).await?;
     producer.flush().await;
     // By now results have landed on the new shards and the map was refreshed: every aggregate
     // of a final batch is built for an open shard, so its sub-records lie in that shard's range.
-    put_batch("final", 15_000..20_000).await?;
+    put_batch("final", 3 * quarter..4 * quarter).await?;
     producer.shutdown().await;
 
     let reads = read_all(&kinesis, &stream).await?;
     let stored = by_data(reads.clone());
     assert_eq!(
         stored.len(),
-        20_000,
+        4 * quarter,
         "nothing lost or duplicated across the reshard"
     );
     let open: Vec<String> = kinesis
@@ -527,7 +528,7 @@ async fn split_and_merge_while_producing_lose_nothing_and_refresh_the_map() -> T
         .iter()
         .filter(|r| r.data.starts_with(b"final-"))
         .collect();
-    assert_eq!(finals.len(), 5_000);
+    assert_eq!(finals.len(), quarter);
     for read in finals {
         assert!(
             open.contains(&read.shard_id),
