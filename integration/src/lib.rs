@@ -38,6 +38,7 @@ pub mod faults;
 mod names;
 pub mod stream;
 pub mod table;
+mod wait;
 
 use std::time::Duration;
 

@@ -6,12 +6,9 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::types::{ConsumerStatus, StreamStatus};
-use tokio::time::{Instant, sleep};
 
 use crate::BedError;
-
-/// How often the helpers poll a resource's status.
-const POLL_INTERVAL: Duration = Duration::from_millis(25);
+use crate::wait::poll_until;
 
 /// Creates a provisioned stream with `shards` shards and waits until it is ACTIVE.
 pub async fn create_stream(
@@ -43,29 +40,18 @@ pub async fn wait_for_stream_active(
     name: &str,
     timeout: Duration,
 ) -> Result<(), BedError> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    poll_until(&format!("stream {name}"), "ACTIVE", timeout, || async {
         let summary = client
             .describe_stream_summary()
             .stream_name(name)
             .send()
             .await
             .map_err(|e| BedError::kinesis("DescribeStreamSummary", e))?;
-        let status = summary
+        Ok(summary
             .stream_description_summary()
-            .map(|s| s.stream_status().clone());
-        if status == Some(StreamStatus::Active) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(BedError::Timeout {
-                what: format!("stream {name}"),
-                state: "ACTIVE",
-                waited: timeout,
-            });
-        }
-        sleep(POLL_INTERVAL).await;
-    }
+            .is_some_and(|s| *s.stream_status() == StreamStatus::Active))
+    })
+    .await
 }
 
 /// Registers an enhanced fan-out consumer on the stream (by ARN) and waits until it is ACTIVE;
@@ -90,29 +76,24 @@ pub async fn register_consumer(
             backend: "any",
             message: "RegisterStreamConsumer returned no consumer".to_owned(),
         })?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let described = client
-            .describe_stream_consumer()
-            .consumer_arn(&arn)
-            .send()
-            .await
-            .map_err(|e| BedError::kinesis("DescribeStreamConsumer", e))?;
-        let status = described
-            .consumer_description()
-            .map(|d| d.consumer_status().clone());
-        if status == Some(ConsumerStatus::Active) {
-            return Ok(arn);
-        }
-        if Instant::now() >= deadline {
-            return Err(BedError::Timeout {
-                what: format!("stream consumer {consumer_name}"),
-                state: "ACTIVE",
-                waited: timeout,
-            });
-        }
-        sleep(POLL_INTERVAL).await;
-    }
+    poll_until(
+        &format!("stream consumer {consumer_name}"),
+        "ACTIVE",
+        timeout,
+        || async {
+            let described = client
+                .describe_stream_consumer()
+                .consumer_arn(&arn)
+                .send()
+                .await
+                .map_err(|e| BedError::kinesis("DescribeStreamConsumer", e))?;
+            Ok(described
+                .consumer_description()
+                .is_some_and(|d| *d.consumer_status() == ConsumerStatus::Active))
+        },
+    )
+    .await?;
+    Ok(arn)
 }
 
 /// The stream's ARN, from DescribeStreamSummary.

@@ -2,14 +2,11 @@
 
 use std::time::Duration;
 
+use crate::BedError;
+use crate::wait::poll_until;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
-use tokio::time::{Instant, sleep};
-
-use crate::BedError;
-
-const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
 /// Creates an on-demand table whose hash key is the string attribute `hash_key`, and waits until
 /// it is ACTIVE.
@@ -38,24 +35,14 @@ pub async fn create_table(
         .send()
         .await
         .map_err(|e| BedError::dynamodb("CreateTable", e))?;
-    let deadline = Instant::now() + timeout;
-    loop {
+    poll_until(&format!("table {name}"), "ACTIVE", timeout, || async {
         let described = client
             .describe_table()
             .table_name(name)
             .send()
             .await
             .map_err(|e| BedError::dynamodb("DescribeTable", e))?;
-        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(BedError::Timeout {
-                what: format!("table {name}"),
-                state: "ACTIVE",
-                waited: timeout,
-            });
-        }
-        sleep(POLL_INTERVAL).await;
-    }
+        Ok(described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active))
+    })
+    .await
 }
