@@ -1,6 +1,7 @@
 //! The crate's error type.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 /// Everything that can go wrong in this crate.
 ///
@@ -62,6 +63,43 @@ pub enum Error {
         field: &'static str,
         /// Why the value is rejected.
         reason: Cow<'static, str>,
+    },
+
+    /// A DynamoDB request on the lease table failed with an error that is not retried
+    /// (validation, access denied, missing table, …), or a transient error (throttling,
+    /// 5xx, timeout) outlasted the retry budget. A failed condition on a lease write is not
+    /// an error: it is [`WriteOutcome::ConditionFailed`](crate::lease::WriteOutcome).
+    #[error("DynamoDB {operation} on table `{table}` failed")]
+    DynamoDb {
+        /// The DynamoDB operation (`UpdateItem`, `Scan`, …).
+        operation: &'static str,
+        /// The lease table.
+        table: String,
+        /// The SDK error.
+        #[source]
+        source: Box<aws_sdk_dynamodb::Error>,
+    },
+
+    /// The lease table did not become usable (`ACTIVE`) in time.
+    #[error("lease table `{table}` not ACTIVE after {waited:?} (last status: {status})")]
+    TableNotActive {
+        /// The lease table.
+        table: String,
+        /// The last status DynamoDB reported.
+        status: String,
+        /// How long it was waited for.
+        waited: Duration,
+    },
+
+    /// A checkpoint write would move a lease's checkpoint backwards.
+    #[error("checkpoint of lease `{lease_key}` cannot move back from {current} to {proposed}")]
+    CheckpointRegression {
+        /// The lease key.
+        lease_key: String,
+        /// The checkpoint the lease holds (`position/subSequenceNumber`).
+        current: String,
+        /// The rejected checkpoint.
+        proposed: String,
     },
 }
 

@@ -4,13 +4,15 @@
 //! lays it out, so an application can move between the Java KCL and this crate on the same
 //! lease table without losing its position.
 //!
-//! This release contains the pure core of lease coordination:
+//! What exists so far is the lease layer (the worker, retrieval and processors build on it):
 //!
 //! - [`lease::Lease`] with [`lease::Lease::from_item`] / [`lease::Lease::to_item`]: the
 //!   Java-compatible item layout, preserving attributes it does not know;
 //! - the conditional writes (renew, take, evict, checkpoint) as data ([`lease::LeaseWrite`]);
 //! - [`lease::ExpiryTracker`]: lease expiry on this worker's monotonic clock;
 //! - [`lease::decide`]: the deterministic lease assignment;
+//! - [`lease::LeaseTable`]: the DynamoDB I/O (table creation, scans, conditional writes with
+//!   retries on throttling);
 //! - [`LeaseConfig`]: the settings, with the Java KCL's defaults.
 //!
 //! ```

@@ -1,7 +1,8 @@
 //! The pure core of lease coordination: the Java-compatible lease item layout, the
 //! conditional writes on it, expiry tracking and the assignment decision.
 //!
-//! Nothing here performs I/O. The DynamoDB layer reads items with [`Lease::from_item`],
+//! Only [`LeaseTable`] performs I/O (see its module for the DynamoDB capacity each call
+//! costs); everything else is pure. The DynamoDB layer reads items with [`Lease::from_item`],
 //! writes them with [`Lease::to_item`] and the [`LeaseWrite`]s built by
 //! [`Lease::renew_write`], [`Lease::take_write`], [`Lease::evict_write`] and
 //! [`Lease::update_write`]; the coordinator feeds scans through an [`ExpiryTracker`] into
@@ -67,6 +68,7 @@ mod item;
 mod model;
 mod ops;
 mod sequence;
+mod table;
 
 pub use assignment::{Assignment, AssignmentConfig, LeaseState, LeaseToTake, TakeReason, decide};
 pub use expiry::ExpiryTracker;
@@ -76,3 +78,7 @@ pub use ops::{
     CREATE_CONDITION_EXPRESSION, Condition, LeaseWrite, RenderedWrite, UpdateAction, lease_key_item,
 };
 pub use sequence::{ExtendedSequenceNumber, SequenceNumber, SequencePosition};
+pub use table::{
+    Billing, DEFAULT_ACTIVE_TIMEOUT, DEFAULT_RETRY_BUDGET, LeaseTable, RetryPolicy, TableOptions,
+    WriteOutcome,
+};
