@@ -1,13 +1,12 @@
 //! Building aggregated records: [`AggregateBuilder`].
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::ops::Range;
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
-use prost::encoding::{encode_varint, encoded_len_varint};
 
-use super::proto::tag;
+use super::wire::{put_varint, tag, varint_len};
 use super::{DIGEST_LEN, FRAMING_LEN, MAGIC};
 
 /// Packs user records into one KPL aggregated record, never exceeding a size and count limit.
@@ -26,10 +25,12 @@ use super::{DIGEST_LEN, FRAMING_LEN, MAGIC};
 /// wrapping it ([`Finished::Single`]), as the KPL does.
 ///
 /// Input validation (partition key length, explicit hash key syntax, …) is the producer's job;
-/// the builder encodes whatever strings it is given and never panics.
+/// the builder encodes whatever strings it is given and never panics. Validate explicit hash keys
+/// with [`parse_explicit_hash_key`](super::parse_explicit_hash_key):
+/// [`deaggregate`](super::deaggregate) hands back whole, unread, an aggregate in which a record
+/// has one that is not a number in `0..2^128`.
 ///
 /// ```
-/// use bytes::Bytes;
 /// use kinesis_kpl::record::{AggregateBuilder, Deaggregated, Finished, deaggregate};
 ///
 /// let mut builder = AggregateBuilder::new(51_200, 1_000);
@@ -59,14 +60,10 @@ use super::{DIGEST_LEN, FRAMING_LEN, MAGIC};
 pub struct AggregateBuilder {
     max_size: usize,
     max_count: usize,
-    /// Partition key → its index in the table.
-    partition_keys: HashMap<Box<str>, u64>,
-    /// Explicit hash key → its index in the table.
-    explicit_hash_keys: HashMap<Box<str>, u64>,
-    /// Encoded field-1 entries.
-    partition_key_table: Vec<u8>,
-    /// Encoded field-2 entries.
-    explicit_hash_key_table: Vec<u8>,
+    /// Field 1: the partition key table.
+    partition_keys: KeyTable,
+    /// Field 2: the explicit hash key table.
+    explicit_hash_keys: KeyTable,
     /// Encoded field-3 entries.
     records: Vec<u8>,
     count: usize,
@@ -155,10 +152,10 @@ impl PushRejected {
 
 /// Where a record would go, and what it would cost.
 struct Placement {
-    /// Index of the partition key, and whether it is new to the table.
-    partition_key: (u64, bool),
-    /// Index of the explicit hash key, and whether it is new to the table.
-    explicit_hash_key: Option<(u64, bool)>,
+    /// Where the partition key is, or would go, in its table.
+    partition_key: Slot,
+    /// Where the explicit hash key is, or would go, in its table.
+    explicit_hash_key: Option<Slot>,
     /// Bytes the aggregate grows by (saturating).
     added: usize,
 }
@@ -183,10 +180,8 @@ impl AggregateBuilder {
         Self {
             max_size: max_size_bytes,
             max_count: max_count.max(1),
-            partition_keys: HashMap::new(),
-            explicit_hash_keys: HashMap::new(),
-            partition_key_table: Vec::new(),
-            explicit_hash_key_table: Vec::new(),
+            partition_keys: KeyTable::new(tag::PARTITION_KEY_TABLE),
+            explicit_hash_keys: KeyTable::new(tag::EXPLICIT_HASH_KEY_TABLE),
             records: Vec::new(),
             count: 0,
             first: None,
@@ -217,8 +212,8 @@ impl AggregateBuilder {
     /// empty). What [`take`](Self::take) returns is this long when it returns an aggregate.
     pub fn encoded_size(&self) -> usize {
         FRAMING_LEN
-            + self.partition_key_table.len()
-            + self.explicit_hash_key_table.len()
+            + self.partition_keys.encoded.len()
+            + self.explicit_hash_keys.encoded.len()
             + self.records.len()
     }
 
@@ -264,42 +259,26 @@ impl AggregateBuilder {
             });
         }
 
-        let (pk_index, pk_is_new) = placement.partition_key;
-        if pk_is_new {
-            push_key(
-                &mut self.partition_key_table,
-                tag::PARTITION_KEY_TABLE,
-                partition_key,
-            );
-            self.partition_keys.insert(partition_key.into(), pk_index);
-        }
+        let pk_index = self
+            .partition_keys
+            .insert(partition_key, placement.partition_key);
         let ehk_index = match (explicit_hash_key, placement.explicit_hash_key) {
-            (Some(ehk), Some((index, is_new))) => {
-                if is_new {
-                    push_key(
-                        &mut self.explicit_hash_key_table,
-                        tag::EXPLICIT_HASH_KEY_TABLE,
-                        ehk,
-                    );
-                    self.explicit_hash_keys.insert(ehk.into(), index);
-                }
-                Some(index)
-            }
+            (Some(ehk), Some(slot)) => Some(self.explicit_hash_keys.insert(ehk, slot)),
             _ => None,
         };
 
         let buf = &mut self.records;
         buf.reserve(placement.added);
         buf.push(tag::RECORDS);
-        encode_varint(record_len(pk_index, ehk_index, data.len()) as u64, buf);
+        put_varint(record_len(pk_index, ehk_index, data.len()) as u64, buf);
         buf.push(tag::PARTITION_KEY_INDEX);
-        encode_varint(pk_index, buf);
+        put_varint(pk_index, buf);
         if let Some(index) = ehk_index {
             buf.push(tag::EXPLICIT_HASH_KEY_INDEX);
-            encode_varint(index, buf);
+            put_varint(index, buf);
         }
         buf.push(tag::DATA);
-        encode_varint(data.len() as u64, buf);
+        put_varint(data.len() as u64, buf);
         let data_start = buf.len();
         buf.extend_from_slice(data);
         debug_assert_eq!(size_if_added, self.encoded_size());
@@ -359,8 +338,6 @@ impl AggregateBuilder {
     pub fn clear(&mut self) {
         self.partition_keys.clear();
         self.explicit_hash_keys.clear();
-        self.partition_key_table.clear();
-        self.explicit_hash_key_table.clear();
         self.records.clear();
         self.count = 0;
         self.first = None;
@@ -370,8 +347,8 @@ impl AggregateBuilder {
     fn encode(&self) -> Bytes {
         let mut out = Vec::with_capacity(self.encoded_size());
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&self.partition_key_table);
-        out.extend_from_slice(&self.explicit_hash_key_table);
+        out.extend_from_slice(&self.partition_keys.encoded);
+        out.extend_from_slice(&self.explicit_hash_keys.encoded);
         out.extend_from_slice(&self.records);
         let digest = Md5::digest(&out[MAGIC.len()..]);
         out.extend_from_slice(&digest);
@@ -387,12 +364,12 @@ impl AggregateBuilder {
         data_len: usize,
     ) -> Placement {
         let mut added = 0usize;
-        let partition_key = lookup(&self.partition_keys, partition_key, &mut added);
+        let partition_key = self.partition_keys.find(partition_key, &mut added);
         let explicit_hash_key =
-            explicit_hash_key.map(|ehk| lookup(&self.explicit_hash_keys, ehk, &mut added));
+            explicit_hash_key.map(|ehk| self.explicit_hash_keys.find(ehk, &mut added));
         let record = record_len(
-            partition_key.0,
-            explicit_hash_key.map(|(index, _)| index),
+            partition_key.index,
+            explicit_hash_key.as_ref().map(|slot| slot.index),
             data_len,
         );
         Placement {
@@ -403,32 +380,125 @@ impl AggregateBuilder {
     }
 }
 
-/// The key's index in `table` and whether it is new; adds the cost of a new table entry.
-fn lookup(table: &HashMap<Box<str>, u64>, key: &str, added: &mut usize) -> (u64, bool) {
-    match table.get(key) {
-        Some(&index) => (index, false),
-        None => {
-            *added = added.saturating_add(field_len(key.len()));
-            (table.len() as u64, true)
-        }
-    }
+/// One key table: its encoded protobuf entries, and an index from key to position that reads
+/// the keys' bytes out of the encoded entries (no allocation per key, one hash per lookup).
+#[derive(Debug, Clone)]
+struct KeyTable {
+    /// The wire tag of the table's entries.
+    tag: u8,
+    /// The encoded entries: `tag ‖ varint length ‖ key`, repeated.
+    encoded: Vec<u8>,
+    /// Each key's position in `encoded` and its hash, in table order.
+    entries: Vec<KeyEntry>,
+    /// Open addressing with linear probing: 0 is empty, `i + 1` is `entries[i]`. Empty, or a
+    /// power of two at least twice as long as `entries`.
+    slots: Vec<usize>,
+    /// Randomly keyed SipHash, so that hostile keys cannot be made to collide.
+    hasher: RandomState,
 }
 
-/// Appends one key-table entry.
-fn push_key(buf: &mut Vec<u8>, tag: u8, key: &str) {
-    buf.push(tag);
-    encode_varint(key.len() as u64, buf);
-    buf.extend_from_slice(key.as_bytes());
+#[derive(Debug, Clone, Copy)]
+struct KeyEntry {
+    start: usize,
+    len: usize,
+    hash: u64,
+}
+
+/// Where a key is, or would go, in a [`KeyTable`].
+struct Slot {
+    /// The key's index in the table (for a new key, the index it will get).
+    index: u64,
+    /// For a new key: its hash and the free slot the probe ended on.
+    new: Option<(u64, usize)>,
+}
+
+impl KeyTable {
+    fn new(tag: u8) -> Self {
+        Self {
+            tag,
+            encoded: Vec::new(),
+            entries: Vec::new(),
+            slots: Vec::new(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Finds `key`; if it is new, adds the cost of its table entry to `added`.
+    fn find(&self, key: &str, added: &mut usize) -> Slot {
+        let hash = self.hasher.hash_one(key);
+        let mask = self.slots.len().wrapping_sub(1);
+        let mut at = hash as usize & mask;
+        while let Some(&occupant) = self.slots.get(at).filter(|&&occupant| occupant != 0) {
+            let entry = self.entries[occupant - 1];
+            if entry.hash == hash
+                && self.encoded.get(entry.start..entry.start + entry.len) == Some(key.as_bytes())
+            {
+                return Slot {
+                    index: (occupant - 1) as u64,
+                    new: None,
+                };
+            }
+            at = (at + 1) & mask;
+        }
+        *added = added.saturating_add(field_len(key.len()));
+        Slot {
+            index: self.entries.len() as u64,
+            new: Some((hash, at)),
+        }
+    }
+
+    /// Adds `key` where [`find`](Self::find) said it goes (if it is new); returns its index.
+    fn insert(&mut self, key: &str, slot: Slot) -> u64 {
+        let Some((hash, at)) = slot.new else {
+            return slot.index;
+        };
+        self.encoded.push(self.tag);
+        put_varint(key.len() as u64, &mut self.encoded);
+        let start = self.encoded.len();
+        self.encoded.extend_from_slice(key.as_bytes());
+        self.entries.push(KeyEntry {
+            start,
+            len: key.len(),
+            hash,
+        });
+        if self.entries.len() * 2 > self.slots.len() {
+            self.rehash();
+        } else {
+            self.slots[at] = self.entries.len();
+        }
+        slot.index
+    }
+
+    /// Doubles the slots (at least 16) and re-inserts every entry.
+    fn rehash(&mut self) {
+        let len = (self.entries.len() * 2).next_power_of_two().max(16);
+        self.slots.clear();
+        self.slots.resize(len, 0);
+        let mask = len - 1;
+        for (i, entry) in self.entries.iter().enumerate() {
+            let mut at = entry.hash as usize & mask;
+            while self.slots[at] != 0 {
+                at = (at + 1) & mask;
+            }
+            self.slots[at] = i + 1;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.encoded.clear();
+        self.entries.clear();
+        self.slots.fill(0);
+    }
 }
 
 /// Size of a length-delimited field with a one-byte tag and a `len`-byte payload.
 fn field_len(len: usize) -> usize {
-    (1 + encoded_len_varint(len as u64)).saturating_add(len)
+    (1 + varint_len(len as u64)).saturating_add(len)
 }
 
 /// Size of an encoded `Record` message (its payload, without its own tag and length).
 fn record_len(pk_index: u64, ehk_index: Option<u64>, data_len: usize) -> usize {
-    (1 + encoded_len_varint(pk_index) + ehk_index.map_or(0, |index| 1 + encoded_len_varint(index)))
+    (1 + varint_len(pk_index) + ehk_index.map_or(0, |index| 1 + varint_len(index)))
         .saturating_add(field_len(data_len))
 }
 

@@ -16,13 +16,14 @@
 //! ```
 //!
 //! where `AggregatedRecord` holds a table of distinct partition keys, a table of distinct explicit
-//! hash keys, and the user records, each referring to its keys by index (the schema is in the
-//! source of the private `proto` module). It is the format of the
-//! AWS Kinesis Producer Library, read by every KCL and by AWS's `kinesis-aggregation` libraries;
-//! the tests check our output against vectors made and read by the Python one.
+//! hash keys, and the user records, each referring to its keys by index. The schema is in the
+//! source of the private `proto` module: `prost` messages that the tests use as the reference for
+//! the hand-written encoder and decoder (which are faster, and follow the Java parser's rules). It
+//! is the format of the AWS Kinesis Producer Library, read by every KCL and by AWS's
+//! `kinesis-aggregation` libraries; the tests check our output against vectors made and read by
+//! the Python one.
 //!
 //! ```
-//! use bytes::Bytes;
 //! use kinesis_kpl::record::{AggregateBuilder, Deaggregated, Finished, deaggregate};
 //!
 //! let mut builder = AggregateBuilder::default();
@@ -42,7 +43,9 @@
 mod aggregate;
 mod deaggregate;
 mod hash_key;
+#[cfg(test)]
 mod proto;
+mod wire;
 
 pub use aggregate::{AggregateBuilder, Finished, PushRejected};
 pub use deaggregate::{Deaggregated, PassThroughReason, SubRecord, deaggregate, has_magic};

@@ -20,8 +20,11 @@
 //! }
 //! ```
 //!
-//! Two deliberate differences from a literal translation, neither of which changes a byte on the
-//! wire:
+//! These are the reference the hand-written wire code (`wire`, and the builder and decoder built
+//! on it) is tested against: the builder must produce exactly what `prost` encodes, and the
+//! decoder must accept exactly what this decodes (give or take the documented leniency about wire
+//! types). Two deliberate differences from a literal translation, neither of which changes a byte
+//! on the wire:
 //!
 //! * `required` fields are declared `optional` here, so that decoding can tell a missing field
 //!   from a zero one (`prost` does not enforce `required`; the Java parser the KCL uses does, and
@@ -29,9 +32,6 @@
 //!   a `required` one.
 //! * `string` fields are declared `bytes` (same wire type, length-delimited) so that decoding from
 //!   a [`Bytes`] buffer is zero-copy; the deaggregator checks UTF-8 itself where it matters.
-//!
-//! These types are the decoder, and in tests the reference encoder that
-//! [`AggregateBuilder`](super::AggregateBuilder) must match byte for byte.
 
 use bytes::Bytes;
 
@@ -76,20 +76,4 @@ pub(crate) struct Tag {
     /// Field 2.
     #[prost(bytes = "bytes", optional, tag = "2")]
     pub value: Option<Bytes>,
-}
-
-/// Field numbers and wire-format tag bytes (`field << 3 | wire_type`), all one byte long.
-pub(crate) mod tag {
-    /// `AggregatedRecord.partition_key_table`, length-delimited.
-    pub const PARTITION_KEY_TABLE: u8 = (1 << 3) | 2;
-    /// `AggregatedRecord.explicit_hash_key_table`, length-delimited.
-    pub const EXPLICIT_HASH_KEY_TABLE: u8 = (2 << 3) | 2;
-    /// `AggregatedRecord.records`, length-delimited.
-    pub const RECORDS: u8 = (3 << 3) | 2;
-    /// `Record.partition_key_index`, varint.
-    pub const PARTITION_KEY_INDEX: u8 = 1 << 3;
-    /// `Record.explicit_hash_key_index`, varint.
-    pub const EXPLICIT_HASH_KEY_INDEX: u8 = 2 << 3;
-    /// `Record.data`, length-delimited.
-    pub const DATA: u8 = (3 << 3) | 2;
 }
