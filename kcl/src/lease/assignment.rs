@@ -221,21 +221,13 @@ pub fn decide(snapshot: &[LeaseState], worker_id: &str, config: &AssignmentConfi
     }
 
     if !available.is_empty() {
-        available.sort_by_cached_key(|l| (spread(worker_id, &l.lease_key), &l.lease_key));
-        decision.to_take = available
-            .into_iter()
-            .take(needed)
-            .map(|l| LeaseToTake {
-                lease_key: l.lease_key.clone(),
-                expected_counter: l.counter,
-                previous_owner: l.owner.clone(),
-                reason: if l.owner.is_some() {
-                    TakeReason::Expired
-                } else {
-                    TakeReason::Unowned
-                },
-            })
-            .collect();
+        decision.to_take = pick(available, worker_id, needed, |l| {
+            if l.owner.is_some() {
+                TakeReason::Expired
+            } else {
+                TakeReason::Unowned
+            }
+        });
         return decision;
     }
 
@@ -266,22 +258,12 @@ pub fn decide(snapshot: &[LeaseState], worker_id: &str, config: &AssignmentConfi
         return decision;
     }
 
-    let mut candidates: Vec<&LeaseState> = leases
+    let candidates: Vec<&LeaseState> = leases
         .iter()
         .copied()
         .filter(|l| l.owner.as_deref() == Some(victim) && !l.is_available())
         .collect();
-    candidates.sort_by_cached_key(|l| (spread(worker_id, &l.lease_key), &l.lease_key));
-    decision.to_take = candidates
-        .into_iter()
-        .take(steal)
-        .map(|l| LeaseToTake {
-            lease_key: l.lease_key.clone(),
-            expected_counter: l.counter,
-            previous_owner: l.owner.clone(),
-            reason: TakeReason::Steal,
-        })
-        .collect();
+    decision.to_take = pick(candidates, worker_id, steal, |_| TakeReason::Steal);
     decision
 }
 
@@ -303,6 +285,27 @@ fn spread(worker: &str, item: &str) -> u64 {
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^= h >> 33;
     h
+}
+
+/// The first `count` of `candidates` in this worker's spread order (ties by key), as leases to
+/// take for the reason `reason` gives.
+fn pick(
+    mut candidates: Vec<&LeaseState>,
+    worker_id: &str,
+    count: usize,
+    reason: impl Fn(&LeaseState) -> TakeReason,
+) -> Vec<LeaseToTake> {
+    candidates.sort_by_cached_key(|l| (spread(worker_id, &l.lease_key), &l.lease_key));
+    candidates
+        .into_iter()
+        .take(count)
+        .map(|l| LeaseToTake {
+            lease_key: l.lease_key.clone(),
+            expected_counter: l.counter,
+            previous_owner: l.owner.clone(),
+            reason: reason(l),
+        })
+        .collect()
 }
 
 #[cfg(test)]
