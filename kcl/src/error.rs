@@ -101,6 +101,27 @@ pub enum Error {
         /// The rejected checkpoint.
         proposed: String,
     },
+
+    /// A Kinesis request failed with an error that is not retried, or a transient error
+    /// outlasted its retries.
+    #[error("Kinesis {operation} on stream `{stream}` failed")]
+    Kinesis {
+        /// The Kinesis operation (`ListShards`, `GetRecords`, …).
+        operation: &'static str,
+        /// The stream (name or ARN).
+        stream: String,
+        /// The SDK error.
+        #[source]
+        source: Box<aws_sdk_kinesis::Error>,
+    },
+
+    /// This worker no longer holds the lease: another worker took it, or it expired before it
+    /// could be renewed. Nothing was written.
+    #[error("lease `{lease_key}` is no longer held by this worker")]
+    LeaseLost {
+        /// The lease key.
+        lease_key: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

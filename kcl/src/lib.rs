@@ -13,6 +13,9 @@
 //! - [`lease::decide`]: the deterministic lease assignment;
 //! - [`lease::LeaseTable`]: the DynamoDB I/O (table creation, scans, conditional writes with
 //!   retries on throttling);
+//! - [`lease::LeaseCoordinator`]: one worker's side of the protocol (renewal, expiry, taking,
+//!   balancing, graceful hand-off, shutdown), handing out [`lease::HeldLease`]s to checkpoint
+//!   through;
 //! - [`LeaseConfig`]: the settings, with the Java KCL's defaults.
 //!
 //! ```
@@ -43,6 +46,7 @@
 mod config;
 mod error;
 pub mod lease;
+pub mod metrics;
 
-pub use config::{DEFAULT_FAILOVER_TIME, LeaseConfig, LeaseConfigBuilder};
+pub use config::{DEFAULT_FAILOVER_TIME, DEFAULT_HANDOFF_TIMEOUT, LeaseConfig, LeaseConfigBuilder};
 pub use error::{Error, Result};

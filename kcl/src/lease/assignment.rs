@@ -9,7 +9,8 @@ use std::num::NonZeroUsize;
 pub struct LeaseState {
     /// The lease key.
     pub lease_key: String,
-    /// The worker processing it (the [actual owner](super::Lease::actual_owner)), if any.
+    /// The worker the lease is assigned to (`leaseOwner`; during a graceful hand-off, the
+    /// incoming owner), if any.
     pub owner: Option<String>,
     /// The lease counter as read; a take is conditioned on it.
     pub counter: u64,

@@ -40,6 +40,8 @@ pub struct ExpiryTracker {
 #[derive(Clone, Debug)]
 struct Seen {
     counter: u64,
+    /// Whether the lease had an owner when last seen.
+    owned: bool,
     /// When this worker saw the counter change; `None`: never renewed.
     last_change: Option<Instant>,
 }
@@ -51,8 +53,12 @@ impl ExpiryTracker {
     }
 
     /// Records a full table scan that completed at `scan_time` and returns the assignment
-    /// input for it: each lease's key, [actual owner](Lease::actual_owner), counter, and
-    /// whether it is expired as of `scan_time`.
+    /// input for it: each lease's key, owner, counter, and whether it is expired as of
+    /// `scan_time`.
+    ///
+    /// The owner is `leaseOwner`: during a graceful hand-off that is the incoming owner, not
+    /// the [actual owner](Lease::actual_owner) still finishing its work, so the lease counts
+    /// towards the worker it is going to and nobody steals a second lease for the same gap.
     ///
     /// `leases` must be the whole table: leases missing from it are forgotten.
     pub fn observe<'a, I>(
@@ -67,7 +73,7 @@ impl ExpiryTracker {
         let mut next = HashMap::with_capacity(self.seen.len());
         let mut states = Vec::new();
         for lease in leases {
-            let owner = lease.actual_owner();
+            let owner = lease.lease_owner.as_deref();
             let last_change = match self.seen.get(&lease.lease_key) {
                 Some(prev) if prev.counter == lease.lease_counter => prev.last_change,
                 Some(_) => Some(scan_time),
@@ -86,6 +92,7 @@ impl ExpiryTracker {
                 lease.lease_key.clone(),
                 Seen {
                     counter: lease.lease_counter,
+                    owned: owner.is_some(),
                     last_change,
                 },
             );
@@ -101,9 +108,22 @@ impl ExpiryTracker {
             lease_key.to_owned(),
             Seen {
                 counter,
+                owned: true,
                 last_change: Some(at),
             },
         );
+    }
+
+    /// The earliest moment at which an owned lease that is not expired yet will be, if its
+    /// counter does not move before then: a scan just after it finds the lease expired.
+    /// `None` when no owned lease is pending expiry.
+    pub fn next_expiry(&self, failover: Duration) -> Option<Instant> {
+        self.seen
+            .values()
+            .filter(|s| s.owned)
+            .filter_map(|s| s.last_change)
+            .map(|t| t + failover)
+            .min()
     }
 
     /// Whether `lease_key` is expired as of `now` (unknown leases are).
@@ -176,10 +196,22 @@ mod tests {
     }
 
     #[test]
-    fn reports_the_actual_owner_during_a_handoff() {
+    fn reports_the_incoming_owner_during_a_handoff() {
         let mut l = lease("a", Some("next"), 1);
         l.checkpoint_owner = Some("current".into());
         let s = ExpiryTracker::new().observe(Instant::now(), [&l], F);
-        assert_eq!(s[0].owner.as_deref(), Some("current"));
+        assert_eq!(s[0].owner.as_deref(), Some("next"));
+    }
+
+    #[test]
+    fn next_expiry_is_the_earliest_owned_deadline() {
+        let t0 = Instant::now();
+        let mut tr = ExpiryTracker::new();
+        assert_eq!(tr.next_expiry(F), None);
+        tr.observe(t0, &[lease("a", Some("w"), 1), lease("b", None, 0)], F);
+        assert_eq!(tr.next_expiry(F), Some(t0 + F));
+        let t1 = t0 + Duration::from_secs(1);
+        tr.observe(t1, &[lease("a", Some("w"), 2), lease("c", Some("v"), 1)], F);
+        assert_eq!(tr.next_expiry(F), Some(t1 + F));
     }
 }

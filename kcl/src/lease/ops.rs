@@ -339,6 +339,49 @@ impl Lease {
         })
     }
 
+    /// Starting a graceful hand-off of this lease to `new_owner`, as the Java KCL 3.x
+    /// `initiateGracefulLeaseHandoff`: `leaseOwner := new_owner` and
+    /// `checkpointOwner := ` the current owner, on condition that the owner is still the one
+    /// last read, no hand-off is under way and the lease exists.
+    ///
+    /// The counter is not bumped (as in Java), so the current owner's next renewal fails only
+    /// on its `checkpointOwner` condition; it then re-reads the lease, finishes and
+    /// checkpoints, and releases it with [`evict_write`](Self::evict_write), which removes
+    /// `checkpointOwner` and leaves `new_owner` holding the lease.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AttributeValue`](crate::Error::AttributeValue) if the lease has no owner (there
+    /// is nobody to hand it off) or an owner is empty.
+    pub fn handoff_write(&self, new_owner: &str) -> Result<LeaseWrite> {
+        let Some(current) = self.lease_owner.as_deref() else {
+            return Err(crate::Error::attribute_value(
+                attr::LEASE_OWNER,
+                "",
+                "a hand-off needs a current owner",
+            ));
+        };
+        let mut conditions = vec![equals_or_absent(attr::LEASE_OWNER, Some(current))?];
+        conditions.push(Condition::NotExists {
+            attribute: attr::CHECKPOINT_OWNER,
+        });
+        conditions.push(Condition::Equals {
+            attribute: attr::LEASE_KEY,
+            value: s_value(attr::LEASE_KEY, &self.lease_key)?,
+        });
+        Ok(LeaseWrite {
+            lease_key: self.lease_key.clone(),
+            conditions,
+            updates: vec![
+                set(attr::LEASE_OWNER, s_value(attr::LEASE_OWNER, new_owner)?),
+                set(
+                    attr::CHECKPOINT_OWNER,
+                    s_value(attr::CHECKPOINT_OWNER, current)?,
+                ),
+            ],
+        })
+    }
+
     /// Releasing the lease (the holder giving it up, e.g. on shutdown), fenced on the owners
     /// last seen, as the Java `evictLease`: removes `leaseOwner` (unless a hand-off is under
     /// way, in which case only `checkpointOwner` goes so the next owner can start), removes

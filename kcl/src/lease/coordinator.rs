@@ -1,0 +1,356 @@
+//! The lease coordinator: one worker's side of the lease protocol, run as two background
+//! tasks — the renewer and the taker — over one [`LeaseTable`].
+//!
+//! # The protocol
+//!
+//! - **Renewal** (every [`renew_interval`](crate::LeaseConfig::renew_interval),
+//!   `failover / 3` by default): each held lease gets a conditional write bumping its
+//!   counter. A failed condition means another worker took the lease: it is
+//!   [`LeaseStatus::Lost`](super::LeaseStatus::Lost) at once. A lease that cannot be written for 90 % of the failover
+//!   time (DynamoDB unreachable, throttled past its retries) is also marked lost, before any
+//!   other worker can consider it expired, so two workers never process one shard.
+//! - **Taking** (every [`taker_interval`](crate::LeaseConfig::taker_interval),
+//!   `failover / 10` by default, and right when a watched lease is due to expire): a
+//!   strongly consistent scan feeds the [`ExpiryTracker`](super::ExpiryTracker) and
+//!   [`decide`](super::decide); unowned and expired leases are taken with a counter-fenced
+//!   write; a lease to steal gets a **graceful hand-off** (Java KCL 3.x): `leaseOwner` becomes
+//!   this worker and `checkpointOwner` the current owner, whose next renewal notices it
+//!   ([`LeaseStatus::HandoffRequested`](super::LeaseStatus::HandoffRequested)), who checkpoints and
+//!   [releases](super::HeldLease::release) the lease, after which this worker's next scan
+//!   takes it. A hand-off not completed within
+//!   [`handoff_timeout`](crate::LeaseConfig::handoff_timeout) is completed by force.
+//! - **Leases left to this worker id** (by an earlier run, or by a completed hand-off) are
+//!   taken back at the next scan without waiting for expiry.
+//! - **Shutdown**: [`LeaseCoordinator::shutdown`] stops taking and releases every lease
+//!   (removing `leaseOwner`), so other workers take them at their next scan instead of
+//!   after the failover time. Dropping the coordinator without `shutdown` stops everything
+//!   at once without releasing (as a crash would): the leases expire after the failover time.
+//!
+//! # DynamoDB cost at steady state
+//!
+//! Per lease: one `UpdateItem` per renew interval (18 per minute at the default 10 s
+//! failover, as the Java KCL). Per worker: one consistent `Scan` per taker interval
+//! (60 per minute at the default), costing one read unit per 4 KB of table. Checkpoints
+//! add one `UpdateItem` each.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::assignment::Assignment;
+use super::held::{HeldLease, HoldTiming};
+use super::model::Lease;
+use super::table::LeaseTable;
+use super::{renewer, taker};
+use crate::config::LeaseConfig;
+use crate::error::Result;
+
+/// Leases this worker has just acquired, as they are acquired. Each lease arrives once per
+/// acquisition; watch its [`status`](HeldLease::status) to learn when it ends.
+pub type AcquiredLeases = mpsc::UnboundedReceiver<Arc<HeldLease>>;
+
+/// Runs the lease protocol for one worker (see the [module docs](self)).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use kinesis_kcl::LeaseConfig;
+/// use kinesis_kcl::lease::{ExtendedSequenceNumber, Lease, LeaseCoordinator, LeaseTable, TableOptions};
+///
+/// let bed = kinesis_integration::TestBed::start().await?;
+/// let table = LeaseTable::new(bed.dynamodb().clone(), bed.unique_table_name());
+/// table.ensure_table(&TableOptions::default()).await?;
+/// table.create_lease_if_absent(&Lease::new("shardId-000000000000", ExtendedSequenceNumber::TRIM_HORIZON)).await?;
+///
+/// let config = LeaseConfig::builder().failover_time(Duration::from_secs(2)).build()?;
+/// let (coordinator, mut acquired) = LeaseCoordinator::start(table, "worker-a", config);
+/// let lease = acquired.recv().await.expect("the only worker takes the lease");
+/// assert_eq!(lease.lease_key(), "shardId-000000000000");
+///
+/// // Process the shard, checkpointing through `lease`…
+/// lease.checkpoint(ExtendedSequenceNumber::parse("4960", 0)?).await?;
+///
+/// coordinator.shutdown().await?; // releases the lease for the other workers
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct LeaseCoordinator {
+    shared: Arc<Shared>,
+    stop_taker: watch::Sender<bool>,
+    stop_renewer: watch::Sender<bool>,
+    taker: Option<JoinHandle<()>>,
+    renewer: Option<JoinHandle<()>>,
+}
+
+impl LeaseCoordinator {
+    /// Starts renewing and taking leases in `table` as `worker_id`. The table must exist
+    /// ([`LeaseTable::ensure_table`]). Must be called inside a Tokio runtime.
+    ///
+    /// Returns the coordinator and the channel of acquired leases.
+    pub fn start(
+        table: LeaseTable,
+        worker_id: impl Into<String>,
+        config: LeaseConfig,
+    ) -> (Self, AcquiredLeases) {
+        let (acquired_tx, acquired_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            table,
+            worker_id: Arc::from(worker_id.into()),
+            timing: HoldTiming::for_failover(config.failover_time()),
+            config,
+            held: std::sync::Mutex::new(BTreeMap::new()),
+            acquired: acquired_tx,
+            stats: Stats::default(),
+        });
+        let (stop_taker, taker_rx) = watch::channel(false);
+        let (stop_renewer, renewer_rx) = watch::channel(false);
+        let taker = tokio::spawn(taker::run(Arc::clone(&shared), taker_rx));
+        let renewer = tokio::spawn(renewer::run(Arc::clone(&shared), renewer_rx));
+        (
+            LeaseCoordinator {
+                shared,
+                stop_taker,
+                stop_renewer,
+                taker: Some(taker),
+                renewer: Some(renewer),
+            },
+            acquired_rx,
+        )
+    }
+
+    /// This worker's id (the `leaseOwner` it writes).
+    pub fn worker_id(&self) -> &str {
+        &self.shared.worker_id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LeaseConfig {
+        &self.shared.config
+    }
+
+    /// The lease table.
+    pub fn table(&self) -> &LeaseTable {
+        &self.shared.table
+    }
+
+    /// The leases held now (held, or being handed off), by key.
+    pub fn held(&self) -> Vec<Arc<HeldLease>> {
+        self.shared.held()
+    }
+
+    /// The keys of the leases held now.
+    pub fn held_keys(&self) -> BTreeSet<String> {
+        self.shared.held_keys()
+    }
+
+    /// Counters of what the coordinator did so far.
+    pub fn stats(&self) -> CoordinatorStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Stops taking new leases (held leases are still renewed). The first step of a
+    /// graceful shutdown: the worker then checkpoints and releases each lease.
+    pub async fn stop_taking(&mut self) {
+        self.stop_taker.send_replace(true);
+        if let Some(task) = self.taker.take()
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "lease taker task failed");
+        }
+    }
+
+    /// Stops taking, releases every lease still held (see [`HeldLease::release`]), stops
+    /// renewing, and waits for both background tasks to end.
+    ///
+    /// # Errors
+    ///
+    /// The first release that failed (DynamoDB unreachable); every lease is attempted, and
+    /// those not released expire after the failover time.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.stop_taking().await;
+        let mut first_error = None;
+        for lease in self.shared.held() {
+            if let Err(e) = lease.release().await {
+                tracing::warn!(lease = %lease.lease_key(), error = %e, "release failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        self.stop_renewer.send_replace(true);
+        if let Some(task) = self.renewer.take()
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "lease renewer task failed");
+        }
+        for lease in self.shared.held() {
+            lease.mark_lost();
+        }
+        self.shared.forget_inactive();
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for LeaseCoordinator {
+    /// Without [`shutdown`](LeaseCoordinator::shutdown): stops both tasks at once, releases
+    /// nothing (the leases expire after the failover time, as after a crash) and marks every
+    /// held lease lost so its processing stops.
+    fn drop(&mut self) {
+        for task in [self.taker.take(), self.renewer.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+        for lease in self.shared.held() {
+            lease.mark_lost();
+        }
+    }
+}
+
+/// What the coordinator's tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) table: LeaseTable,
+    pub(crate) worker_id: Arc<str>,
+    pub(crate) config: LeaseConfig,
+    pub(crate) timing: HoldTiming,
+    held: std::sync::Mutex<BTreeMap<String, Arc<HeldLease>>>,
+    acquired: mpsc::UnboundedSender<Arc<HeldLease>>,
+    pub(crate) stats: Stats,
+}
+
+impl Shared {
+    pub(crate) fn held(&self) -> Vec<Arc<HeldLease>> {
+        self.lock_held().values().cloned().collect()
+    }
+
+    pub(crate) fn held_keys(&self) -> BTreeSet<String> {
+        self.lock_held().keys().cloned().collect()
+    }
+
+    /// Holds a lease just taken (sent at `sent_at`) and announces it.
+    pub(crate) fn adopt(&self, lease: Lease, sent_at: Instant) {
+        let held = Arc::new(HeldLease::new(
+            lease,
+            Arc::clone(&self.worker_id),
+            self.table.clone(),
+            self.timing,
+            sent_at,
+        ));
+        self.lock_held()
+            .insert(held.lease_key().to_owned(), Arc::clone(&held));
+        metrics::gauge!(crate::metrics::LEASES_HELD).increment(1.0);
+        // Nobody listening is fine: the lease is still held and renewed.
+        let _ = self.acquired.send(held);
+    }
+
+    /// Drops leases that are lost or released from the held set.
+    pub(crate) fn forget_inactive(&self) {
+        let mut held = self.lock_held();
+        let before = held.len();
+        held.retain(|_, l| l.status().is_active());
+        let gone = before - held.len();
+        if gone > 0 {
+            metrics::gauge!(crate::metrics::LEASES_HELD).decrement(gone as f64);
+        }
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<HeldLease>>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A counter that is also reported through the `metrics` facade.
+#[derive(Debug)]
+pub(crate) struct Counter {
+    value: AtomicU64,
+    metric: &'static str,
+}
+
+impl Counter {
+    const fn new(metric: &'static str) -> Self {
+        Counter {
+            value: AtomicU64::new(0),
+            metric,
+        }
+    }
+
+    pub(crate) fn inc(&self) {
+        self.value.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(self.metric).increment(1);
+    }
+
+    fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Stats {
+    pub(crate) taker_rounds: Counter,
+    pub(crate) scans: Counter,
+    pub(crate) renewals: Counter,
+    pub(crate) takes: Counter,
+    pub(crate) steals: Counter,
+    pub(crate) take_conflicts: Counter,
+    pub(crate) lost: Counter,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        use crate::metrics as m;
+        Stats {
+            taker_rounds: Counter::new(m::LEASE_TAKER_ROUNDS),
+            scans: Counter::new(m::LEASE_SCANS),
+            renewals: Counter::new(m::LEASE_RENEWALS),
+            takes: Counter::new(m::LEASE_TAKES),
+            steals: Counter::new(m::LEASE_STEALS),
+            take_conflicts: Counter::new(m::LEASE_TAKE_CONFLICTS),
+            lost: Counter::new(m::LEASES_LOST),
+        }
+    }
+}
+
+impl Stats {
+    pub(crate) fn record_decision(&self, decision: &Assignment) {
+        metrics::gauge!(crate::metrics::LEASE_TARGET).set(decision.target as f64);
+        metrics::gauge!(crate::metrics::LEASE_SPILLOVER).set(decision.spillover as f64);
+    }
+
+    fn snapshot(&self) -> CoordinatorStats {
+        CoordinatorStats {
+            taker_rounds: self.taker_rounds.get(),
+            scans: self.scans.get(),
+            renewals: self.renewals.get(),
+            takes: self.takes.get(),
+            steals: self.steals.get(),
+            take_conflicts: self.take_conflicts.get(),
+            lost: self.lost.get(),
+        }
+    }
+}
+
+/// Counts of what a [`LeaseCoordinator`] did since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CoordinatorStats {
+    /// Completed taker rounds (each one scan and the takes it decided).
+    pub taker_rounds: u64,
+    /// Successful table scans.
+    pub scans: u64,
+    /// Renewal attempts.
+    pub renewals: u64,
+    /// Leases taken (unowned, expired, reclaimed, or at the end of a hand-off).
+    pub takes: u64,
+    /// Graceful hand-offs started towards this worker (steals).
+    pub steals: u64,
+    /// Takes and steals that lost a race (the condition failed).
+    pub take_conflicts: u64,
+    /// Leases lost (taken by another worker, or not renewed in time).
+    pub lost: u64,
+}

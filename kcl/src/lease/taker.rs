@@ -1,0 +1,194 @@
+//! The taking loop: scan the table, track expiry, and take, reclaim or steal leases as
+//! [`decide`](super::decide) says.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::assignment::{TakeReason, decide};
+use super::coordinator::Shared;
+use super::expiry::ExpiryTracker;
+use super::model::Lease;
+use super::table::WriteOutcome;
+
+/// A scan right after a lease's expiry moment, not exactly at it (expiry is strict).
+const EXPIRY_NUDGE: Duration = Duration::from_millis(5);
+
+/// Runs until `stop` turns true. The first round runs at once.
+pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let interval = shared.config.taker_interval();
+    let failover = shared.config.failover_time();
+    let mut tracker = ExpiryTracker::new();
+    let mut handoffs: HashMap<String, Instant> = HashMap::new();
+    let mut next_round = Instant::now();
+    loop {
+        let wake = tracker
+            .next_expiry(failover)
+            .map(|t| t + EXPIRY_NUDGE)
+            .map_or(next_round, |t| t.min(next_round));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let started = Instant::now();
+        if started >= next_round {
+            next_round = started + interval;
+        }
+        // A take or steal that lost a race is retried at once on a fresh scan, not a
+        // period later (the winner's write is visible by then).
+        if round(&shared, &mut tracker, &mut handoffs).await {
+            round(&shared, &mut tracker, &mut handoffs).await;
+        }
+        shared.stats.taker_rounds.inc();
+    }
+}
+
+/// One scan and the takes it leads to. Returns whether a take or steal lost a race.
+async fn round(
+    shared: &Shared,
+    tracker: &mut ExpiryTracker,
+    handoffs: &mut HashMap<String, Instant>,
+) -> bool {
+    let failover = shared.config.failover_time();
+    let leases = match shared.table.list_leases().await {
+        Ok(leases) => leases,
+        Err(e) => {
+            tracing::warn!(error = %e, "lease table scan failed; retrying next round");
+            return false;
+        }
+    };
+    shared.stats.scans.inc();
+    let scan_time = Instant::now();
+    let states = tracker.observe(scan_time, &leases, failover);
+    let me = &*shared.worker_id;
+    let held = shared.held_keys();
+    let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.lease_key.as_str(), l)).collect();
+
+    // Leases the table gives to this worker that it does not hold: left by an earlier run
+    // with the same worker id, or handed over to it (the hand-off is complete once the old
+    // owner has cleared `checkpointOwner`). Also hand-offs that timed out.
+    handoffs.retain(|key, _| {
+        by_key
+            .get(key.as_str())
+            .is_some_and(|l| l.lease_owner.as_deref() == Some(me) && l.checkpoint_owner.is_some())
+    });
+    for lease in &leases {
+        if lease.lease_owner.as_deref() != Some(me) || held.contains(&lease.lease_key) {
+            continue;
+        }
+        match &lease.checkpoint_owner {
+            None => {
+                take(shared, tracker, lease, TakeReason::Unowned).await;
+            }
+            Some(_) => {
+                let since = *handoffs.entry(lease.lease_key.clone()).or_insert(scan_time);
+                if scan_time.duration_since(since) >= shared.config.handoff_timeout() {
+                    tracing::warn!(
+                        lease = %lease.lease_key,
+                        "graceful hand-off timed out; taking the lease"
+                    );
+                    handoffs.remove(&lease.lease_key);
+                    take(shared, tracker, lease, TakeReason::Expired).await;
+                }
+            }
+        }
+    }
+
+    let decision = decide(&states, me, &shared.config.assignment());
+    shared.stats.record_decision(&decision);
+    let mut conflicted = false;
+    for to_take in &decision.to_take {
+        if held.contains(&to_take.lease_key) {
+            continue;
+        }
+        let Some(lease) = by_key.get(to_take.lease_key.as_str()) else {
+            continue;
+        };
+        match to_take.reason {
+            TakeReason::Unowned | TakeReason::Expired => {
+                conflicted |= take(shared, tracker, lease, to_take.reason).await == Took::Conflict;
+            }
+            TakeReason::Steal => match steal(shared, lease).await {
+                Took::Yes => {
+                    handoffs.insert(lease.lease_key.clone(), scan_time);
+                }
+                Took::Conflict => conflicted = true,
+                Took::Failed => {}
+            },
+        }
+    }
+    conflicted
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Took {
+    Yes,
+    Conflict,
+    Failed,
+}
+
+/// A counter-fenced take; on success the lease is held and announced.
+async fn take(
+    shared: &Shared,
+    tracker: &mut ExpiryTracker,
+    lease: &Lease,
+    reason: TakeReason,
+) -> Took {
+    let me = &*shared.worker_id;
+    let sent_at = Instant::now();
+    match shared.table.take(lease, me).await {
+        Ok(WriteOutcome::Applied(taken)) => {
+            tracker.record_write(&taken.lease_key, taken.lease_counter, sent_at);
+            tracing::info!(
+                lease = %taken.lease_key,
+                ?reason,
+                previous_owner = lease.lease_owner.as_deref().unwrap_or("-"),
+                "lease taken"
+            );
+            shared.stats.takes.inc();
+            shared.adopt(taken, sent_at);
+            Took::Yes
+        }
+        Ok(WriteOutcome::ConditionFailed { .. }) => {
+            shared.stats.take_conflicts.inc();
+            tracing::debug!(lease = %lease.lease_key, "lease changed before our take");
+            Took::Conflict
+        }
+        Err(e) => {
+            tracing::warn!(lease = %lease.lease_key, error = %e, "lease take failed");
+            Took::Failed
+        }
+    }
+}
+
+/// Starts a graceful hand-off from the lease's owner to this worker.
+async fn steal(shared: &Shared, lease: &Lease) -> Took {
+    let write = match lease.handoff_write(&shared.worker_id) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(lease = %lease.lease_key, error = %e, "cannot steal lease");
+            return Took::Failed;
+        }
+    };
+    match shared.table.apply(&write).await {
+        Ok(WriteOutcome::Applied(_)) => {
+            shared.stats.steals.inc();
+            tracing::info!(
+                lease = %lease.lease_key,
+                from = lease.lease_owner.as_deref().unwrap_or("-"),
+                "graceful hand-off started (steal)"
+            );
+            Took::Yes
+        }
+        Ok(WriteOutcome::ConditionFailed { .. }) => {
+            shared.stats.take_conflicts.inc();
+            Took::Conflict
+        }
+        Err(e) => {
+            tracing::warn!(lease = %lease.lease_key, error = %e, "steal failed");
+            Took::Failed
+        }
+    }
+}

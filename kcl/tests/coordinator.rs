@@ -1,0 +1,644 @@
+//! The lease protocol end to end: several [`LeaseCoordinator`]s (workers) sharing one lease
+//! table on the test bed's DynamoDB, with the failover time scaled down to 2 s.
+//!
+//! Timing assertions count the coordinators' own taker rounds where the claim is about
+//! rounds, and use wall-clock bounds only where the claim is about time (failover).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use kinesis_integration::TestBed;
+use kinesis_kcl::lease::{
+    AcquiredLeases, ExtendedSequenceNumber, Lease, LeaseCoordinator, LeaseStatus, LeaseTable,
+    TableOptions, WriteOutcome,
+};
+use kinesis_kcl::{Error, LeaseConfig};
+use tokio::task::JoinHandle;
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+const FAILOVER: Duration = Duration::from_secs(2);
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the tests sample the table or the coordinators.
+const SAMPLE: Duration = Duration::from_millis(10);
+
+async fn bounded(body: impl Future<Output = TestResult>) -> TestResult {
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .map_err(|_| format!("test did not finish within {TEST_TIMEOUT:?}"))?
+}
+
+fn config(steal: usize) -> LeaseConfig {
+    LeaseConfig::builder()
+        .failover_time(FAILOVER)
+        .max_leases_to_steal_at_one_time(steal)
+        .build()
+        .unwrap()
+}
+
+fn seq(digits: &str) -> ExtendedSequenceNumber {
+    ExtendedSequenceNumber::parse(digits, 0).unwrap()
+}
+
+fn key(i: usize) -> String {
+    format!("shardId-{i:012}")
+}
+
+/// A bed, a lease table with `leases` fresh leases, and a DynamoDB call counter shared by
+/// every client made with [`Fixture::table_client`].
+struct Fixture {
+    bed: TestBed,
+    table_name: String,
+    calls: Arc<AtomicU64>,
+    blocked: Arc<AtomicBool>,
+}
+
+impl Fixture {
+    async fn new(leases: usize) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let bed = TestBed::start().await?;
+        let table_name = bed.unique_table_name();
+        let fixture = Fixture {
+            bed,
+            table_name,
+            calls: Arc::new(AtomicU64::new(0)),
+            blocked: Arc::new(AtomicBool::new(false)),
+        };
+        let table = fixture.plain_table();
+        table
+            .ensure_table(&TableOptions::default().poll_interval(Duration::from_millis(20)))
+            .await?;
+        for i in 0..leases {
+            table
+                .create_lease_if_absent(&Lease::new(key(i), ExtendedSequenceNumber::TRIM_HORIZON))
+                .await?;
+        }
+        Ok(fixture)
+    }
+
+    /// A table handle with the bed's plain client.
+    fn plain_table(&self) -> LeaseTable {
+        LeaseTable::new(self.bed.dynamodb().clone(), &self.table_name)
+    }
+
+    /// A table handle whose client counts its calls and fails them while `blocked`.
+    fn table_client(&self, blockable: bool) -> LeaseTable {
+        let interceptor = Gate {
+            calls: Arc::clone(&self.calls),
+            blocked: blockable.then(|| Arc::clone(&self.blocked)),
+        };
+        let config = self.bed.dynamodb_config().interceptor(interceptor).build();
+        LeaseTable::new(
+            aws_sdk_dynamodb::Client::from_conf(config),
+            &self.table_name,
+        )
+    }
+
+    fn worker(&self, id: &str, config: LeaseConfig) -> Worker {
+        self.worker_with(id, config, false)
+    }
+
+    fn worker_with(&self, id: &str, config: LeaseConfig, blockable: bool) -> Worker {
+        let (coordinator, acquired) =
+            LeaseCoordinator::start(self.table_client(blockable), id, config);
+        Worker {
+            driver: Some(drive(acquired, None)),
+            coordinator: Some(coordinator),
+        }
+    }
+
+    /// Owner (`leaseOwner`) of every lease, by key.
+    async fn owners(&self) -> Result<BTreeMap<String, Option<String>>, Error> {
+        Ok(self
+            .plain_table()
+            .list_leases()
+            .await?
+            .into_iter()
+            .map(|l| (l.lease_key, l.lease_owner))
+            .collect())
+    }
+}
+
+/// Counts DynamoDB calls; fails them while `blocked` is set.
+#[derive(Debug)]
+struct Gate {
+    calls: Arc<AtomicU64>,
+    blocked: Option<Arc<AtomicBool>>,
+}
+
+impl Intercept for Gate {
+    fn name(&self) -> &'static str {
+        "Gate"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if self
+            .blocked
+            .as_ref()
+            .is_some_and(|b| b.load(Ordering::Relaxed))
+        {
+            return Err("DynamoDB unreachable (test gate)".into());
+        }
+        Ok(())
+    }
+}
+
+/// A coordinator plus the task playing its shard processing: it holds each acquired lease
+/// and, when asked to hand one off, checkpoints (if `handoff_checkpoint`) and releases it.
+struct Worker {
+    coordinator: Option<LeaseCoordinator>,
+    driver: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    fn c(&self) -> &LeaseCoordinator {
+        self.coordinator.as_ref().expect("running")
+    }
+
+    fn rounds(&self) -> u64 {
+        self.c().stats().taker_rounds
+    }
+
+    /// Held and active.
+    fn active(&self) -> BTreeSet<String> {
+        self.c()
+            .held()
+            .into_iter()
+            .filter(|l| l.status() == LeaseStatus::Held)
+            .map(|l| l.lease_key().to_owned())
+            .collect()
+    }
+
+    /// A crash: tasks dropped, nothing released.
+    fn kill(&mut self) {
+        drop(self.coordinator.take());
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+    }
+
+    async fn shutdown(&mut self) -> TestResult {
+        if let Some(c) = self.coordinator.take() {
+            c.shutdown().await?;
+        }
+        if let Some(d) = self.driver.take() {
+            d.await?;
+        }
+        Ok(())
+    }
+}
+
+fn drive(
+    mut acquired: AcquiredLeases,
+    handoff_checkpoint: Option<ExtendedSequenceNumber>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut leases = tokio::task::JoinSet::new();
+        while let Some(lease) = acquired.recv().await {
+            let checkpoint = handoff_checkpoint.clone();
+            leases.spawn(async move {
+                if let LeaseStatus::HandoffRequested { .. } = lease.wait_not_held().await {
+                    if let Some(cp) = checkpoint {
+                        lease
+                            .checkpoint(cp)
+                            .await
+                            .expect("checkpoint during hand-off");
+                    }
+                    lease.release().await.expect("release after hand-off");
+                }
+            });
+        }
+        leases.abort_all();
+    })
+}
+
+/// Polls `condition` every [`SAMPLE`] until it holds or `limit` passes.
+async fn wait_for<F, Fut>(limit: Duration, what: &str, mut condition: F) -> TestResult
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, Box<dyn std::error::Error + Send + Sync>>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition().await? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {limit:?} waiting for {what}").into());
+        }
+        tokio::time::sleep(SAMPLE).await;
+    }
+}
+
+fn spread(workers: &[&Worker]) -> (usize, usize) {
+    let counts: Vec<usize> = workers.iter().map(|w| w.active().len()).collect();
+    (
+        counts.iter().copied().min().unwrap_or(0),
+        counts.iter().copied().max().unwrap_or(0),
+    )
+}
+
+fn owner_counts(owners: &BTreeMap<String, Option<String>>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for o in owners.values().flatten() {
+        *counts.entry(o.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_out_balances_within_three_rounds_then_never_moves() -> TestResult {
+    bounded(async {
+        let fx = Fixture::new(32).await?;
+        let first = fx.worker("w0", config(3));
+        wait_for(Duration::from_secs(20), "w0 to hold all 32", || async {
+            Ok(first.active().len() == 32)
+        })
+        .await?;
+
+        let started = Instant::now();
+        let joiners: Vec<Worker> = (1..4).map(|i| fx.worker(&format!("w{i}"), config(3))).collect();
+        // Balanced in the table's assignment (leaseOwner) by each joiner's third round.
+        let balanced_at_rounds = std::sync::Mutex::new(None);
+        wait_for(Duration::from_secs(30), "a balanced assignment", || async {
+            let rounds: Vec<u64> = joiners.iter().map(Worker::rounds).collect();
+            let counts = owner_counts(&fx.owners().await?);
+            let balanced = counts.len() == 4 && counts.values().all(|&c| c == 8);
+            if balanced {
+                balanced_at_rounds.lock().unwrap().get_or_insert(rounds);
+            }
+            Ok(balanced)
+        })
+        .await?;
+        let rounds = balanced_at_rounds
+            .into_inner()
+            .unwrap()
+            .expect("set when balanced");
+        let assign_time = started.elapsed();
+        assert!(
+            rounds.iter().all(|&r| r <= 3),
+            "balanced only after joiner rounds {rounds:?}"
+        );
+
+        // Every hand-off completes: each worker actively holds its 8.
+        let all: Vec<&Worker> = std::iter::once(&first).chain(joiners.iter()).collect();
+        wait_for(Duration::from_secs(20), "hand-offs to complete", || async {
+            Ok(spread(&all) == (8, 8))
+        })
+        .await?;
+        let handoff_time = started.elapsed();
+        eprintln!(
+            "REPORT balance: 32 leases, 1 + 3 workers, steal limit 3: assignment balanced in \
+             {assign_time:?} (joiner rounds {rounds:?}), every hand-off complete in {handoff_time:?}"
+        );
+
+        // Ten more rounds of every worker: nothing moves.
+        let owners_before = fx.owners().await?;
+        let stats_before: Vec<_> = all.iter().map(|w| w.c().stats()).collect();
+        let target: Vec<u64> = all.iter().map(|w| w.rounds() + 10).collect();
+        wait_for(Duration::from_secs(30), "ten more rounds", || async {
+            Ok(all.iter().zip(&target).all(|(w, &t)| w.rounds() >= t))
+        })
+        .await?;
+        assert_eq!(fx.owners().await?, owners_before, "a lease moved");
+        for (w, before) in all.iter().zip(&stats_before) {
+            let after = w.c().stats();
+            assert_eq!(after.takes, before.takes, "{} took a lease", w.c().worker_id());
+            assert_eq!(after.steals, before.steals, "{} stole a lease", w.c().worker_id());
+            assert_eq!(after.lost, before.lost, "{} lost a lease", w.c().worker_id());
+        }
+        assert_eq!(spread(&all), (8, 8));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn default_steal_limit_balances_one_lease_per_round() -> TestResult {
+    bounded(async {
+        let fx = Fixture::new(32).await?;
+        let first = fx.worker("w0", config(1));
+        wait_for(Duration::from_secs(20), "w0 to hold all 32", || async {
+            Ok(first.active().len() == 32)
+        })
+        .await?;
+        let started = Instant::now();
+        let joiners: Vec<Worker> = (1..4)
+            .map(|i| fx.worker(&format!("w{i}"), config(1)))
+            .collect();
+        let all: Vec<&Worker> = std::iter::once(&first).chain(joiners.iter()).collect();
+        wait_for(Duration::from_secs(30), "balance", || async {
+            Ok(spread(&all) == (8, 8))
+        })
+        .await?;
+        let rounds: Vec<u64> = joiners.iter().map(Worker::rounds).collect();
+        eprintln!(
+            "REPORT balance: 32 leases, 1 + 3 workers, steal limit 1 (Java default): balanced and \
+             handed off in {:?}, joiner rounds {rounds:?}",
+            started.elapsed()
+        );
+        // 8 steals each at one per round, plus the hand-off of the last one.
+        assert!(rounds.iter().all(|&r| r >= 8), "rounds {rounds:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_worker_leases_run_elsewhere_within_1_2_failover() -> TestResult {
+    bounded(async {
+        let fx = Fixture::new(12).await?;
+        let a = fx.worker("a", config(1));
+        let b = fx.worker("b", config(1));
+        let mut c = fx.worker("c", config(1));
+        wait_for(Duration::from_secs(30), "balance", || async {
+            Ok(spread(&[&a, &b, &c]) == (4, 4))
+        })
+        .await?;
+        let orphaned = c.active();
+        c.kill();
+        let killed_at = Instant::now();
+        wait_for(
+            Duration::from_secs(10),
+            "the killed worker's leases to move",
+            || async {
+                let mut held = a.active();
+                held.extend(b.active());
+                Ok(orphaned.is_subset(&held))
+            },
+        )
+        .await?;
+        let failover = killed_at.elapsed();
+        eprintln!(
+            "REPORT failover: killed worker's {} leases held by others {failover:?} after the \
+             kill (failover time {FAILOVER:?}, bound {:?})",
+            orphaned.len(),
+            FAILOVER.mul_f64(1.2)
+        );
+        assert!(
+            failover <= FAILOVER.mul_f64(1.2),
+            "took {failover:?}, more than 1.2 × {FAILOVER:?}"
+        );
+        let mut held = a.active();
+        held.extend(b.active());
+        assert_eq!(held.len(), 12);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_shutdown_leases_taken_within_one_round() -> TestResult {
+    bounded(async {
+        let fx = Fixture::new(8).await?;
+        let a = fx.worker("a", config(1));
+        let mut b = fx.worker("b", config(1));
+        wait_for(Duration::from_secs(30), "balance", || async {
+            Ok(spread(&[&a, &b]) == (4, 4))
+        })
+        .await?;
+        b.shutdown().await?;
+        let released_at = Instant::now();
+        let rounds_before = a.rounds();
+        // Released leases are unowned in the table at once.
+        let owners = fx.owners().await?;
+        assert_eq!(owner_counts(&owners).get("b"), None, "{owners:?}");
+
+        wait_for(Duration::from_secs(10), "a to hold everything", || async {
+            Ok(a.active().len() == 8)
+        })
+        .await?;
+        let elapsed = released_at.elapsed();
+        let rounds = a.rounds() - rounds_before;
+        eprintln!(
+            "REPORT graceful shutdown: released leases taken {elapsed:?} after the release, \
+             within {rounds} taker round(s) (period {:?})",
+            config(1).taker_interval()
+        );
+        // One full round after the release (plus the round that may have been under way).
+        assert!(rounds <= 2, "took {rounds} rounds");
+        assert!(elapsed < FAILOVER / 2, "took {elapsed:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handoff_carries_the_checkpoint_and_beats_failover() -> TestResult {
+    bounded(async {
+        let fx = Fixture::new(2).await?;
+        let (coordinator, acquired) =
+            LeaseCoordinator::start(fx.table_client(false), "a", config(1));
+        let a = Worker {
+            driver: Some(drive(acquired, Some(seq("4200")))),
+            coordinator: Some(coordinator),
+        };
+        wait_for(Duration::from_secs(20), "a to hold both", || async {
+            Ok(a.active().len() == 2)
+        })
+        .await?;
+        let started = Instant::now();
+        let b = fx.worker("b", config(1));
+        wait_for(Duration::from_secs(20), "b to hold one", || async {
+            Ok(b.active().len() == 1 && a.active().len() == 1)
+        })
+        .await?;
+        let elapsed = started.elapsed();
+        let stolen = b.c().held().pop().expect("one lease");
+        let lease = stolen.lease().await;
+        assert_eq!(
+            lease.checkpoint,
+            seq("4200"),
+            "the old owner's hand-off checkpoint"
+        );
+        assert_eq!(lease.checkpoint_owner, None);
+        assert_eq!(lease.lease_owner.as_deref(), Some("b"));
+        assert_eq!(b.c().stats().steals, 1);
+        eprintln!("REPORT hand-off: steal to running on the new owner in {elapsed:?}");
+        assert!(elapsed < FAILOVER, "hand-off took {elapsed:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_workers_exactly_one_wins() -> TestResult {
+    bounded(async {
+        let fx = Fixture::new(1).await?;
+        // Table level: 16 conditional takes from the same read.
+        let table = fx.plain_table();
+        let read = table.get_lease(&key(0)).await?.expect("created");
+        let mut races = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let table = table.clone();
+            let read = read.clone();
+            races.spawn(async move { (i, table.take(&read, &format!("racer-{i}")).await) });
+        }
+        let mut winners = Vec::new();
+        while let Some(joined) = races.join_next().await {
+            let (i, outcome) = joined?;
+            match outcome? {
+                WriteOutcome::Applied(l) => winners.push((i, l)),
+                WriteOutcome::ConditionFailed { .. } => {}
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one take applies");
+        let (winner, won) = &winners[0];
+        let now = table.get_lease(&key(0)).await?.expect("exists");
+        assert_eq!(
+            now.lease_owner.as_deref(),
+            Some(format!("racer-{winner}").as_str())
+        );
+        assert_eq!(now.lease_counter, won.lease_counter);
+
+        // Coordinator level: 6 workers start together; one ends up holding it, never two.
+        let workers: Vec<Worker> = (0..6)
+            .map(|i| fx.worker(&format!("w{i}"), config(1)))
+            .collect();
+        let holders = || workers.iter().filter(|w| !w.active().is_empty()).count();
+        // The lease is a racer's that nobody renews: it expires after the failover time.
+        wait_for(Duration::from_secs(10), "one holder", || async {
+            Ok(holders() == 1)
+        })
+        .await?;
+        let until = Instant::now() + FAILOVER;
+        while Instant::now() < until {
+            assert_eq!(holders(), 1, "two workers held the lease at once");
+            tokio::time::sleep(SAMPLE).await;
+        }
+        let total_conflicts: u64 = workers.iter().map(|w| w.c().stats().take_conflicts).sum();
+        let total_takes: u64 = workers.iter().map(|w| w.c().stats().takes).sum();
+        assert_eq!(
+            total_takes, 1,
+            "one take applied ({total_conflicts} lost the race)"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zombie_cannot_checkpoint_and_checkpoints_never_go_back() -> TestResult {
+    bounded(async {
+        let fx = Fixture::new(1).await?;
+        let (coordinator, mut acquired) =
+            LeaseCoordinator::start(fx.table_client(false), "a", config(1));
+        let held = acquired.recv().await.expect("a takes the lease");
+        held.checkpoint(seq("500")).await?;
+        let regression = held.checkpoint(seq("499")).await;
+        assert!(
+            matches!(regression, Err(Error::CheckpointRegression { .. })),
+            "{regression:?}"
+        );
+        held.checkpoint(seq("500")).await?; // the same again is fine
+
+        // Another worker takes the lease from under "a" (as after an expiry it missed).
+        let table = fx.plain_table();
+        let current = table.get_lease(&key(0)).await?.expect("exists");
+        assert!(table.take(&current, "b").await?.applied().is_some());
+
+        // "a" still thinks it holds it: its checkpoint is refused and it learns it lost.
+        let zombie = held.checkpoint(seq("600")).await;
+        assert!(matches!(zombie, Err(Error::LeaseLost { .. })), "{zombie:?}");
+        assert_eq!(held.status(), LeaseStatus::Lost);
+        let after = table.get_lease(&key(0)).await?.expect("exists");
+        assert_eq!(
+            after.checkpoint,
+            seq("500"),
+            "the zombie moved the checkpoint"
+        );
+        assert_eq!(after.lease_owner.as_deref(), Some("b"));
+        // Refused from then on without a write.
+        assert!(matches!(
+            held.checkpoint(seq("700")).await,
+            Err(Error::LeaseLost { .. })
+        ));
+        drop(coordinator);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renewal_lost_to_an_outage_stops_before_anyone_takes_over() -> TestResult {
+    bounded(async {
+        let fx = Fixture::new(1).await?;
+        let (coordinator, mut acquired) =
+            LeaseCoordinator::start(fx.table_client(true), "a", config(1));
+        let held = acquired.recv().await.expect("a takes the lease");
+        let b = fx.worker("b", config(1));
+
+        fx.blocked.store(true, Ordering::SeqCst);
+        let outage = Instant::now();
+        let status = held.wait_not_held().await;
+        let stopped = outage.elapsed();
+        assert_eq!(status, LeaseStatus::Lost);
+        assert!(b.active().is_empty(), "b took over before a stopped");
+
+        wait_for(Duration::from_secs(10), "b to take over", || async {
+            Ok(b.active().len() == 1)
+        })
+        .await?;
+        let taken = outage.elapsed();
+        eprintln!("REPORT outage: a stopped after {stopped:?}, b took over after {taken:?}");
+        assert!(
+            stopped < FAILOVER,
+            "a processed for {stopped:?} without renewing"
+        );
+        assert!(stopped < taken);
+        drop(coordinator);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn steady_state_dynamodb_calls_per_lease() -> TestResult {
+    bounded(async {
+        let leases = 32;
+        let fx = Fixture::new(leases).await?;
+        let workers: Vec<Worker> = (0..4)
+            .map(|i| fx.worker(&format!("w{i}"), config(1)))
+            .collect();
+        let all: Vec<&Worker> = workers.iter().collect();
+        wait_for(Duration::from_secs(60), "balance", || async {
+            Ok(spread(&all) == (8, 8))
+        })
+        .await?;
+        let window = FAILOVER * 3;
+        let before = fx.calls.load(Ordering::Relaxed);
+        let started = Instant::now();
+        tokio::time::sleep(window).await; // a measurement window, not a synchronisation
+        let calls = fx.calls.load(Ordering::Relaxed) - before;
+        let minutes = started.elapsed().as_secs_f64() / 60.0;
+        let per_lease_minute = calls as f64 / leases as f64 / minutes;
+        // Everything scales with 1 / failover: at the default 10 s failover, 5× fewer.
+        let scale = FAILOVER.as_secs_f64() / kinesis_kcl::DEFAULT_FAILOVER_TIME.as_secs_f64();
+        eprintln!(
+            "REPORT steady state: {calls} DynamoDB calls in {:?} for {leases} leases, 4 workers: \
+             {per_lease_minute:.1} per lease per minute at a {FAILOVER:?} failover, \
+             {:.1} at the default 10 s",
+            started.elapsed(),
+            per_lease_minute * scale
+        );
+        // Renewals: 3 per failover per lease; scans: 10 per failover per worker.
+        let expected = (3.0 + 10.0 * 4.0 / leases as f64) * 60.0 / FAILOVER.as_secs_f64();
+        assert!(
+            per_lease_minute < expected * 1.25 && per_lease_minute > expected * 0.75,
+            "{per_lease_minute:.1} calls per lease per minute, expected about {expected:.1}"
+        );
+        Ok(())
+    })
+    .await
+}
