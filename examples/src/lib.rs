@@ -11,6 +11,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use kinesis_integration::{Backend, BedOptions, TestBed};
 
+pub mod ops;
+
 /// Connection flags shared by the examples.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectArgs {
