@@ -122,6 +122,32 @@ pub enum Error {
         /// The lease key.
         lease_key: String,
     },
+
+    /// `ListShards` kept returning a shard listing that does not cover the stream's hash key
+    /// space exactly once (a reshard was under way), so no lease was created from it.
+    #[error("shard listing of stream `{stream}` is incomplete after {attempts} attempts")]
+    IncompleteShardListing {
+        /// The stream (name or ARN).
+        stream: String,
+        /// How many listings were tried.
+        attempts: u32,
+    },
+
+    /// A checkpoint names a position past the last record delivered to the processor (or,
+    /// at a shard's end, something other than the end).
+    #[error("checkpoint {proposed} of lease `{lease_key}` is out of range: {reason}")]
+    CheckpointOutOfRange {
+        /// The lease key.
+        lease_key: String,
+        /// The rejected checkpoint.
+        proposed: String,
+        /// What the allowed range is.
+        reason: String,
+    },
+
+    /// The worker could not run: a bad configuration, or a failure it cannot recover from.
+    #[error("worker: {0}")]
+    Worker(Cow<'static, str>),
 }
 
 /// `Result` with this crate's [`Error`].

@@ -47,6 +47,7 @@ mod config;
 mod error;
 pub mod lease;
 pub mod metrics;
+pub mod shard;
 
 pub use config::{DEFAULT_FAILOVER_TIME, DEFAULT_HANDOFF_TIMEOUT, LeaseConfig, LeaseConfigBuilder};
 pub use error::{Error, Result};
