@@ -43,11 +43,28 @@
 
 #![warn(missing_docs)]
 
+mod checkpoint;
 mod config;
 mod error;
 pub mod lease;
 pub mod metrics;
+pub mod processor;
+pub mod record;
+pub mod retrieval;
 pub mod shard;
+mod worker;
 
 pub use config::{DEFAULT_FAILOVER_TIME, DEFAULT_HANDOFF_TIMEOUT, LeaseConfig, LeaseConfigBuilder};
 pub use error::{Error, Result};
+pub use record::Record;
+
+pub use checkpoint::{Checkpointer, PreparedCheckpoint};
+pub use processor::{
+    ProcessRecordsInput, ProcessorError, ShardRecordProcessor, ShardRecordProcessorFactory,
+};
+pub use retrieval::{PollingConfig, RecordBatch};
+pub use shard::InitialPosition;
+pub use worker::{
+    DEFAULT_LEASE_CLEANUP_INTERVAL, DEFAULT_PARENT_SHARD_POLL_INTERVAL,
+    DEFAULT_SHARD_SYNC_INTERVAL, Retrieval, ShardState, Worker, WorkerBuilder, WorkerHandle,
+};

@@ -15,6 +15,14 @@
 //! | `kcl_lease_steals_total` | counter | leases | — | graceful hand-offs started towards this worker |
 //! | `kcl_lease_take_conflicts_total` | counter | writes | — | takes and steals that lost a race |
 //! | `kcl_leases_lost_total` | counter | leases | — | leases lost (taken away or not renewed in time) |
+//! | `kcl_checkpoints_total` | counter | writes | — | checkpoints written |
+//! | `kcl_checkpoints_prepared_total` | counter | writes | — | two-phase checkpoints prepared |
+//! | `kcl_records_processed_total` | counter | records | `stream` | user records processed successfully |
+//! | `kcl_bytes_processed_total` | counter | bytes | `stream` | payload bytes processed successfully |
+//! | `kcl_process_records_seconds` | histogram | seconds | `stream` | time in `process_records` per batch |
+//! | `kcl_processor_restarts_total` | counter | restarts | — | shard consumers restarted after a processor or retrieval failure |
+//! | `kcl_shard_end_not_checkpointed_total` | counter | calls | — | `shard_ended` calls that did not checkpoint `SHARD_END` |
+//! | `kcl_shard_syncs_total` | counter | syncs | `stream` | shard syncs (ListShards + lease creation) |
 
 /// Gauge: leases this worker holds.
 pub const LEASES_HELD: &str = "kcl_leases_held";
@@ -36,3 +44,19 @@ pub const LEASE_STEALS: &str = "kcl_lease_steals_total";
 pub const LEASE_TAKE_CONFLICTS: &str = "kcl_lease_take_conflicts_total";
 /// Counter: leases lost.
 pub const LEASES_LOST: &str = "kcl_leases_lost_total";
+/// Counter: checkpoints written.
+pub const CHECKPOINTS: &str = "kcl_checkpoints_total";
+/// Counter: two-phase checkpoints prepared.
+pub const CHECKPOINTS_PREPARED: &str = "kcl_checkpoints_prepared_total";
+/// Counter: user records processed successfully.
+pub const RECORDS_PROCESSED: &str = "kcl_records_processed_total";
+/// Counter: payload bytes processed successfully.
+pub const BYTES_PROCESSED: &str = "kcl_bytes_processed_total";
+/// Histogram: seconds in `process_records` per batch.
+pub const PROCESS_TIME: &str = "kcl_process_records_seconds";
+/// Counter: shard consumers restarted after a failure.
+pub const PROCESSOR_RESTARTS: &str = "kcl_processor_restarts_total";
+/// Counter: `shard_ended` calls that did not checkpoint `SHARD_END`.
+pub const SHARD_END_NOT_CHECKPOINTED: &str = "kcl_shard_end_not_checkpointed_total";
+/// Counter: shard syncs.
+pub const SHARD_SYNCS: &str = "kcl_shard_syncs_total";

@@ -642,3 +642,36 @@ async fn steady_state_dynamodb_calls_per_lease() -> TestResult {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkpoint_landing_after_a_handoff_began_notices_it() -> TestResult {
+    bounded(async {
+        let fx = Fixture::new(1).await?;
+        let (coordinator, mut acquired) =
+            LeaseCoordinator::start(fx.table_client(false), "a", config(1));
+        let held = acquired.recv().await.expect("a takes the lease");
+        // "b" starts a hand-off; it does not bump the counter, so a's next write lands.
+        let table = fx.plain_table();
+        let current = table.get_lease(&key(0)).await?.expect("exists");
+        assert!(
+            table
+                .apply(&current.handoff_write("b")?)
+                .await?
+                .applied()
+                .is_some()
+        );
+        held.checkpoint(seq("10")).await?;
+        assert_eq!(
+            held.status(),
+            LeaseStatus::HandoffRequested { to: "b".into() }
+        );
+        held.release().await?;
+        let after = table.get_lease(&key(0)).await?.expect("exists");
+        assert_eq!(after.lease_owner.as_deref(), Some("b"));
+        assert_eq!(after.checkpoint_owner, None);
+        assert_eq!(after.checkpoint, seq("10"));
+        drop(coordinator);
+        Ok(())
+    })
+    .await
+}

@@ -181,6 +181,10 @@ impl LeaseCoordinator {
                 first_error.get_or_insert(e);
             }
         }
+        if let Err(e) = self.release_unheld().await {
+            tracing::warn!(error = %e, "could not release leases assigned to this worker");
+            first_error.get_or_insert(e);
+        }
         self.stop_renewer.send_replace(true);
         if let Some(task) = self.renewer.take()
             && let Err(e) = task.await
@@ -192,6 +196,41 @@ impl LeaseCoordinator {
         }
         self.shared.forget_inactive();
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl LeaseCoordinator {
+    /// Releases the leases the table assigns to this worker that it does not hold: one
+    /// handed over to it (waiting, within the failover time, for the old owner to finish the
+    /// hand-off), or left by an earlier run with the same id. Without this, they would sit
+    /// until they expire.
+    async fn release_unheld(&self) -> Result<()> {
+        let me = &*self.shared.worker_id;
+        let deadline = Instant::now() + self.shared.config.failover_time();
+        loop {
+            let held = self.shared.held_keys();
+            let mut pending = 0;
+            for lease in self.shared.table.list_leases().await? {
+                if lease.lease_owner.as_deref() != Some(me) || held.contains(&lease.lease_key) {
+                    continue;
+                }
+                if lease.checkpoint_owner.is_some() {
+                    pending += 1;
+                } else if self.shared.table.evict(&lease).await?.applied().is_some() {
+                    tracing::debug!(lease = %lease.lease_key, "released a lease assigned to this worker");
+                }
+            }
+            if pending == 0 || Instant::now() >= deadline {
+                if pending > 0 {
+                    tracing::warn!(
+                        pending,
+                        "hand-offs towards this worker still open at shutdown; those leases will expire"
+                    );
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(self.shared.config.taker_interval()).await;
+        }
     }
 }
 
@@ -225,12 +264,22 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The leases held now (lost or released ones are left out even before they are
+    /// forgotten).
     pub(crate) fn held(&self) -> Vec<Arc<HeldLease>> {
-        self.lock_held().values().cloned().collect()
+        self.lock_held()
+            .values()
+            .filter(|l| l.status().is_active())
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn held_keys(&self) -> BTreeSet<String> {
-        self.lock_held().keys().cloned().collect()
+        self.lock_held()
+            .iter()
+            .filter(|(_, l)| l.status().is_active())
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// Holds a lease just taken (sent at `sent_at`) and announces it.
@@ -242,9 +291,10 @@ impl Shared {
             self.timing,
             sent_at,
         ));
-        self.lock_held()
-            .insert(held.lease_key().to_owned(), Arc::clone(&held));
-        metrics::gauge!(crate::metrics::LEASES_HELD).increment(1.0);
+        let mut map = self.lock_held();
+        map.insert(held.lease_key().to_owned(), Arc::clone(&held));
+        Self::report_held(&map);
+        drop(map);
         // Nobody listening is fine: the lease is still held and renewed.
         let _ = self.acquired.send(held);
     }
@@ -252,12 +302,12 @@ impl Shared {
     /// Drops leases that are lost or released from the held set.
     pub(crate) fn forget_inactive(&self) {
         let mut held = self.lock_held();
-        let before = held.len();
         held.retain(|_, l| l.status().is_active());
-        let gone = before - held.len();
-        if gone > 0 {
-            metrics::gauge!(crate::metrics::LEASES_HELD).decrement(gone as f64);
-        }
+        Self::report_held(&held);
+    }
+
+    fn report_held(held: &BTreeMap<String, Arc<HeldLease>>) {
+        metrics::gauge!(crate::metrics::LEASES_HELD).set(held.len() as f64);
     }
 
     fn lock_held(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<HeldLease>>> {

@@ -357,6 +357,9 @@ impl HeldLease {
         };
         match outcome {
             WriteOutcome::Applied(lease) => {
+                // A hand-off does not bump the counter, so a write of ours can land after
+                // one started: the returned item tells.
+                self.notice_handoff(&state.lease, &lease);
                 state.lease = lease;
                 state.written_at = sent_at;
                 *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -373,6 +376,20 @@ impl HeldLease {
         }
     }
 
+    /// Sets [`LeaseStatus::HandoffRequested`] if `now` (the table's copy) shows a hand-off
+    /// from this worker that `before` (our copy) did not.
+    fn notice_handoff(&self, before: &Lease, now: &Lease) {
+        let me = &*self.worker_id;
+        if now.checkpoint_owner.as_deref() == Some(me)
+            && let Some(to) = now.lease_owner.as_deref().filter(|o| *o != me)
+        {
+            if before.checkpoint_owner.is_none() {
+                tracing::info!(lease = %self.key, to = %to, "graceful hand-off requested");
+            }
+            self.set_status(LeaseStatus::HandoffRequested { to: to.to_owned() });
+        }
+    }
+
     /// After a failed condition: either a hand-off to another worker has started (adopt the
     /// table's copy and go on), or the lease is lost.
     fn reconcile(&self, state: &mut State, current: Option<Lease>) -> Result<Sent> {
@@ -382,13 +399,8 @@ impl HeldLease {
                 if c.checkpoint_owner.as_deref() == Some(me)
                     && c.lease_owner.as_deref().is_some_and(|o| o != me) =>
             {
-                let to = c.lease_owner.clone().unwrap_or_default();
-                let first_notice = state.lease.checkpoint_owner.is_none();
+                self.notice_handoff(&state.lease, &c);
                 state.lease = c;
-                if first_notice {
-                    tracing::info!(lease = %self.key, to = %to, "graceful hand-off requested");
-                }
-                self.set_status(LeaseStatus::HandoffRequested { to });
                 Ok(Sent::Adopted)
             }
             other => {

@@ -1,0 +1,210 @@
+//! The code users write: a [`ShardRecordProcessor`] per shard lease, made by a
+//! [`ShardRecordProcessorFactory`].
+//!
+//! # Lifecycle of one processor
+//!
+//! 1. [`initialize`](ShardRecordProcessor::initialize) once, with the shard and the checkpoint
+//!    processing resumes after.
+//! 2. [`process_records`](ShardRecordProcessor::process_records) for each batch, in shard
+//!    order, with a [`Checkpointer`] to record progress.
+//! 3. Exactly one ending:
+//!    - [`shard_ended`](ShardRecordProcessor::shard_ended): the shard was closed by a split or
+//!      merge and every record was delivered. The processor **must** checkpoint (the
+//!      checkpointer then writes `SHARD_END`); until it does, the shard's children are not
+//!      processed. The worker calls it again (with backoff) while it returns without
+//!      checkpointing, logging an error and reporting the shard as
+//!      [`ShardState::ShardEndNotCheckpointed`](crate::ShardState::ShardEndNotCheckpointed).
+//!    - [`lease_lost`](ShardRecordProcessor::lease_lost): another worker has the shard now.
+//!      Do not checkpoint (it would be refused); drop in-flight work.
+//!    - [`shutdown_requested`](ShardRecordProcessor::shutdown_requested): the worker is shutting
+//!      down, or another worker asked for the lease (a graceful hand-off). Checkpoint what is
+//!      done; the lease is released right after.
+//!
+//! # Errors and panics
+//!
+//! If `process_records` returns an error or panics, the processor is dropped and the shard
+//! restarts from its last checkpoint with a new processor from the factory, after a backoff
+//! (1 s, doubling up to 30 s while it keeps failing). Records after the last checkpoint are
+//! delivered again: processing is at least once. Other shards are not affected. (The Java KCL
+//! logs the exception and moves on to the next batch, which loses the batch.)
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::checkpoint::Checkpointer;
+use crate::lease::ExtendedSequenceNumber;
+use crate::record::Record;
+
+/// The error type processors return.
+pub type ProcessorError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a processor learns when it starts.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct InitializationInput {
+    /// The shard id.
+    pub shard_id: String,
+    /// The stream's name (as configured), useful in multi-stream mode.
+    pub stream: String,
+    /// The checkpoint processing resumes after (a sentinel such as `TRIM_HORIZON` for a shard
+    /// never checkpointed).
+    pub checkpoint: ExtendedSequenceNumber,
+    /// A prepared but uncommitted checkpoint left by the previous owner, if any.
+    pub pending_checkpoint: Option<ExtendedSequenceNumber>,
+    /// Application state stored with the pending checkpoint.
+    pub pending_checkpoint_state: Option<Vec<u8>>,
+}
+
+/// One batch of records for [`ShardRecordProcessor::process_records`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ProcessRecordsInput {
+    /// The user records, deaggregated, in order. Never empty unless the retrieval is
+    /// configured to deliver empty batches.
+    pub records: Vec<Record>,
+    /// How far behind the tip of the shard the fetch was, if reported.
+    pub millis_behind_latest: Option<u64>,
+}
+
+/// Processes the records of one shard. One instance per shard lease, made by a
+/// [`ShardRecordProcessorFactory`]; see the [module docs](self) for the lifecycle.
+///
+/// ```
+/// use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor};
+/// use kinesis_kcl::processor::InitializationInput;
+///
+/// struct Counter {
+///     seen: u64,
+/// }
+///
+/// #[async_trait::async_trait]
+/// impl ShardRecordProcessor for Counter {
+///     async fn initialize(&mut self, input: InitializationInput) {
+///         tracing::info!(shard = %input.shard_id, from = %input.checkpoint, "starting");
+///     }
+///
+///     async fn process_records(
+///         &mut self,
+///         input: ProcessRecordsInput,
+///         checkpointer: &mut Checkpointer,
+///     ) -> Result<(), ProcessorError> {
+///         self.seen += input.records.len() as u64;
+///         checkpointer.checkpoint().await?; // everything delivered so far is done
+///         Ok(())
+///     }
+///
+///     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+///         checkpointer.checkpoint().await?; // writes SHARD_END: the children may start
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait ShardRecordProcessor: Send {
+    /// Called once before the first batch.
+    async fn initialize(&mut self, input: InitializationInput) {
+        let _ = input;
+    }
+
+    /// Processes one batch. Checkpoint through `checkpointer` as often as suits the
+    /// application (every batch, every N records, every few seconds).
+    ///
+    /// # Errors
+    ///
+    /// An error restarts the shard from its last checkpoint (see the [module docs](self)).
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError>;
+
+    /// The lease was lost to another worker: stop, do not checkpoint.
+    async fn lease_lost(&mut self) {}
+
+    /// The shard ended (split or merge) and every record was delivered. Must call
+    /// [`Checkpointer::checkpoint`], which writes `SHARD_END`.
+    ///
+    /// # Errors
+    ///
+    /// An error (or returning without checkpointing) makes the worker call this again after a
+    /// backoff; the shard's children wait meanwhile.
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError>;
+
+    /// The worker is shutting down or handing the lease to another worker: checkpoint what is
+    /// done. The default checkpoints nothing (the next owner resumes after the last
+    /// checkpoint, re-delivering the rest).
+    ///
+    /// # Errors
+    ///
+    /// Logged; the lease is released anyway.
+    async fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        let _ = checkpointer;
+        Ok(())
+    }
+}
+
+/// Which shard a processor is made for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardContext {
+    /// The shard id.
+    pub shard_id: String,
+    /// The stream name (as configured).
+    pub stream: String,
+    /// The lease key (the shard id, or the multi-stream key).
+    pub lease_key: String,
+}
+
+/// Makes one [`ShardRecordProcessor`] per shard lease. Implemented for closures
+/// `Fn(&ShardContext) -> P`.
+///
+/// ```
+/// # use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor};
+/// use kinesis_kcl::ShardRecordProcessorFactory;
+/// use kinesis_kcl::processor::ShardContext;
+/// # struct Printer { shard: String }
+/// # #[async_trait::async_trait]
+/// # impl ShardRecordProcessor for Printer {
+/// #     async fn process_records(&mut self, _: ProcessRecordsInput, _: &mut Checkpointer) -> Result<(), ProcessorError> { Ok(()) }
+/// #     async fn shard_ended(&mut self, c: &mut Checkpointer) -> Result<(), ProcessorError> { Ok(c.checkpoint().await?) }
+/// # }
+///
+/// let factory = |shard: &ShardContext| Printer { shard: shard.shard_id.clone() };
+/// let processor = factory.create(&ShardContext::new("shardId-000000000000", "clicks", "shardId-000000000000"));
+/// ```
+pub trait ShardRecordProcessorFactory: Send + Sync + 'static {
+    /// A new processor for `shard`.
+    fn create(&self, shard: &ShardContext) -> Box<dyn ShardRecordProcessor>;
+}
+
+impl<F, P> ShardRecordProcessorFactory for F
+where
+    F: Fn(&ShardContext) -> P + Send + Sync + 'static,
+    P: ShardRecordProcessor + 'static,
+{
+    fn create(&self, shard: &ShardContext) -> Box<dyn ShardRecordProcessor> {
+        Box::new(self(shard))
+    }
+}
+
+impl ShardContext {
+    /// A context (for tests of factories).
+    pub fn new(
+        shard_id: impl Into<String>,
+        stream: impl Into<String>,
+        lease_key: impl Into<String>,
+    ) -> Self {
+        ShardContext {
+            shard_id: shard_id.into(),
+            stream: stream.into(),
+            lease_key: lease_key.into(),
+        }
+    }
+}
+
+/// A shared factory.
+pub(crate) type SharedFactory = Arc<dyn ShardRecordProcessorFactory>;

@@ -1,0 +1,89 @@
+//! The names of the metrics retrieval reports through the [`metrics`] facade, each
+//! labelled `stream` and `shard_id` (plus the labels listed).
+//!
+//! | name | kind | unit | extra labels | meaning |
+//! |---|---|---|---|---|
+//! | `kcl_get_records_duration_seconds` | histogram | seconds | `outcome` (`ok`, `throttled`, `expired`, `error`) | latency of each `GetRecords` call |
+//! | `kcl_get_records_throttled_total` | counter | calls | — | `GetRecords` calls refused with `ProvisionedThroughputExceededException` |
+//! | `kcl_get_records_retries_total` | counter | calls | `code` | transient `GetRecords`/`GetShardIterator` failures retried (5xx, timeouts, KMS throttling) |
+//! | `kcl_expired_iterators_total` | counter | iterators | — | `ExpiredIteratorException`s recovered from |
+//! | `kcl_records_fetched_total` | counter | Kinesis records | — | Kinesis records returned by `GetRecords` |
+//! | `kcl_bytes_fetched_total` | counter | bytes | — | their data bytes |
+//! | `kcl_user_records_delivered_total` | counter | user records | — | user records handed to the reader (after deaggregation and filtering) |
+//! | `kcl_millis_behind_latest` | gauge | milliseconds | — | `MillisBehindLatest` of the last response |
+//! | `kcl_out_of_range_records_total` | counter | user records | `action` (`delivered`, `dropped`) | aggregated user records whose hash key is outside the shard's range |
+//! | `kcl_aggregates_passed_through_total` | counter | Kinesis records | `reason` ([`PassThroughReason::as_str`](kinesis_kpl::record::PassThroughReason::as_str)) | records with the aggregation magic that could not be deaggregated, delivered whole |
+//! | `kcl_prefetch_batches` | gauge | batches | — | batches fetched and not yet dropped by the consumer |
+//! | `kcl_prefetch_records` | gauge | user records | — | their user records |
+//! | `kcl_prefetch_bytes` | gauge | bytes | — | their data bytes |
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+/// Histogram: latency of each `GetRecords` call, seconds.
+pub const GET_RECORDS_DURATION: &str = "kcl_get_records_duration_seconds";
+/// Counter: `GetRecords` calls throttled.
+pub const GET_RECORDS_THROTTLED: &str = "kcl_get_records_throttled_total";
+/// Counter: transient failures retried.
+pub const GET_RECORDS_RETRIES: &str = "kcl_get_records_retries_total";
+/// Counter: expired iterators recovered from.
+pub const EXPIRED_ITERATORS: &str = "kcl_expired_iterators_total";
+/// Counter: Kinesis records fetched.
+pub const RECORDS_FETCHED: &str = "kcl_records_fetched_total";
+/// Counter: data bytes fetched.
+pub const BYTES_FETCHED: &str = "kcl_bytes_fetched_total";
+/// Counter: user records delivered.
+pub const USER_RECORDS_DELIVERED: &str = "kcl_user_records_delivered_total";
+/// Gauge: `MillisBehindLatest` of the last response.
+pub const MILLIS_BEHIND_LATEST: &str = "kcl_millis_behind_latest";
+/// Counter: aggregated user records outside the shard's hash key range.
+pub const OUT_OF_RANGE_RECORDS: &str = "kcl_out_of_range_records_total";
+/// Counter: records with the aggregation magic delivered whole.
+pub const AGGREGATES_PASSED_THROUGH: &str = "kcl_aggregates_passed_through_total";
+/// Gauge: batches held by the prefetch and the consumer.
+pub const PREFETCH_BATCHES: &str = "kcl_prefetch_batches";
+/// Gauge: user records held by the prefetch and the consumer.
+pub const PREFETCH_RECORDS: &str = "kcl_prefetch_records";
+/// Gauge: data bytes held by the prefetch and the consumer.
+pub const PREFETCH_BYTES: &str = "kcl_prefetch_bytes";
+
+/// The labels of one shard's metrics.
+#[derive(Clone, Debug)]
+pub(crate) struct ShardLabels {
+    pub(crate) stream: String,
+    pub(crate) shard_id: String,
+}
+
+impl ShardLabels {
+    pub(crate) fn new(stream: &str, shard_id: &str) -> Self {
+        ShardLabels {
+            stream: stream.to_owned(),
+            shard_id: shard_id.to_owned(),
+        }
+    }
+
+    pub(crate) fn counter(&self, name: &'static str) -> Counter {
+        counter!(name, "stream" => self.stream.clone(), "shard_id" => self.shard_id.clone())
+    }
+
+    pub(crate) fn counter_with(
+        &self,
+        name: &'static str,
+        label: &'static str,
+        value: &'static str,
+    ) -> Counter {
+        counter!(name, "stream" => self.stream.clone(), "shard_id" => self.shard_id.clone(), label => value)
+    }
+
+    pub(crate) fn gauge(&self, name: &'static str) -> Gauge {
+        gauge!(name, "stream" => self.stream.clone(), "shard_id" => self.shard_id.clone())
+    }
+
+    pub(crate) fn histogram_with(
+        &self,
+        name: &'static str,
+        label: &'static str,
+        value: &'static str,
+    ) -> Histogram {
+        histogram!(name, "stream" => self.stream.clone(), "shard_id" => self.shard_id.clone(), label => value)
+    }
+}

@@ -1,0 +1,726 @@
+//! The [`Worker`]: leases shards of one or more streams and runs a
+//! [`ShardRecordProcessor`](crate::ShardRecordProcessor) on each.
+//!
+//! A worker
+//! 1. creates the lease table if needed and syncs the streams' shards into leases (the Java
+//!    KCL's rules for the initial position; see [`ShardSyncer`](crate::shard::ShardSyncer)),
+//!    again every [`shard_sync_interval`](WorkerBuilder::shard_sync_interval) and at once when
+//!    a shard ends;
+//! 2. runs a [`LeaseCoordinator`] (renewing, taking and balancing leases with the other
+//!    workers of the application);
+//! 3. for each lease it holds, waits until the shard's parents are finished, then reads the
+//!    shard from its checkpoint and hands the records to a processor made by the factory;
+//! 4. restarts a shard whose processor fails or panics from its last checkpoint after a
+//!    backoff (1 s doubling to 30 s), without disturbing the others;
+//! 5. deletes the leases of finished shards once their children have started
+//!    ([`lease_cleanup_interval`](WorkerBuilder::lease_cleanup_interval)).
+//!
+//! Shutting down through a [`WorkerHandle`] stops taking leases, gives every processor its
+//! [`shutdown_requested`](crate::ShardRecordProcessor::shutdown_requested) (a chance to
+//! checkpoint), then releases every lease so that other workers take them over at their
+//! next scan.
+
+mod shard_consumer;
+mod state;
+mod stream;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::{Id, JoinSet};
+use tracing::Instrument;
+
+pub use state::ShardState;
+
+use self::shard_consumer::{ConsumerContext, Exit};
+use self::state::ShardStates;
+use self::stream::StreamContext;
+use crate::config::LeaseConfig;
+use crate::error::{Error, Result};
+use crate::lease::{HeldLease, LeaseCoordinator, LeaseTable, TableOptions};
+use crate::processor::{ShardRecordProcessorFactory, SharedFactory};
+use crate::retrieval::PollingConfig;
+use crate::shard::InitialPosition;
+
+/// Java KCL `shardSyncIntervalMillis` default: 60 000 ms.
+pub const DEFAULT_SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+/// Java KCL `parentShardPollIntervalMillis` default: 10 000 ms.
+pub const DEFAULT_PARENT_SHARD_POLL_INTERVAL: Duration = Duration::from_secs(10);
+/// Java KCL `completedLeaseCleanupIntervalMillis` default: 5 minutes.
+pub const DEFAULT_LEASE_CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
+
+/// First restart delay of a failed shard consumer; doubles per failure in a row.
+const RESTART_MIN_DELAY: Duration = Duration::from_secs(1);
+/// Largest restart delay.
+const RESTART_MAX_DELAY: Duration = Duration::from_secs(30);
+/// A consumer that ran this long before failing starts its backoff afresh.
+const RESTART_RESET_AFTER: Duration = Duration::from_secs(60);
+
+/// How records are fetched.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Retrieval {
+    /// `GetRecords` polling (the Java KCL's polling mode).
+    Polling(PollingConfig),
+}
+
+impl Default for Retrieval {
+    fn default() -> Self {
+        Retrieval::Polling(PollingConfig::default())
+    }
+}
+
+/// Builds a [`Worker`]; see [`Worker::builder`].
+pub struct WorkerBuilder {
+    application_name: String,
+    kinesis: aws_sdk_kinesis::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
+    factory: SharedFactory,
+    streams: Vec<String>,
+    multi_stream: Option<bool>,
+    worker_id: Option<String>,
+    table_name: Option<String>,
+    table_options: TableOptions,
+    initial_position: InitialPosition,
+    retrieval: Retrieval,
+    lease_config: LeaseConfig,
+    shard_sync_interval: Duration,
+    parent_shard_poll_interval: Duration,
+    lease_cleanup_interval: Duration,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("application_name", &self.application_name)
+            .field("streams", &self.streams)
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    /// The stream to consume, by name or ARN (`arn:aws:kinesis:…`). Call again (or use
+    /// [`streams`](Self::streams)) to consume several streams: multi-stream mode.
+    pub fn stream(mut self, stream: impl Into<String>) -> Self {
+        self.streams.push(stream.into());
+        self
+    }
+
+    /// Several streams (multi-stream mode: lease keys are
+    /// `<account>:<stream>:<creation epoch>:<shard id>`, as the Java KCL's multi-stream mode).
+    pub fn streams<I, S>(mut self, streams: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.streams.extend(streams.into_iter().map(Into::into));
+        self
+    }
+
+    /// Forces multi-stream lease keys even for one stream (default: multi-stream exactly when
+    /// more than one stream is configured).
+    pub fn multi_stream(mut self, enabled: bool) -> Self {
+        self.multi_stream = Some(enabled);
+        self
+    }
+
+    /// This worker's id (the `leaseOwner` it writes). Default: host name, process id and a
+    /// random suffix. Must be unique among the application's running workers.
+    pub fn worker_id(mut self, worker_id: impl Into<String>) -> Self {
+        self.worker_id = Some(worker_id.into());
+        self
+    }
+
+    /// The lease table. Default: the application name (as the Java KCL).
+    pub fn table_name(mut self, table_name: impl Into<String>) -> Self {
+        self.table_name = Some(table_name.into());
+        self
+    }
+
+    /// How the lease table is created when missing (billing mode, tags, deletion
+    /// protection). Default: on-demand.
+    pub fn table_options(mut self, options: TableOptions) -> Self {
+        self.table_options = options;
+        self
+    }
+
+    /// Where shards without a checkpoint start. Default [`InitialPosition::Latest`] (the
+    /// Java KCL's default).
+    pub fn initial_position(mut self, position: InitialPosition) -> Self {
+        self.initial_position = position;
+        self
+    }
+
+    /// How records are fetched. Default: polling with the Java KCL's settings.
+    pub fn retrieval(mut self, retrieval: Retrieval) -> Self {
+        self.retrieval = retrieval;
+        self
+    }
+
+    /// Lease timing and balancing. Default: [`LeaseConfig::default`].
+    pub fn lease_config(mut self, config: LeaseConfig) -> Self {
+        self.lease_config = config;
+        self
+    }
+
+    /// How often shards are listed and new leases created. Default 60 s (Java
+    /// `shardSyncIntervalMillis`); a shard ending on this worker also triggers a sync.
+    pub fn shard_sync_interval(mut self, interval: Duration) -> Self {
+        self.shard_sync_interval = interval;
+        self
+    }
+
+    /// How often a child shard's lease checks whether its parents have finished. Default
+    /// 10 s (Java `parentShardPollIntervalMillis`).
+    pub fn parent_shard_poll_interval(mut self, interval: Duration) -> Self {
+        self.parent_shard_poll_interval = interval;
+        self
+    }
+
+    /// How often finished leases are cleaned up. Default 5 minutes (Java
+    /// `completedLeaseCleanupIntervalMillis`).
+    pub fn lease_cleanup_interval(mut self, interval: Duration) -> Self {
+        self.lease_cleanup_interval = interval;
+        self
+    }
+
+    /// Checks the configuration and builds the worker.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Worker`] without a stream, with an empty application name or worker id, or
+    /// with a zero interval.
+    pub fn build(self) -> Result<Worker> {
+        if self.application_name.is_empty() {
+            return Err(Error::Worker("the application name is empty".into()));
+        }
+        if self.streams.is_empty() {
+            return Err(Error::Worker("no stream configured".into()));
+        }
+        let mut seen = HashSet::new();
+        if let Some(dup) = self.streams.iter().find(|s| !seen.insert(s.as_str())) {
+            return Err(Error::Worker(
+                format!("stream `{dup}` configured twice").into(),
+            ));
+        }
+        for (name, d) in [
+            ("shard_sync_interval", self.shard_sync_interval),
+            (
+                "parent_shard_poll_interval",
+                self.parent_shard_poll_interval,
+            ),
+            ("lease_cleanup_interval", self.lease_cleanup_interval),
+        ] {
+            if d.is_zero() {
+                return Err(Error::Worker(format!("`{name}` must be positive").into()));
+            }
+        }
+        let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
+        if worker_id.is_empty() {
+            return Err(Error::Worker("the worker id is empty".into()));
+        }
+        let (shutdown, _) = watch::channel(false);
+        let (finished, _) = watch::channel(false);
+        let handle = WorkerHandle {
+            worker_id: Arc::from(worker_id.as_str()),
+            shutdown: Arc::new(shutdown),
+            finished: Arc::new(finished),
+            states: ShardStates::default(),
+        };
+        Ok(Worker {
+            table_name: self
+                .table_name
+                .unwrap_or_else(|| self.application_name.clone()),
+            multi_stream: self.multi_stream.unwrap_or(self.streams.len() > 1),
+            application_name: self.application_name,
+            kinesis: self.kinesis,
+            dynamodb: self.dynamodb,
+            factory: self.factory,
+            streams: self.streams,
+            table_options: self.table_options,
+            initial_position: self.initial_position,
+            retrieval: self.retrieval,
+            lease_config: self.lease_config,
+            shard_sync_interval: self.shard_sync_interval,
+            parent_shard_poll_interval: self.parent_shard_poll_interval,
+            lease_cleanup_interval: self.lease_cleanup_interval,
+            handle,
+        })
+    }
+}
+
+/// A consumer application's worker process (see the [module docs](self)).
+///
+/// ```no_run
+/// use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker};
+/// use kinesis_kcl::shard::InitialPosition;
+///
+/// struct Printer;
+///
+/// #[async_trait::async_trait]
+/// impl ShardRecordProcessor for Printer {
+///     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
+///         for record in &input.records {
+///             println!("{} {} bytes", record.partition_key(), record.data().len());
+///         }
+///         cp.checkpoint().await?;
+///         Ok(())
+///     }
+///     async fn shard_ended(&mut self, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
+///         Ok(cp.checkpoint().await?)
+///     }
+/// }
+///
+/// # async fn run() -> Result<(), kinesis_kcl::Error> {
+/// let config = aws_config::load_from_env().await;
+/// let worker = Worker::builder(
+///     "my-application",
+///     aws_sdk_kinesis::Client::new(&config),
+///     aws_sdk_dynamodb::Client::new(&config),
+///     |_: &kinesis_kcl::processor::ShardContext| Printer,
+/// )
+/// .stream("clickstream")
+/// .initial_position(InitialPosition::TrimHorizon)
+/// .build()?;
+/// let handle = worker.handle();
+/// tokio::spawn(async move {
+///     tokio::signal::ctrl_c().await.ok();
+///     handle.shutdown().await; // checkpoints and hands off every lease
+/// });
+/// worker.run().await
+/// # }
+/// ```
+pub struct Worker {
+    application_name: String,
+    kinesis: aws_sdk_kinesis::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
+    factory: SharedFactory,
+    streams: Vec<String>,
+    multi_stream: bool,
+    table_name: String,
+    table_options: TableOptions,
+    initial_position: InitialPosition,
+    retrieval: Retrieval,
+    lease_config: LeaseConfig,
+    shard_sync_interval: Duration,
+    parent_shard_poll_interval: Duration,
+    lease_cleanup_interval: Duration,
+    handle: WorkerHandle,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("application_name", &self.application_name)
+            .field("worker_id", &self.handle.worker_id)
+            .field("streams", &self.streams)
+            .field("table_name", &self.table_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A builder for the application `application_name` (also the lease table's name by
+    /// default), reading with `kinesis`, coordinating through `dynamodb`, processing with
+    /// processors from `factory`.
+    pub fn builder(
+        application_name: impl Into<String>,
+        kinesis: aws_sdk_kinesis::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+        factory: impl ShardRecordProcessorFactory,
+    ) -> WorkerBuilder {
+        WorkerBuilder {
+            application_name: application_name.into(),
+            kinesis,
+            dynamodb,
+            factory: Arc::new(factory),
+            streams: Vec::new(),
+            multi_stream: None,
+            worker_id: None,
+            table_name: None,
+            table_options: TableOptions::default(),
+            initial_position: InitialPosition::default(),
+            retrieval: Retrieval::default(),
+            lease_config: LeaseConfig::default(),
+            shard_sync_interval: DEFAULT_SHARD_SYNC_INTERVAL,
+            parent_shard_poll_interval: DEFAULT_PARENT_SHARD_POLL_INTERVAL,
+            lease_cleanup_interval: DEFAULT_LEASE_CLEANUP_INTERVAL,
+        }
+    }
+
+    /// A handle to shut the worker down and watch it.
+    pub fn handle(&self) -> WorkerHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until shut down through a [`WorkerHandle`].
+    ///
+    /// # Errors
+    ///
+    /// Set-up failures: the lease table cannot be created or reached, a stream cannot be
+    /// described or listed. Once running, failures of single shards are retried (see the
+    /// [module docs](self)) and do not end the worker.
+    pub async fn run(self) -> Result<()> {
+        let result = self.run_inner().await;
+        self.handle.finished.send_replace(true);
+        result
+    }
+
+    async fn run_inner(&self) -> Result<()> {
+        let table = LeaseTable::new(self.dynamodb.clone(), &self.table_name);
+        table.ensure_table(&self.table_options).await?;
+        let Retrieval::Polling(polling) = &self.retrieval;
+        let mut streams = Vec::new();
+        for name in &self.streams {
+            let ctx = StreamContext::new(
+                &self.kinesis,
+                &table,
+                name,
+                self.initial_position,
+                polling,
+                self.multi_stream,
+            )
+            .await?;
+            ctx.syncer.sync().await?;
+            streams.push(Arc::new(ctx));
+        }
+        let (coordinator, acquired) = LeaseCoordinator::start(
+            table,
+            self.handle.worker_id.to_string(),
+            self.lease_config.clone(),
+        );
+        tracing::info!(
+            worker = %self.handle.worker_id,
+            application = %self.application_name,
+            streams = ?self.streams,
+            "worker started"
+        );
+        let (sync_now, sync_requests) = mpsc::unbounded_channel();
+        let ctx = ConsumerContext {
+            factory: Arc::clone(&self.factory),
+            shutdown: self.handle.shutdown.subscribe(),
+            states: self.handle.states.clone(),
+            parent_poll_interval: self.parent_shard_poll_interval,
+            shard_end_retry: RESTART_MIN_DELAY,
+            sync_now,
+        };
+        let mut run = Running {
+            ctx,
+            streams,
+            coordinator,
+            consumers: JoinSet::new(),
+            tasks: HashMap::new(),
+            active: HashMap::new(),
+            queued: HashMap::new(),
+            syncs: JoinSet::new(),
+            syncing: HashSet::new(),
+        };
+        run.main_loop(
+            acquired,
+            sync_requests,
+            self.shard_sync_interval,
+            self.lease_cleanup_interval,
+        )
+        .await;
+        run.shut_down().await
+    }
+}
+
+/// A cloneable handle on a [`Worker`]: shut it down, watch its shards.
+#[derive(Clone, Debug)]
+pub struct WorkerHandle {
+    worker_id: Arc<str>,
+    shutdown: Arc<watch::Sender<bool>>,
+    finished: Arc<watch::Sender<bool>>,
+    states: ShardStates,
+}
+
+impl WorkerHandle {
+    /// The worker's id.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn request_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Shuts the worker down gracefully and resolves once it is done: every processor has
+    /// been told ([`shutdown_requested`](crate::ShardRecordProcessor::shutdown_requested),
+    /// where it checkpoints) and every lease has been released for the other workers. Also
+    /// resolves if the worker already stopped.
+    pub async fn shutdown(&self) {
+        self.request_shutdown();
+        self.wait_finished().await;
+    }
+
+    /// Resolves once [`Worker::run`] has returned.
+    pub async fn wait_finished(&self) {
+        let mut rx = self.finished.subscribe();
+        // The sender lives in this handle: the channel cannot close under us.
+        let _ = rx.wait_for(|f| *f).await;
+    }
+
+    /// Whether [`Worker::run`] has returned.
+    pub fn is_finished(&self) -> bool {
+        *self.finished.borrow()
+    }
+
+    /// What each shard leased by this worker is doing, by lease key.
+    pub fn shard_states(&self) -> BTreeMap<String, ShardState> {
+        self.states.snapshot()
+    }
+}
+
+/// A running consumer's bookkeeping.
+struct Active {
+    lease: Arc<HeldLease>,
+    stream: Arc<StreamContext>,
+    failures: u32,
+    started: Instant,
+}
+
+/// The state of [`Worker::run`] once started.
+struct Running {
+    ctx: ConsumerContext,
+    streams: Vec<Arc<StreamContext>>,
+    coordinator: LeaseCoordinator,
+    consumers: JoinSet<(String, Exit)>,
+    tasks: HashMap<Id, String>,
+    active: HashMap<String, Active>,
+    /// Leases re-acquired while their previous consumer is still ending.
+    queued: HashMap<String, Arc<HeldLease>>,
+    /// Background syncs and clean-ups, each returning its tag.
+    syncs: JoinSet<String>,
+    /// Tags (`sync:` / `cleanup:` + stream) of the ones running.
+    syncing: HashSet<String>,
+}
+
+impl Running {
+    async fn main_loop(
+        &mut self,
+        mut acquired: mpsc::UnboundedReceiver<Arc<HeldLease>>,
+        mut sync_requests: mpsc::UnboundedReceiver<Arc<StreamContext>>,
+        sync_interval: Duration,
+        cleanup_interval: Duration,
+    ) {
+        let shutdown = self.ctx.shutdown.clone();
+        let mut sync_tick = tokio::time::interval(sync_interval);
+        sync_tick.tick().await; // the first tick is immediate; the initial sync is done
+        let mut cleanup_tick = tokio::time::interval(cleanup_interval);
+        cleanup_tick.tick().await;
+        loop {
+            tokio::select! {
+                () = shard_consumer::flag_set(shutdown.clone()) => return,
+                lease = acquired.recv() => match lease {
+                    Some(lease) => self.acquired(lease).await,
+                    None => {
+                        tracing::error!("lease coordinator stopped; shutting the worker down");
+                        return;
+                    }
+                },
+                Some(joined) = self.consumers.join_next_with_id() => self.consumer_ended(joined),
+                Some(stream) = sync_requests.recv() => self.sync(stream, false),
+                _ = sync_tick.tick() => {
+                    for stream in self.streams.clone() {
+                        self.sync(stream, false);
+                    }
+                }
+                _ = cleanup_tick.tick() => {
+                    for stream in self.streams.clone() {
+                        self.sync(stream, true);
+                    }
+                }
+                Some(done) = self.syncs.join_next() => match done {
+                    Ok(tag) => {
+                        self.syncing.remove(&tag);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "shard sync task failed");
+                        self.syncing.clear();
+                    }
+                },
+            }
+        }
+    }
+
+    async fn acquired(&mut self, lease: Arc<HeldLease>) {
+        let key = lease.lease_key().to_owned();
+        if self.active.contains_key(&key) {
+            // The previous consumer of this lease is still ending: start after it.
+            self.queued.insert(key, lease);
+            return;
+        }
+        let snapshot = lease.lease().await;
+        let Some(stream) = self.streams.iter().find(|s| s.owns(&snapshot)).cloned() else {
+            tracing::warn!(lease = %key, "lease of a stream this worker does not consume; holding it idle");
+            return;
+        };
+        self.start(lease, stream, 0, Duration::ZERO);
+    }
+
+    fn start(
+        &mut self,
+        lease: Arc<HeldLease>,
+        stream: Arc<StreamContext>,
+        failures: u32,
+        delay: Duration,
+    ) {
+        let key = lease.lease_key().to_owned();
+        let span = tracing::info_span!(
+            "shard",
+            stream = %stream.name,
+            lease = %key,
+            worker = %self.coordinator.worker_id()
+        );
+        let ctx = self.ctx.clone();
+        let (task_lease, task_stream) = (Arc::clone(&lease), Arc::clone(&stream));
+        let task_key = key.clone();
+        let handle = self.consumers.spawn(
+            async move {
+                if !delay.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shard_consumer::inactive(task_lease.subscribe()) => return (task_key, Exit::Done),
+                        () = shard_consumer::flag_set(ctx.shutdown.clone()) => return (task_key, Exit::Done),
+                    }
+                }
+                let exit = shard_consumer::run(ctx, task_stream, task_lease).await;
+                (task_key, exit)
+            }
+            .instrument(span),
+        );
+        self.tasks.insert(handle.id(), key.clone());
+        self.active.insert(
+            key,
+            Active {
+                lease,
+                stream,
+                failures,
+                started: Instant::now(),
+            },
+        );
+    }
+
+    fn consumer_ended(
+        &mut self,
+        joined: std::result::Result<(Id, (String, Exit)), tokio::task::JoinError>,
+    ) {
+        let (id, key, exit) = match joined {
+            Ok((id, (key, exit))) => (id, key, exit),
+            Err(e) => {
+                let Some(key) = self.tasks.get(&e.id()).cloned() else {
+                    return;
+                };
+                let why = if e.is_panic() {
+                    "the processor panicked"
+                } else {
+                    "cancelled"
+                };
+                (e.id(), key, Exit::Failed(why.to_owned()))
+            }
+        };
+        self.tasks.remove(&id);
+        let Some(active) = self.active.remove(&key) else {
+            return;
+        };
+        match exit {
+            Exit::Done => self.ctx.states.remove(&key),
+            Exit::Failed(reason) => {
+                let shutting_down = *self.ctx.shutdown.borrow();
+                if active.lease.status().is_active() && !shutting_down {
+                    let failures = if active.started.elapsed() >= RESTART_RESET_AFTER {
+                        1
+                    } else {
+                        active.failures + 1
+                    };
+                    let delay = RESTART_MIN_DELAY
+                        .saturating_mul(1 << (failures - 1).min(5))
+                        .min(RESTART_MAX_DELAY);
+                    tracing::error!(lease = %key, %reason, failures, ?delay, "shard consumer failed; restarting from the last checkpoint");
+                    metrics::counter!(crate::metrics::PROCESSOR_RESTARTS).increment(1);
+                    self.ctx
+                        .states
+                        .set(&key, ShardState::Restarting { failures, reason });
+                    self.start(active.lease, active.stream, failures, delay);
+                    return;
+                }
+                self.ctx.states.remove(&key);
+            }
+        }
+        if let Some(next) = self.queued.remove(&key) {
+            self.start(next, active.stream, 0, Duration::ZERO);
+        }
+    }
+
+    /// Syncs (or, with `cleanup`, cleans up) a stream's leases in the background, one at a
+    /// time per stream.
+    fn sync(&mut self, stream: Arc<StreamContext>, cleanup: bool) {
+        let tag = format!(
+            "{}{}",
+            if cleanup { "cleanup:" } else { "sync:" },
+            stream.name
+        );
+        if !self.syncing.insert(tag.clone()) {
+            return;
+        }
+        let labels = [("stream", stream.name.clone())];
+        self.syncs.spawn(async move {
+            let tag = tag;
+            if cleanup {
+                match stream.syncer.clean_up().await {
+                    Ok(report) => tracing::debug!(?report, "lease clean-up"),
+                    Err(e) => tracing::warn!(error = %e, "lease clean-up failed"),
+                }
+            } else {
+                metrics::counter!(crate::metrics::SHARD_SYNCS, &labels).increment(1);
+                match stream.syncer.sync().await {
+                    Ok(report) => tracing::debug!(?report, "shard sync"),
+                    Err(e) => tracing::warn!(error = %e, "shard sync failed"),
+                }
+            }
+            tag
+        });
+    }
+
+    /// Graceful shutdown: no more takes; every consumer tells its processor and ends; then
+    /// every lease is released.
+    async fn shut_down(mut self) -> Result<()> {
+        tracing::info!(worker = %self.coordinator.worker_id(), "worker shutting down");
+        self.coordinator.stop_taking().await;
+        // Consumers see the shutdown signal (already sent) and end after their processors'
+        // shutdown_requested; restarts are not scheduled while shutting down.
+        while let Some(joined) = self.consumers.join_next_with_id().await {
+            self.consumer_ended(joined);
+        }
+        self.syncs.abort_all();
+        while self.syncs.join_next().await.is_some() {}
+        let result = self.coordinator.shutdown().await;
+        tracing::info!("worker stopped");
+        result
+    }
+}
+
+/// `host-pid-random`.
+fn default_worker_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        hasher.finish() as u32
+    )
+}

@@ -1,0 +1,390 @@
+//! One held lease's processing: wait for the parents, run the processor over the shard's
+//! records, and handle the shard's end, a lost lease, a hand-off or a shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::state::{ShardState, ShardStates};
+use super::stream::StreamContext;
+use crate::checkpoint::Checkpointer;
+use crate::lease::{HeldLease, Lease, LeaseStatus};
+use crate::processor::{
+    InitializationInput, ProcessRecordsInput, ProcessorError, ShardContext, ShardRecordProcessor,
+    SharedFactory,
+};
+use crate::retrieval::{RecordBatch, ShardReader, StartingPosition};
+use crate::shard::ChildShard;
+
+/// How a consumer ended.
+#[derive(Debug)]
+pub(crate) enum Exit {
+    /// The lease is no longer ours (lost or released), or the worker is shutting down.
+    Done,
+    /// The processor or the retrieval failed: restart from the last checkpoint.
+    Failed(String),
+}
+
+/// What every consumer of one worker shares.
+#[derive(Clone)]
+pub(crate) struct ConsumerContext {
+    pub(crate) factory: SharedFactory,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) states: ShardStates,
+    pub(crate) parent_poll_interval: Duration,
+    pub(crate) shard_end_retry: Duration,
+    /// Asks the worker to sync a stream's shards now (a shard of it ended).
+    pub(crate) sync_now: tokio::sync::mpsc::UnboundedSender<Arc<StreamContext>>,
+}
+
+/// Runs one lease's consumer to its end.
+pub(crate) async fn run(
+    ctx: ConsumerContext,
+    stream: Arc<StreamContext>,
+    lease: Arc<HeldLease>,
+) -> Exit {
+    let key = lease.lease_key().to_owned();
+    let exit = Consumer {
+        shutdown: ctx.shutdown.clone(),
+        status: lease.subscribe(),
+        ctx,
+        stream,
+        lease,
+    }
+    .run()
+    .await;
+    tracing::debug!(lease = %key, ?exit, "shard consumer ended");
+    exit
+}
+
+struct Consumer {
+    ctx: ConsumerContext,
+    stream: Arc<StreamContext>,
+    lease: Arc<HeldLease>,
+    status: watch::Receiver<LeaseStatus>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Why processing stopped before its natural end.
+enum Interrupt {
+    Lost,
+    Handoff,
+    Shutdown,
+}
+
+impl Consumer {
+    async fn run(mut self) -> Exit {
+        let snapshot = self.lease.lease().await;
+        if snapshot.is_shard_end() {
+            return self.hold_finished().await;
+        }
+        if let Some(interrupt) = self.wait_for_parents(&snapshot).await {
+            return match interrupt {
+                Interrupt::Handoff => self.release().await,
+                Interrupt::Lost | Interrupt::Shutdown => Exit::Done,
+            };
+        }
+        let position = match StartingPosition::from_checkpoint(
+            &snapshot.checkpoint,
+            self.stream.initial_position,
+        ) {
+            Ok(Some(p)) => p,
+            Ok(None) => return self.hold_finished().await,
+            Err(e) => return Exit::Failed(format!("bad checkpoint: {e}")),
+        };
+        let shard_id = snapshot.shard_id().to_owned();
+        let mut processor = self.ctx.factory.create(&ShardContext::new(
+            &shard_id,
+            &self.stream.name,
+            &snapshot.lease_key,
+        ));
+        processor
+            .initialize(InitializationInput {
+                shard_id: shard_id.clone(),
+                stream: self.stream.name.clone(),
+                checkpoint: snapshot.checkpoint.clone(),
+                pending_checkpoint: snapshot.pending_checkpoint.clone(),
+                pending_checkpoint_state: snapshot.pending_checkpoint_state.clone(),
+            })
+            .await;
+        let reader = match self
+            .stream
+            .retriever
+            .start(&shard_id, snapshot.hash_key_range, position)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Exit::Failed(format!("cannot start reading: {e}")),
+        };
+        self.set_state(ShardState::Processing);
+        let mut checkpointer = Checkpointer::new(Arc::clone(&self.lease));
+        self.process(&mut *processor, reader, &mut checkpointer)
+            .await
+    }
+
+    async fn process(
+        &mut self,
+        processor: &mut dyn ShardRecordProcessor,
+        mut reader: ShardReader,
+        checkpointer: &mut Checkpointer,
+    ) -> Exit {
+        loop {
+            let next = tokio::select! {
+                biased;
+                interrupt = self.interrupted() => {
+                    reader.close().await;
+                    return self.end(processor, checkpointer, interrupt).await;
+                }
+                next = reader.next() => next,
+            };
+            let mut batch = match next {
+                Some(Ok(batch)) => batch,
+                Some(Err(e)) => {
+                    reader.close().await;
+                    return Exit::Failed(format!("retrieval failed: {e}"));
+                }
+                None => {
+                    return Exit::Failed("the shard reader ended before the shard did".into());
+                }
+            };
+            if (!batch.records.is_empty() || self.stream.deliver_empty_batches)
+                && let Err(exit) = self.deliver(processor, &mut batch, checkpointer).await
+            {
+                reader.close().await;
+                return exit;
+            }
+            let children = batch.shard_end.take();
+            drop(batch);
+            if let Some(children) = children {
+                reader.close().await;
+                return self.shard_end(processor, checkpointer, children).await;
+            }
+        }
+    }
+
+    /// Hands one batch to the processor. A lost lease cancels processing at once.
+    async fn deliver(
+        &mut self,
+        processor: &mut dyn ShardRecordProcessor,
+        batch: &mut RecordBatch,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), Exit> {
+        let records = std::mem::take(&mut batch.records);
+        if let Some(last) = records.last() {
+            checkpointer.delivered(last.extended_sequence_number());
+        }
+        let count = records.len();
+        let bytes: usize = records.iter().map(|r| r.data().len()).sum();
+        let input = ProcessRecordsInput {
+            records,
+            millis_behind_latest: batch.millis_behind_latest,
+        };
+        let started = Instant::now();
+        let result = tokio::select! {
+            result = processor.process_records(input, checkpointer) => result,
+            () = lost(self.status.clone()) => {
+                processor.lease_lost().await;
+                return Err(Exit::Done);
+            }
+        };
+        let labels = [("stream", self.stream.name.clone())];
+        metrics::histogram!(crate::metrics::PROCESS_TIME, &labels)
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                metrics::counter!(crate::metrics::RECORDS_PROCESSED, &labels)
+                    .increment(count as u64);
+                metrics::counter!(crate::metrics::BYTES_PROCESSED, &labels).increment(bytes as u64);
+                Ok(())
+            }
+            Err(e) => Err(Exit::Failed(format!("process_records failed: {e}"))),
+        }
+    }
+
+    /// The shard is closed and every record was delivered: record the children, then have
+    /// the processor checkpoint `SHARD_END` (insisting until it does).
+    async fn shard_end(
+        &mut self,
+        processor: &mut dyn ShardRecordProcessor,
+        checkpointer: &mut Checkpointer,
+        children: Vec<ChildShard>,
+    ) -> Exit {
+        let snapshot = self.lease.lease().await;
+        if !children.is_empty() {
+            match self
+                .stream
+                .syncer
+                .create_child_leases(&snapshot, &children)
+                .await
+            {
+                Ok(created) => tracing::info!(?created, "child leases at shard end"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not create child leases; shard sync will")
+                }
+            }
+            let ids: std::collections::BTreeSet<String> =
+                children.iter().map(|c| c.shard_id.clone()).collect();
+            if let Err(e) = self
+                .lease
+                .update(|l| {
+                    l.child_shard_ids.extend(ids.iter().cloned());
+                    Ok(())
+                })
+                .await
+            {
+                tracing::warn!(error = %e, "could not record child shard ids on the lease");
+            }
+        }
+        checkpointer.reached_shard_end();
+        let mut attempt = 0u32;
+        loop {
+            let result = tokio::select! {
+                result = processor.shard_ended(checkpointer) => result,
+                () = lost(self.status.clone()) => {
+                    processor.lease_lost().await;
+                    return Exit::Done;
+                }
+            };
+            if self.lease.lease().await.is_shard_end() {
+                // The children may start: find them now rather than at the next sync.
+                let _ = self.ctx.sync_now.send(Arc::clone(&self.stream));
+                return self.hold_finished().await;
+            }
+            attempt += 1;
+            let why = match result {
+                Ok(()) => "returned without checkpointing".to_owned(),
+                Err(e) => format!("failed: {e}"),
+            };
+            tracing::error!(
+                attempt,
+                "shard_ended {why}: the processor must checkpoint at shard end; the shard's \
+                 children cannot start until it does"
+            );
+            metrics::counter!(crate::metrics::SHARD_END_NOT_CHECKPOINTED).increment(1);
+            self.set_state(ShardState::ShardEndNotCheckpointed { attempts: attempt });
+            tokio::select! {
+                _ = tokio::time::sleep(self.ctx.shard_end_retry) => {}
+                interrupt = self.interrupted() => {
+                    return self.end(processor, checkpointer, interrupt).await;
+                }
+            }
+        }
+    }
+
+    /// A shard at `SHARD_END` has nothing to read: hold its lease (so the fleet's counts stay
+    /// stable) until clean-up deletes it, it moves, or the worker stops.
+    async fn hold_finished(&mut self) -> Exit {
+        self.set_state(ShardState::ShardEnded);
+        match self.interrupted().await {
+            Interrupt::Handoff => self.release().await,
+            Interrupt::Lost | Interrupt::Shutdown => Exit::Done,
+        }
+    }
+
+    /// Tells the processor why processing stops, and releases the lease on a hand-off.
+    async fn end(
+        &mut self,
+        processor: &mut dyn ShardRecordProcessor,
+        checkpointer: &mut Checkpointer,
+        interrupt: Interrupt,
+    ) -> Exit {
+        match interrupt {
+            Interrupt::Lost => {
+                processor.lease_lost().await;
+                Exit::Done
+            }
+            Interrupt::Handoff => {
+                self.shutdown_requested(processor, checkpointer).await;
+                self.release().await
+            }
+            Interrupt::Shutdown => {
+                // The coordinator releases every lease once all consumers have ended.
+                self.shutdown_requested(processor, checkpointer).await;
+                Exit::Done
+            }
+        }
+    }
+
+    async fn shutdown_requested(
+        &mut self,
+        processor: &mut dyn ShardRecordProcessor,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let result: Result<(), ProcessorError> = processor.shutdown_requested(checkpointer).await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "shutdown_requested failed; releasing the lease anyway");
+        }
+    }
+
+    async fn release(&self) -> Exit {
+        if let Err(e) = self.lease.release().await {
+            tracing::warn!(error = %e, "could not release the lease; it will expire");
+        }
+        Exit::Done
+    }
+
+    /// Polls the parents' leases until none blocks this one. `Some` if interrupted first.
+    async fn wait_for_parents(&mut self, lease: &Lease) -> Option<Interrupt> {
+        let mut logged = false;
+        loop {
+            match self.stream.syncer.blocking_parents(lease).await {
+                Ok(blocking) if blocking.is_empty() => return None,
+                Ok(blocking) => {
+                    let parents: Vec<String> =
+                        blocking.iter().map(|l| l.lease_key.clone()).collect();
+                    if !logged {
+                        tracing::info!(?parents, "waiting for parent shards to finish");
+                        logged = true;
+                    }
+                    self.set_state(ShardState::WaitingOnParents { parents });
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read parent leases; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.ctx.parent_poll_interval) => {}
+                interrupt = self.interrupted() => return Some(interrupt),
+            }
+        }
+    }
+
+    /// Resolves when the lease stops being plainly held, or the worker shuts down.
+    async fn interrupted(&mut self) -> Interrupt {
+        let status = self.status.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::select! {
+            status = not_held(status) => match status {
+                LeaseStatus::HandoffRequested { .. } => Interrupt::Handoff,
+                _ => Interrupt::Lost,
+            },
+            () = flag_set(shutdown) => Interrupt::Shutdown,
+        }
+    }
+
+    fn set_state(&self, state: ShardState) {
+        self.ctx.states.set(self.lease.lease_key(), state);
+    }
+}
+
+/// Resolves once the lease is lost.
+pub(crate) async fn lost(mut status: watch::Receiver<LeaseStatus>) {
+    let _ = status.wait_for(LeaseStatus::is_lost).await;
+}
+
+/// Resolves once the lease is no longer plainly held, with the new status.
+async fn not_held(mut status: watch::Receiver<LeaseStatus>) -> LeaseStatus {
+    match status.wait_for(|s| *s != LeaseStatus::Held).await {
+        Ok(s) => s.clone(),
+        Err(_) => LeaseStatus::Lost,
+    }
+}
+
+/// Resolves once the flag is set (or its sender is gone).
+pub(crate) async fn flag_set(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|f| *f).await;
+}
+
+/// Resolves once the lease is no longer active (lost or released).
+pub(crate) async fn inactive(mut status: watch::Receiver<LeaseStatus>) {
+    let _ = status.wait_for(|s| !s.is_active()).await;
+}
