@@ -17,6 +17,11 @@
 //! Backends other than `embedded` may be shared by the tests of a process, so always name
 //! streams and tables with [`unique_name`] (the helpers here do).
 //!
+//! Kinesis is reached over plain HTTP by default. [`KinesisTransport::TlsHttp2`] (in
+//! [`BedOptions`]) or [`TestBed::kinesis_h2_config`] reach it over TLS + HTTP/2 instead, as real
+//! AWS serves `SubscribeToShard`, with the protocol of every call observable through
+//! [`TestBed::http_versions`]; see [`tls`].
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,15 +43,19 @@ pub mod faults;
 mod names;
 pub mod stream;
 pub mod table;
+pub mod tls;
 mod wait;
 
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+
+use tls::{H2Endpoint, ObservedCall, RecordHttpVersion};
 
 pub use backend::endpoint::{DYNAMODB_ENDPOINT_ENV, KINESIS_ENDPOINT_ENV};
-pub use backend::{BACKEND_ENV, Backend, BedOptions};
+pub use backend::{BACKEND_ENV, Backend, BedOptions, KinesisTransport};
 pub use error::BedError;
 pub use names::unique_name;
 
@@ -63,10 +72,20 @@ pub struct TestBed {
     kinesis_endpoint: Option<String>,
     dynamodb_endpoint: Option<String>,
     kinesis_tls_endpoint: Option<String>,
+    kinesis_h2: Option<H2Access>,
+    kinesis_transport: KinesisTransport,
     kinesis: aws_sdk_kinesis::Client,
     dynamodb: aws_sdk_dynamodb::Client,
     // Declared last: the clients above go before the servers they talk to.
     _servers: Box<dyn std::any::Any + Send + Sync>,
+}
+
+/// The bed's TLS + HTTP/2 endpoint with the SDK HTTPS client trusting it and the recorder of
+/// the calls made through it.
+struct H2Access {
+    endpoint: H2Endpoint,
+    http_client: SharedHttpClient,
+    recorder: RecordHttpVersion,
 }
 
 impl std::fmt::Debug for TestBed {
@@ -75,6 +94,11 @@ impl std::fmt::Debug for TestBed {
             .field("backend", &self.backend)
             .field("kinesis_endpoint", &self.kinesis_endpoint)
             .field("dynamodb_endpoint", &self.dynamodb_endpoint)
+            .field(
+                "kinesis_h2_endpoint",
+                &self.kinesis_h2.as_ref().map(|h2| &h2.endpoint.url),
+            )
+            .field("kinesis_transport", &self.kinesis_transport)
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +133,32 @@ impl TestBed {
                 ));
         }
         let sdk_config = loader.load().await;
+        let kinesis_h2 = running
+            .kinesis_h2
+            .map(|endpoint| {
+                Ok::<_, BedError>(H2Access {
+                    http_client: endpoint.pki.https_client()?,
+                    recorder: RecordHttpVersion::new(endpoint.negotiated.clone()),
+                    endpoint,
+                })
+            })
+            .transpose()?;
+        let kinesis_transport = match options.kinesis_transport {
+            KinesisTransport::TlsHttp2
+                if kinesis_h2.is_none()
+                    && !(backend == Backend::Endpoint && running.kinesis_endpoint.is_none()) =>
+            {
+                return Err(BedError::Backend {
+                    backend: backend.name(),
+                    message: "KinesisTransport::TlsHttp2 needs a TLS endpoint the bed can \
+                              observe; only the embedded and emulators backends have one (and \
+                              real AWS, reached by the endpoint backend without KINESIS_ENDPOINT, \
+                              is TLS + HTTP/2 already)"
+                        .to_owned(),
+                });
+            }
+            transport => transport,
+        };
         let mut bed = Self {
             backend,
             kinesis: aws_sdk_kinesis::Client::new(&sdk_config),
@@ -117,6 +167,8 @@ impl TestBed {
             kinesis_endpoint: running.kinesis_endpoint,
             dynamodb_endpoint: running.dynamodb_endpoint,
             kinesis_tls_endpoint: running.kinesis_tls_endpoint,
+            kinesis_h2,
+            kinesis_transport,
             _servers: running.guard,
         };
         bed.kinesis = aws_sdk_kinesis::Client::from_conf(bed.kinesis_config().build());
@@ -158,7 +210,8 @@ impl TestBed {
         &self.sdk_config
     }
 
-    /// A Kinesis client for this bed's server.
+    /// A Kinesis client for this bed's server, reached as [`BedOptions::kinesis_transport`]
+    /// says (plain HTTP by default).
     pub fn kinesis(&self) -> &aws_sdk_kinesis::Client {
         &self.kinesis
     }
@@ -169,13 +222,83 @@ impl TestBed {
     }
 
     /// A Kinesis config builder pointed at this bed, to build a client with other settings
-    /// (e.g. `RetryConfig::disabled()` for tests of our own retry logic, or interceptors).
+    /// (e.g. `RetryConfig::disabled()` for tests of our own retry logic, or interceptors). It
+    /// uses the bed's [`KinesisTransport`]: with [`KinesisTransport::TlsHttp2`] it is
+    /// [`TestBed::kinesis_h2_config`].
     pub fn kinesis_config(&self) -> aws_sdk_kinesis::config::Builder {
+        if self.kinesis_transport == KinesisTransport::TlsHttp2
+            && let Some(h2) = &self.kinesis_h2
+        {
+            return self.h2_builder(h2);
+        }
         let builder = aws_sdk_kinesis::config::Builder::from(&self.sdk_config);
         match &self.kinesis_endpoint {
             Some(url) => builder.endpoint_url(url),
             None => builder,
         }
+    }
+
+    /// A Kinesis config builder that reaches this bed's server over TLS + HTTP/2, whatever the
+    /// bed's [`KinesisTransport`]: the SDK's own HTTPS client (rustls, ALPN `h2` and
+    /// `http/1.1`) trusting the bed's test CA only, with full certificate and host name checks,
+    /// pointed at the bed's TLS endpoint. Every call of a client built from it is recorded with
+    /// the protocol that served it ([`TestBed::http_versions`]). Clients built from it share the
+    /// bed's one HTTPS client, and so its connections where their timeout settings agree.
+    ///
+    /// Fails on backends without such an endpoint (LocalStack, the endpoint backend).
+    pub fn kinesis_h2_config(&self) -> Result<aws_sdk_kinesis::config::Builder, BedError> {
+        match &self.kinesis_h2 {
+            Some(h2) => Ok(self.h2_builder(h2)),
+            None => Err(BedError::Backend {
+                backend: self.backend.name(),
+                message: "this backend has no TLS + HTTP/2 endpoint of the bed's (only the \
+                          embedded and emulators backends do)"
+                    .to_owned(),
+            }),
+        }
+    }
+
+    fn h2_builder(&self, h2: &H2Access) -> aws_sdk_kinesis::config::Builder {
+        aws_sdk_kinesis::config::Builder::from(&self.sdk_config)
+            .endpoint_url(&h2.endpoint.url)
+            .http_client(h2.http_client.clone())
+            .interceptor(h2.recorder.clone())
+    }
+
+    /// Every call made so far by clients built from [`TestBed::kinesis_h2_config`] (and, with
+    /// [`KinesisTransport::TlsHttp2`], by [`TestBed::kinesis`]), in the order their responses
+    /// arrived, with the HTTP version each was served with. Empty on backends without a TLS
+    /// endpoint of the bed's.
+    pub fn http_versions(&self) -> Vec<ObservedCall> {
+        self.kinesis_h2
+            .as_ref()
+            .map(|h2| h2.recorder.calls())
+            .unwrap_or_default()
+    }
+
+    /// The PEM certificate of the CA behind the bed's TLS endpoints, for clients of one's own
+    /// (the SDK's are configured by [`TestBed::kinesis_h2_config`] and
+    /// [`TestBed::https_client`]). `None` on backends without one.
+    pub fn test_ca_pem(&self) -> Option<&str> {
+        self.kinesis_h2
+            .as_ref()
+            .map(|h2| h2.endpoint.pki.ca_pem.as_str())
+    }
+
+    /// The SDK's HTTPS client trusting the bed's test CA (and nothing else), e.g. to reach
+    /// [`TestBed::kinesis_tls_endpoint`] directly. `None` on backends without a test CA.
+    pub fn https_client(&self) -> Option<SharedHttpClient> {
+        self.kinesis_h2.as_ref().map(|h2| h2.http_client.clone())
+    }
+
+    /// The TLS + HTTP/2 endpoint [`TestBed::kinesis_h2_config`] uses, where the backend has one.
+    pub fn kinesis_h2_endpoint(&self) -> Option<&str> {
+        self.kinesis_h2.as_ref().map(|h2| h2.endpoint.url.as_str())
+    }
+
+    /// How [`TestBed::kinesis`] reaches the server.
+    pub fn kinesis_transport(&self) -> KinesisTransport {
+        self.kinesis_transport
     }
 
     /// A DynamoDB config builder pointed at this bed (see [`TestBed::kinesis_config`]).
@@ -192,8 +315,11 @@ impl TestBed {
         self.kinesis_endpoint.as_deref()
     }
 
-    /// A TLS Kinesis endpoint that negotiates HTTP/2, where the backend has one (the emulators
-    /// backend: kinesis-mock's TLS port, with a self-signed certificate).
+    /// The Kinesis server's own TLS port, which negotiates HTTP/2, where the backend has one,
+    /// with a certificate for `localhost` and `127.0.0.1` signed by the bed's test CA (reach it
+    /// with [`TestBed::https_client`]). On the emulators backend this is kinesis-mock's TLS
+    /// port, without the bed's recording front of [`TestBed::kinesis_h2_endpoint`]; on the
+    /// embedded backend both are ferrokinesis' TLS port.
     pub fn kinesis_tls_endpoint(&self) -> Option<&str> {
         self.kinesis_tls_endpoint.as_deref()
     }

@@ -17,19 +17,26 @@
 //!   paging and consistent reads behave as DynamoDB.
 //! - A debug-build SDK client makes a few hundred calls per second against them on this 2-core
 //!   machine; the servers are not the bottleneck.
+//!
+//! ferrokinesis is served twice, from one store: on a plain `http://` port (HTTP/1.1, and h2c
+//! with prior knowledge) and on a TLS port that offers ALPN `h2` then `http/1.1` with the bed's
+//! test certificate, recording each connection's protocol (see [`crate::tls`]).
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::sync::Arc;
 
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 use super::BedOptions;
 use crate::BedError;
+use crate::tls::{self, H2Endpoint, Negotiated, TestPki};
 
 /// A running pair of in-process servers; dropping it stops both.
 pub(crate) struct EmbeddedServers {
     kinesis_addr: SocketAddr,
     dynamodb_addr: SocketAddr,
+    kinesis_h2: H2Endpoint,
     stop: watch::Sender<bool>,
     runtime: Option<Runtime>,
 }
@@ -37,7 +44,7 @@ pub(crate) struct EmbeddedServers {
 impl EmbeddedServers {
     /// Binds both listeners (so the servers accept connections as soon as this returns) and
     /// starts serving them on the bed's own runtime.
-    pub(crate) fn start(options: &BedOptions) -> Result<Self, BedError> {
+    pub(crate) fn start(options: &BedOptions, pki: Arc<TestPki>) -> Result<Self, BedError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("testbed-server")
@@ -49,6 +56,13 @@ impl EmbeddedServers {
             })?;
         let (kinesis_listener, kinesis_addr) = bind_loopback("ferrokinesis")?;
         let (dynamodb_listener, dynamodb_addr) = bind_loopback("dynoxide")?;
+        let (kinesis_tls_listener, kinesis_tls_addr, acceptor) =
+            tls::bind_tls(&pki, "ferrokinesis over TLS")?;
+        let kinesis_h2 = H2Endpoint {
+            url: format!("https://{kinesis_tls_addr}"),
+            pki,
+            negotiated: Negotiated::default(),
+        };
         let database = dynoxide::Database::memory().map_err(|e| BedError::Backend {
             backend: "embedded",
             message: format!("dynoxide could not open an in-memory database: {e}"),
@@ -67,6 +81,22 @@ impl EmbeddedServers {
         };
         let _enter = runtime.enter();
         let (kinesis_app, _store) = ferrokinesis::create_app(store_options);
+        let tls_app = kinesis_app.clone();
+        let negotiated = kinesis_h2.negotiated.clone();
+        let mut tls_stop = stopped.clone();
+        runtime.spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(kinesis_tls_listener) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::error!(%error, "ferrokinesis TLS listener could not join the runtime");
+                    return;
+                }
+            };
+            tokio::select! {
+                () = tls::serve_tls(listener, acceptor, tls_app, negotiated) => {}
+                _ = tls_stop.wait_for(|stop| *stop) => {}
+            }
+        });
         let mut kinesis_stop = stopped.clone();
         runtime.spawn(async move {
             let listener = match tokio::net::TcpListener::from_std(kinesis_listener) {
@@ -110,6 +140,7 @@ impl EmbeddedServers {
         Ok(Self {
             kinesis_addr,
             dynamodb_addr,
+            kinesis_h2,
             stop,
             runtime: Some(runtime),
         })
@@ -121,6 +152,11 @@ impl EmbeddedServers {
 
     pub(crate) fn dynamodb_endpoint(&self) -> String {
         format!("http://{}", self.dynamodb_addr)
+    }
+
+    /// ferrokinesis over TLS (ALPN `h2`, `http/1.1`).
+    pub(crate) fn kinesis_h2(&self) -> H2Endpoint {
+        self.kinesis_h2.clone()
     }
 }
 

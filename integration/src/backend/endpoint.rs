@@ -20,6 +20,7 @@ pub(crate) fn from_env() -> Running {
     let any_endpoint = kinesis_endpoint.is_some() || dynamodb_endpoint.is_some();
     Running {
         kinesis_tls_endpoint: None,
+        kinesis_h2: None,
         dummy_credentials: any_endpoint && read("AWS_ACCESS_KEY_ID").is_none(),
         kinesis_endpoint,
         dynamodb_endpoint,

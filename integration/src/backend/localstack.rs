@@ -89,6 +89,7 @@ mod container {
             kinesis_endpoint: Some(instance.endpoint.clone()),
             dynamodb_endpoint: Some(instance.endpoint.clone()),
             kinesis_tls_endpoint: None,
+            kinesis_h2: None,
             dummy_credentials: true,
             guard: Box::new(instance),
         })

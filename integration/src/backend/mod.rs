@@ -11,6 +11,7 @@ use std::any::Any;
 use std::time::Duration;
 
 use crate::BedError;
+use crate::tls::{H2Endpoint, TestPki};
 
 pub(crate) mod embedded;
 pub(crate) mod emulators;
@@ -73,11 +74,30 @@ impl Backend {
     }
 }
 
+/// How the bed's default Kinesis client ([`TestBed::kinesis`](crate::TestBed::kinesis), and the
+/// builder [`TestBed::kinesis_config`](crate::TestBed::kinesis_config)) reaches the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KinesisTransport {
+    /// The backend's plain endpoint with the SDK's default client: HTTP/1.1 over `http://` on
+    /// the local backends (the default).
+    #[default]
+    Plain,
+    /// TLS with ALPN, negotiating HTTP/2 as real AWS does for `SubscribeToShard`: the bed's TLS
+    /// endpoint (see [`crate::tls`]), trusted through the bed's test CA, with every call's
+    /// protocol recorded ([`TestBed::http_versions`](crate::TestBed::http_versions)). Supported
+    /// on the embedded and emulators backends; on the endpoint backend without
+    /// `KINESIS_ENDPOINT` (real AWS, which is TLS + HTTP/2 already) the default client is kept
+    /// and nothing is recorded; elsewhere the bed fails to start, saying so.
+    TlsHttp2,
+}
+
 /// Knobs for the servers a bed starts.
 ///
-/// Only the embedded backend starts servers per bed, so only it honours these; the emulators and
-/// LocalStack backends share one server pair per test process with the generous settings their
-/// module docs give, and the endpoint backend cannot change a remote server.
+/// Only the embedded backend starts servers per bed, so only it honours the server settings;
+/// the emulators and LocalStack backends share one server pair per test process with the
+/// generous settings their module docs give, and the endpoint backend cannot change a remote
+/// server. [`BedOptions::kinesis_transport`] is a client setting, honoured where supported.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct BedOptions {
@@ -90,6 +110,9 @@ pub struct BedOptions {
     pub subscribe_to_shard_session: Duration,
     /// Lifetime of a shard iterator. Default 5 minutes, as on AWS.
     pub iterator_ttl: Duration,
+    /// How the bed's default Kinesis client reaches the server. Default
+    /// [`KinesisTransport::Plain`].
+    pub kinesis_transport: KinesisTransport,
 }
 
 impl Default for BedOptions {
@@ -99,6 +122,7 @@ impl Default for BedOptions {
             enforce_limits: false,
             subscribe_to_shard_session: Duration::from_secs(300),
             iterator_ttl: Duration::from_secs(300),
+            kinesis_transport: KinesisTransport::Plain,
         }
     }
 }
@@ -127,6 +151,12 @@ impl BedOptions {
         self.iterator_ttl = ttl;
         self
     }
+
+    /// Sets [`BedOptions::kinesis_transport`].
+    pub fn kinesis_transport(mut self, transport: KinesisTransport) -> Self {
+        self.kinesis_transport = transport;
+        self
+    }
 }
 
 /// Where a started backend listens, and what keeps it alive.
@@ -134,8 +164,10 @@ pub(crate) struct Running {
     /// `None` means the SDK's default endpoint resolution (real AWS).
     pub(crate) kinesis_endpoint: Option<String>,
     pub(crate) dynamodb_endpoint: Option<String>,
-    /// A TLS (HTTP/2-capable) Kinesis endpoint, where the backend has one.
+    /// The engine's own TLS (HTTP/2-capable) Kinesis port, where the backend has one.
     pub(crate) kinesis_tls_endpoint: Option<String>,
+    /// The bed's observed TLS + HTTP/2 Kinesis endpoint, where the backend has one.
+    pub(crate) kinesis_h2: Option<H2Endpoint>,
     /// Whether to sign with fixed dummy credentials instead of the default chain.
     pub(crate) dummy_credentials: bool,
     /// Dropped with the bed; stops or releases the servers.
@@ -145,11 +177,12 @@ pub(crate) struct Running {
 pub(crate) async fn start(backend: Backend, options: &BedOptions) -> Result<Running, BedError> {
     match backend {
         Backend::Embedded => {
-            let servers = embedded::EmbeddedServers::start(options)?;
+            let servers = embedded::EmbeddedServers::start(options, TestPki::shared()?)?;
             Ok(Running {
                 kinesis_endpoint: Some(servers.kinesis_endpoint()),
                 dynamodb_endpoint: Some(servers.dynamodb_endpoint()),
-                kinesis_tls_endpoint: None,
+                kinesis_tls_endpoint: Some(servers.kinesis_h2().url.clone()),
+                kinesis_h2: Some(servers.kinesis_h2()),
                 dummy_credentials: true,
                 guard: Box::new(servers),
             })
@@ -160,6 +193,7 @@ pub(crate) async fn start(backend: Backend, options: &BedOptions) -> Result<Runn
                 kinesis_endpoint: Some(emulators.kinesis_endpoint()),
                 dynamodb_endpoint: Some(emulators.dynamodb_endpoint()),
                 kinesis_tls_endpoint: Some(emulators.kinesis_tls_endpoint()),
+                kinesis_h2: Some(emulators.kinesis_h2()),
                 dummy_credentials: true,
                 guard: Box::new(emulators),
             })

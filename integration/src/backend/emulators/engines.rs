@@ -16,6 +16,7 @@ use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 
 use super::child::ChildProcess;
 use super::install::Installation;
+use crate::tls::TestPki;
 
 /// How long one engine may take from spawn to its first answer. DynamoDB Local needs ~3 s on
 /// an idle 2-core machine; the margin is for machines busy compiling.
@@ -40,6 +41,8 @@ const KINESIS_MOCK_DURATIONS: [&str; 10] = [
     "UPDATE_SHARD_COUNT_DURATION",
     "UPDATE_STREAM_MODE_DURATION",
 ];
+/// `.run/certs/`: kinesis-mock's certificate files while it starts.
+const CERTS_DIR: &str = "certs";
 /// Environment the children must not see (they need no real credentials).
 const HIDDEN_ENV: [&str; 4] = [
     "AWS_ACCESS_KEY_ID",
@@ -64,15 +67,19 @@ pub(super) struct DynamoDbLocal {
 }
 
 impl KinesisMock {
-    /// Starts kinesis-mock and waits until it answers `ListStreams`.
-    pub(super) async fn start(install: &Installation) -> Result<Self, String> {
+    /// Starts kinesis-mock with `pki`'s server certificate on its TLS port and waits until it
+    /// answers `ListStreams`.
+    pub(super) async fn start(install: &Installation, pki: &TestPki) -> Result<Self, String> {
         let started = Instant::now();
+        // kinesis-mock reads its certificate once, while starting its TLS server (before it
+        // listens), so the file is removed as soon as the start is over, however it ended.
+        let cert = CertFile::write(install, pki)?;
         let mut last_conflict = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let [plain_port, tls_port] = free_loopback_ports()?;
             let process = ChildProcess::spawn(
                 "kinesis-mock",
-                kinesis_mock_command(install, plain_port, tls_port),
+                kinesis_mock_command(install, plain_port, tls_port, &cert.path),
                 log_file(install, "kinesis-mock"),
             )
             .await?;
@@ -150,8 +157,51 @@ impl DynamoDbLocal {
     }
 }
 
+/// kinesis-mock's certificate file (`{"server": {"cert", "key"}}`, see
+/// [`TestPki::kinesis_mock_cert_json`]) at `.run/certs/{pid}-kinesis-mock-{n}.json`, readable
+/// by the owner only, removed when dropped (and by [`prune_run_files`] if the test process died
+/// first).
+struct CertFile {
+    path: PathBuf,
+}
+
+impl CertFile {
+    fn write(install: &Installation, pki: &TestPki) -> Result<Self, String> {
+        use std::io::Write as _;
+
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = install.run_dir.join(CERTS_DIR);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("could not create {}: {e}", dir.display()))?;
+        let path = dir.join(format!("{}-kinesis-mock-{n}.json", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options
+            .open(&path)
+            .and_then(|mut file| file.write_all(pki.kinesis_mock_cert_json().as_bytes()));
+        // Constructed before checking, so a half-written file is removed too.
+        let file = Self { path };
+        written.map_err(|e| format!("could not write {}: {e}", file.path.display()))?;
+        Ok(file)
+    }
+}
+
+impl Drop for CertFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// `node -r loopback-preload.cjs main.js` with kinesis-mock's configuration in the environment.
-fn kinesis_mock_command(install: &Installation, plain_port: u16, tls_port: u16) -> Command {
+fn kinesis_mock_command(
+    install: &Installation,
+    plain_port: u16,
+    tls_port: u16,
+    cert: &std::path::Path,
+) -> Command {
     let mut command = Command::new(&install.node);
     command
         .arg("-r")
@@ -160,7 +210,7 @@ fn kinesis_mock_command(install: &Installation, plain_port: u16, tls_port: u16) 
         .current_dir(&install.run_dir)
         .env("KINESIS_MOCK_PLAIN_PORT", plain_port.to_string())
         .env("KINESIS_MOCK_TLS_PORT", tls_port.to_string())
-        .env("KINESIS_MOCK_CERT_PATH", &install.kinesis_cert)
+        .env("KINESIS_MOCK_CERT_PATH", cert)
         .env("SHARD_LIMIT", "1000")
         .env("ON_DEMAND_STREAM_COUNT_LIMIT", "1000")
         .env("AWS_ACCOUNT_ID", "000000000000")
@@ -301,7 +351,7 @@ fn free_loopback_ports<const N: usize>() -> Result<[u16; N], String> {
 }
 
 /// `.run/logs/{pid}-{engine}-{n}.log`: one file per child; the pid lets a later process prune
-/// the logs of processes that are gone (see [`prune_logs`]).
+/// the logs of processes that are gone (see [`prune_run_files`]).
 fn log_file(install: &Installation, engine: &str) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -311,13 +361,19 @@ fn log_file(install: &Installation, engine: &str) -> PathBuf {
         .join(format!("{}-{engine}-{n}.log", std::process::id()))
 }
 
-/// Creates `.run/logs/` and removes the logs of test processes that no longer run (logs of a
-/// failed run stay until the next run starts, for reading).
-pub(super) fn prune_logs(install: &Installation) -> Result<(), String> {
-    let dir = install.run_dir.join("logs");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("could not create {}: {e}", dir.display()))?;
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+/// Creates `.run/logs/` and `.run/certs/` and removes the files there of test processes that no
+/// longer run (logs of a failed run stay until the next run starts, for reading).
+pub(super) fn prune_run_files(install: &Installation) -> Result<(), String> {
+    for dir in ["logs", CERTS_DIR] {
+        prune_dir(&install.run_dir.join(dir))?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` and removes its `{pid}-…` files whose process no longer runs.
+fn prune_dir(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("could not create {}: {e}", dir.display()))?;
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
     for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {

