@@ -283,7 +283,7 @@ pub enum Expected {
     },
     /// [`Error::EmptyPartitionKey`].
     EmptyPartitionKey,
-    /// [`Error::PartitionKeyTooLong`] with the key's length in characters.
+    /// [`Error::PartitionKeyTooLong`] with the key's length in UTF-16 code units.
     PartitionKeyTooLong(usize),
     /// [`Error::RecordTooLarge`] with partition key + data in bytes.
     RecordTooLarge(usize),
@@ -293,7 +293,7 @@ pub enum Expected {
 
 /// The oracle: checks in the documented order (empty key, key length, size, explicit hash key).
 pub fn expected_outcome(record: &UserRecord, max_record_size: usize) -> Expected {
-    let chars = record.partition_key.chars().count();
+    let chars = record.partition_key.encode_utf16().count();
     if chars == 0 {
         return Expected::EmptyPartitionKey;
     }
@@ -436,7 +436,7 @@ fn routed_shard(
     explicit_hash_key: Option<&str>,
     shards: &[ShardRange],
 ) -> Result<String, String> {
-    let chars = partition_key.chars().count();
+    let chars = partition_key.encode_utf16().count();
     if !(1..=MAX_PARTITION_KEY_CHARS).contains(&chars) {
         return Err(format!("partition key of {chars} characters"));
     }

@@ -8,8 +8,13 @@ use crate::Error;
 pub const PUT_RECORDS_MAX_ENTRIES: usize = 500;
 /// The Kinesis limit on the bytes (data + partition keys) of one PutRecords call: 5 MiB.
 pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
-/// The longest partition key Kinesis accepts, in Unicode characters.
+/// The longest partition key Kinesis accepts, in characters as the API counts them (UTF-16
+/// code units).
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
+
+/// The most bytes a valid partition key takes in UTF-8: 3 per UTF-16 unit at most (a 4-byte
+/// character takes two units).
+pub const MAX_PARTITION_KEY_BYTES: usize = 3 * MAX_PARTITION_KEY_CHARS;
 /// Kinesis's default maximum record size (data + partition key): 1 MiB.
 pub const DEFAULT_MAX_RECORD_SIZE: usize = 1024 * 1024;
 
@@ -257,11 +262,21 @@ impl ConfigBuilder {
         if c.aggregation_max_count == 0 {
             return bad("aggregation_max_count", "0".into(), "at least 1".into());
         }
-        if !(20..=c.max_record_size).contains(&c.aggregation_max_size) {
+        // An aggregate goes out under its first record's partition key, which Kinesis counts
+        // in the record's size: leave room for the longest key (768 UTF-8 bytes).
+        let largest_aggregate = if c.aggregation_enabled {
+            c.max_record_size.saturating_sub(MAX_PARTITION_KEY_BYTES)
+        } else {
+            c.max_record_size
+        };
+        if !(20..=largest_aggregate).contains(&c.aggregation_max_size) {
             return bad(
                 "aggregation_max_size",
                 c.aggregation_max_size.to_string(),
-                format!("20..={} (max_record_size)", c.max_record_size),
+                format!(
+                    "20..={largest_aggregate} (max_record_size minus {MAX_PARTITION_KEY_BYTES} \
+                     bytes for the aggregate's partition key)"
+                ),
             );
         }
         if !(1..=PUT_RECORDS_MAX_ENTRIES).contains(&c.collection_max_count) {
@@ -324,6 +339,31 @@ impl ConfigBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aggregates_leave_room_for_their_partition_key() {
+        // Found by fuzzing: an aggregate as large as the record limit plus its partition key
+        // is a record Kinesis refuses.
+        let full = Config::builder()
+            .max_record_size(4096)
+            .aggregation_max_size(4096)
+            .build();
+        assert!(matches!(
+            full,
+            Err(Error::InvalidConfig { setting: "aggregation_max_size", .. })
+        ));
+        let roomy = Config::builder()
+            .max_record_size(4096)
+            .aggregation_max_size(4096 - MAX_PARTITION_KEY_BYTES)
+            .build();
+        assert!(roomy.is_ok());
+        let unaggregated = Config::builder()
+            .aggregation_enabled(false)
+            .max_record_size(4096)
+            .aggregation_max_size(4096)
+            .build();
+        assert!(unaggregated.is_ok());
+    }
 
     #[test]
     fn defaults_equal_the_kpl() {

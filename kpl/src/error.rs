@@ -17,10 +17,11 @@ pub enum Error {
         /// The limit, 256.
         max: usize,
     },
-    /// The partition key has more than 256 Unicode characters.
-    #[error("partition key of {chars} Unicode characters is over the limit of {max}")]
+    /// The partition key is longer than 256 characters as Kinesis counts them (UTF-16 code
+    /// units: two for a character outside the Basic Multilingual Plane, such as an emoji).
+    #[error("partition key of {chars} characters (UTF-16 code units) is over the limit of {max}")]
     PartitionKeyTooLong {
-        /// Its length in Unicode characters.
+        /// Its length in UTF-16 code units.
         chars: usize,
         /// The limit, 256.
         max: usize,

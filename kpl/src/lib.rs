@@ -33,8 +33,8 @@ mod shard_map;
 mod validate;
 
 pub use config::{
-    Config, ConfigBuilder, DEFAULT_MAX_RECORD_SIZE, MAX_PARTITION_KEY_CHARS, Ordering,
-    PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES,
+    Config, ConfigBuilder, DEFAULT_MAX_RECORD_SIZE, MAX_PARTITION_KEY_BYTES,
+    MAX_PARTITION_KEY_CHARS, Ordering, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES,
 };
 pub use error::Error;
 pub use producer::Producer;

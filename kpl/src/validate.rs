@@ -14,7 +14,9 @@ pub(crate) struct Validated {
     pub(crate) size: usize,
 }
 
-/// Validates a record: partition key 1..=256 Unicode characters, partition key + data at most
+/// Validates a record: partition key 1..=256 UTF-16 code units (how the Kinesis API and the
+/// Java KPL count its "characters": one per character in the Basic Multilingual Plane, two for
+/// others such as emoji), partition key + data at most
 /// `max_record_size` bytes, explicit hash key a decimal in `0..2^128` (rewritten in the canonical
 /// spelling the API accepts, e.g. `"007"` → `"7"`).
 pub(crate) fn validate(mut record: UserRecord, max_record_size: usize) -> Result<Validated, Error> {
@@ -23,9 +25,9 @@ pub(crate) fn validate(mut record: UserRecord, max_record_size: usize) -> Result
             max: MAX_PARTITION_KEY_CHARS,
         });
     }
-    // Cheap bound first: a key of at most 256 bytes has at most 256 characters.
+    // Cheap bound first: a key of at most 256 bytes has at most 256 UTF-16 units.
     if record.partition_key.len() > MAX_PARTITION_KEY_CHARS {
-        let chars = record.partition_key.chars().count();
+        let chars = record.partition_key.encode_utf16().count();
         if chars > MAX_PARTITION_KEY_CHARS {
             return Err(Error::PartitionKeyTooLong {
                 chars,
@@ -68,6 +70,20 @@ mod tests {
         let ok = validate(UserRecord::new(key.clone(), vec![0u8; 1024 - 512]), 1024).unwrap();
         assert_eq!(ok.size, 1024);
         assert_eq!(ok.hash_key, hash_key_for_partition_key(&key));
+    }
+
+    #[test]
+    fn counts_utf16_units_like_the_api() {
+        // 128 emoji are 256 UTF-16 units: at the limit. One more is over it, though only
+        // 129 characters.
+        assert!(validate(UserRecord::new("😀".repeat(128), "x"), 4096).is_ok());
+        assert!(matches!(
+            validate(UserRecord::new("😀".repeat(129), "x"), 4096),
+            Err(Error::PartitionKeyTooLong {
+                chars: 258,
+                max: 256
+            })
+        ));
     }
 
     #[test]
