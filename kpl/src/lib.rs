@@ -21,7 +21,7 @@ mod aggregator;
 mod config;
 mod error;
 mod limiter;
-mod metrics;
+pub mod metrics;
 mod pending;
 mod pipeline;
 mod producer;
