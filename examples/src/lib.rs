@@ -11,6 +11,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use kinesis_integration::{Backend, BedOptions, TestBed};
 
+pub mod demo;
+pub mod metrics_server;
 pub mod ops;
 
 /// Connection flags shared by the examples.
@@ -101,3 +103,8 @@ impl ConnectArgs {
         loader.load().await
     }
 }
+
+/// The README's code, compiled by `cargo test` so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,304 @@
+//! A `kinesis-kcl` worker that counts the records of a stream, or prints one line per record
+//! (shard, sequence number, sub-sequence number, partition key, size: never the data). It
+//! checkpoints after every batch, shares the shards with the other workers of the same
+//! `--application`, and shuts down gracefully (checkpoint, hand the leases back) on Ctrl-C or
+//! after `--exit-after` records.
+//!
+//! ```text
+//! cargo run -p kinesis-examples --bin worker -- --stream orders --application orders-audit
+//! cargo run -p kinesis-examples --bin worker -- --kinesis-endpoint http://127.0.0.1:4566 \
+//!     --dynamodb-endpoint http://127.0.0.1:4566 --stream demo --application demo-app \
+//!     --initial-position trim-horizon --print --metrics-addr 127.0.0.1:9100
+//! ```
+//!
+//! With `--metrics-addr` the worker serves the KCL's metrics (`kcl_records_processed_total`,
+//! `kcl_leases_held`, …; see `kinesis_kcl::metrics`) in the Prometheus text format at
+//! `http://ADDR/metrics`, and prints `metrics: http://ADDR/metrics` with the bound address
+//! (so port 0 works).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use kinesis_examples::ConnectArgs;
+use kinesis_examples::metrics_server::MetricsServer;
+use kinesis_kcl::processor::ShardContext;
+use kinesis_kcl::{
+    Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
+    Retrieval, ShardRecordProcessor, Worker,
+};
+use tokio::sync::Notify;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Consume a Kinesis stream with a kinesis-kcl worker: count or print its records.
+#[derive(Debug, Parser)]
+#[command(
+    after_help = "Output: with --print one line per record on standard output, \
+    tab-separated: shard, sequence number, sub-sequence number, partition key, data size in \
+    bytes (the data itself is never printed). Progress goes to standard error every \
+    --report-every seconds; at the end `processed N records` goes to standard output."
+)]
+struct Args {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Stream name or ARN.
+    #[arg(long)]
+    stream: String,
+    /// Application name: the lease table, shared by every worker of the application.
+    #[arg(long)]
+    application: String,
+    /// This worker's id (default: host name, process id and a random suffix).
+    #[arg(long)]
+    worker_id: Option<String>,
+    /// Where shards without a checkpoint start.
+    #[arg(long, value_enum, default_value_t = Position::Latest)]
+    initial_position: Position,
+    /// How records are fetched: `polling` (GetRecords) or `fan-out` (enhanced fan-out,
+    /// SubscribeToShard).
+    #[arg(long, value_enum, default_value_t = RetrievalKind::Polling)]
+    retrieval: RetrievalKind,
+    /// Print one line per record instead of only counting.
+    #[arg(long)]
+    print: bool,
+    /// Shut down gracefully once this many records were processed.
+    #[arg(long)]
+    exit_after: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100; port 0 picks one).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// Seconds between progress lines on standard error (0: none).
+    #[arg(long, default_value_t = 10)]
+    report_every: u64,
+    /// Lease failover time in milliseconds (default: the KCL's 10 000).
+    #[arg(long)]
+    failover_ms: Option<u64>,
+    /// Polling: pause before polling a shard with nothing new again, in milliseconds
+    /// (default: the KCL's 1 500).
+    #[arg(long)]
+    idle_ms: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Position {
+    /// Only records put after the worker started (the KCL's default).
+    Latest,
+    /// The oldest records the stream holds.
+    TrimHorizon,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RetrievalKind {
+    /// GetRecords polling.
+    Polling,
+    /// Enhanced fan-out (SubscribeToShard).
+    FanOut,
+}
+
+impl Args {
+    /// The retrieval the flags ask for. Each kind is one arm: fan-out is added here once
+    /// `kinesis_kcl::Retrieval::FanOut` is released.
+    fn retrieval(&self) -> Result<Retrieval, BoxError> {
+        match self.retrieval {
+            RetrievalKind::Polling => {
+                let mut polling = PollingConfig::builder();
+                if let Some(ms) = self.idle_ms {
+                    polling = polling.idle_time_between_reads(Duration::from_millis(ms));
+                }
+                Ok(Retrieval::Polling(polling.build()?))
+            }
+            RetrievalKind::FanOut => Err("--retrieval fan-out: enhanced fan-out is not \
+                 available in this build of kinesis-kcl yet; use --retrieval polling"
+                .into()),
+        }
+    }
+
+    fn lease_config(&self) -> Result<LeaseConfig, BoxError> {
+        let mut config = LeaseConfig::builder();
+        if let Some(ms) = self.failover_ms {
+            config = config.failover_time(Duration::from_millis(ms));
+        }
+        Ok(config.build()?)
+    }
+}
+
+/// What the processors share.
+#[derive(Debug)]
+struct Shared {
+    processed: AtomicU64,
+    exit_after: Option<u64>,
+    reached: Notify,
+    print: bool,
+}
+
+struct Processor {
+    shard: String,
+    shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl ShardRecordProcessor for Processor {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        if self.shared.print {
+            let mut out = std::io::stdout().lock();
+            for record in &input.records {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}",
+                    self.shard,
+                    record.sequence_number(),
+                    record.sub_sequence_number(),
+                    record.partition_key(),
+                    record.data().len()
+                )?;
+            }
+            out.flush()?;
+        }
+        checkpointer.checkpoint().await?;
+        let n = input.records.len() as u64;
+        let total = self.shared.processed.fetch_add(n, Ordering::SeqCst) + n;
+        if self.shared.exit_after.is_some_and(|limit| total >= limit) {
+            self.shared.reached.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        Ok(checkpointer.checkpoint().await?)
+    }
+
+    async fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        Ok(checkpointer.checkpoint().await?)
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("worker failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    let retrieval = args.retrieval()?;
+    let lease_config = args.lease_config()?;
+    let metrics = match args.metrics_addr {
+        Some(addr) => {
+            let server = MetricsServer::install(addr).await?;
+            println!("metrics: http://{}/metrics", server.local_addr());
+            std::io::stdout().flush()?;
+            Some(server)
+        }
+        None => None,
+    };
+    let connection = args.connect.connect().await?;
+    eprintln!("connected to {}", connection.description);
+
+    let shared = Arc::new(Shared {
+        processed: AtomicU64::new(0),
+        exit_after: args.exit_after,
+        reached: Notify::new(),
+        print: args.print,
+    });
+    let factory = {
+        let shared = Arc::clone(&shared);
+        move |shard: &ShardContext| Processor {
+            shard: shard.shard_id.clone(),
+            shared: Arc::clone(&shared),
+        }
+    };
+    let mut builder = Worker::builder(
+        &args.application,
+        connection.kinesis.clone(),
+        connection.dynamodb.clone(),
+        factory,
+    )
+    .stream(&args.stream)
+    .initial_position(match args.initial_position {
+        Position::Latest => InitialPosition::Latest,
+        Position::TrimHorizon => InitialPosition::TrimHorizon,
+    })
+    .retrieval(retrieval)
+    .lease_config(lease_config);
+    if let Some(id) = &args.worker_id {
+        builder = builder.worker_id(id);
+    }
+    let worker = builder.build()?;
+    let handle = worker.handle();
+    eprintln!(
+        "worker {} consuming {} for application {}",
+        handle.worker_id(),
+        args.stream,
+        args.application
+    );
+    let mut task = tokio::spawn(worker.run());
+
+    let started = Instant::now();
+    let report_every = Duration::from_secs(args.report_every.max(1));
+    let mut report = tokio::time::interval_at((started + report_every).into(), report_every);
+    let limit_reached = async {
+        if args.exit_after.is_some() {
+            shared.reached.notified().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(limit_reached);
+    // `notify_one` keeps a permit when nobody waits yet, so a limit reached before this loop
+    // polls `limit_reached` is not missed.
+    let ended_early = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted: shutting down");
+                break None;
+            }
+            () = &mut limit_reached => break None,
+            ended = &mut task => break Some(ended),
+            _ = report.tick(), if args.report_every > 0 => {
+                let n = shared.processed.load(Ordering::SeqCst);
+                eprintln!(
+                    "processed {n} records ({:.0} records/s), {} shards leased",
+                    n as f64 / started.elapsed().as_secs_f64(),
+                    handle.shard_states().len()
+                );
+            }
+        }
+    };
+    let result = match ended_early {
+        Some(ended) => match ended? {
+            Ok(()) => Err("the worker stopped on its own".into()),
+            Err(e) => Err(e.into()),
+        },
+        None => {
+            handle.shutdown().await;
+            task.await?.map_err(BoxError::from)
+        }
+    };
+    println!(
+        "processed {} records",
+        shared.processed.load(Ordering::SeqCst)
+    );
+    if let Some(server) = metrics {
+        server.shutdown().await;
+    }
+    result
+}
