@@ -27,7 +27,7 @@ use kinesis_kcl::{
     Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorError, ShardRecordProcessor,
     Worker,
 };
-use kinesis_kpl::record::{Deaggregated, deaggregate};
+use kinesis_kpl::record::{Deaggregated, count_outside_range, deaggregate};
 use kinesis_kpl::{Producer, UserRecord};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -182,11 +182,7 @@ async fn bare_loop(bed: &TestBed, stream: &str, records: u64, check: bool) -> Re
                     count += match deaggregate(data) {
                         Deaggregated::Aggregated(subs) => {
                             if check {
-                                let outside = subs
-                                    .iter()
-                                    .filter(|s| !(lo..=hi).contains(&s.effective_hash_key()))
-                                    .count();
-                                std::hint::black_box(outside);
+                                std::hint::black_box(count_outside_range(&subs, lo, hi));
                             }
                             subs.len() as u64
                         }

@@ -350,7 +350,10 @@ mod tests {
             .build();
         assert!(matches!(
             full,
-            Err(Error::InvalidConfig { setting: "aggregation_max_size", .. })
+            Err(Error::InvalidConfig {
+                setting: "aggregation_max_size",
+                ..
+            })
         ));
         let roomy = Config::builder()
             .max_record_size(4096)

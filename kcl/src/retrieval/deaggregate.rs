@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use kinesis_kpl::record::{Deaggregated, PassThroughReason, deaggregate};
+use kinesis_kpl::record::{Deaggregated, PassThroughReason, count_outside_range, deaggregate};
 use metrics::Counter;
 
 use super::metrics::{AGGREGATES_PASSED_THROUGH, OUT_OF_RANGE_RECORDS, ShardLabels};
@@ -123,13 +123,7 @@ impl Deaggregator {
             }
             Deaggregated::Aggregated(subs) => {
                 let out_of_range = match self.hash_key_range {
-                    Some(range) => subs
-                        .iter()
-                        .filter(|sub| {
-                            let key = sub.effective_hash_key();
-                            key < range.start() || key > range.end()
-                        })
-                        .count(),
+                    Some(range) => count_outside_range(&subs, range.start(), range.end()),
                     None => 0,
                 };
                 if out_of_range > 0 {

@@ -39,6 +39,53 @@ pub fn deaggregate(data: Bytes) -> Deaggregated {
     }
 }
 
+/// How many of `records` have an [effective hash key](SubRecord::effective_hash_key) outside
+/// `start..=end` (a shard's range): user records an aggregator put in the wrong shard.
+///
+/// Hashes each distinct partition key of an aggregate once, however many records share it
+/// (sub-records of one aggregate share its key table), so checking a whole aggregate costs one
+/// MD5 per distinct key rather than one per record.
+///
+/// ```
+/// use bytes::Bytes;
+/// use kinesis_kpl::record::{AggregateBuilder, Deaggregated, deaggregate, hash_key_for_partition_key, count_outside_range};
+///
+/// let mut builder = AggregateBuilder::new(51_200, 1_000);
+/// for key in ["a", "b", "a", "a"] {
+///     builder.try_push(key, None, b"x").unwrap();
+/// }
+/// let Deaggregated::Aggregated(subs) = deaggregate(builder.take_aggregate().unwrap()) else { panic!() };
+/// let a = hash_key_for_partition_key("a");
+/// assert_eq!(count_outside_range(&subs, a, a), 1); // only "b" is outside
+/// assert_eq!(count_outside_range(&subs, 0, u128::MAX), 0);
+/// ```
+pub fn count_outside_range(records: &[SubRecord], start: u128, end: u128) -> usize {
+    let mut cache: Vec<Option<u128>> = Vec::new();
+    let mut cached_for: Option<&Arc<KeyTables>> = None;
+    let mut outside = 0;
+    for record in records {
+        let key = match record.explicit_hash_key_entry() {
+            Some((_, Some(value))) => *value,
+            _ => {
+                if !cached_for.is_some_and(|k| Arc::ptr_eq(k, &record.keys)) {
+                    cached_for = Some(&record.keys);
+                    cache.clear();
+                    cache.resize(record.keys.partition_keys.len(), None);
+                }
+                match cache.get_mut(record.partition_key as usize) {
+                    Some(slot) => *slot
+                        .get_or_insert_with(|| hash_key_for_partition_key(record.partition_key())),
+                    None => hash_key_for_partition_key(record.partition_key()),
+                }
+            }
+        };
+        if key < start || key > end {
+            outside += 1;
+        }
+    }
+    outside
+}
+
 /// True if `data` starts with the aggregation magic `F3 89 9A C2` (it may still fail to
 /// deaggregate; [`deaggregate`] says why).
 pub fn has_magic(data: &[u8]) -> bool {

@@ -48,7 +48,9 @@ mod proto;
 mod wire;
 
 pub use aggregate::{AggregateBuilder, Finished, PushRejected};
-pub use deaggregate::{Deaggregated, PassThroughReason, SubRecord, deaggregate, has_magic};
+pub use deaggregate::{
+    Deaggregated, PassThroughReason, SubRecord, count_outside_range, deaggregate, has_magic,
+};
 pub use hash_key::{
     HashKeyError, HashKeyProblem, effective_hash_key, hash_key_for_partition_key,
     parse_explicit_hash_key,
