@@ -148,6 +148,22 @@ pub enum Error {
     /// The worker could not run: a bad configuration, or a failure it cannot recover from.
     #[error("worker: {0}")]
     Worker(Cow<'static, str>),
+
+    /// An enhanced fan-out stream consumer did not become usable (`ACTIVE`) in time: its
+    /// registration (or an earlier deregistration) was still under way.
+    #[error(
+        "stream consumer `{consumer}` of stream `{stream}` not ACTIVE after {waited:?} (last status: {status})"
+    )]
+    ConsumerNotActive {
+        /// The stream (name or ARN).
+        stream: String,
+        /// The consumer's name.
+        consumer: String,
+        /// The last status Kinesis reported (`CREATING`, `DELETING`, or `absent`).
+        status: String,
+        /// How long it was waited for.
+        waited: Duration,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

@@ -62,7 +62,7 @@ pub use checkpoint::{Checkpointer, PreparedCheckpoint};
 pub use processor::{
     ProcessRecordsInput, ProcessorError, ShardRecordProcessor, ShardRecordProcessorFactory,
 };
-pub use retrieval::{PollingConfig, RecordBatch};
+pub use retrieval::{FanOutConfig, PollingConfig, RecordBatch};
 pub use shard::InitialPosition;
 pub use worker::{
     DEFAULT_LEASE_CLEANUP_INTERVAL, DEFAULT_PARENT_SHARD_POLL_INTERVAL,

@@ -23,6 +23,19 @@
 //! | `kcl_processor_restarts_total` | counter | restarts | — | shard consumers restarted after a processor or retrieval failure |
 //! | `kcl_shard_end_not_checkpointed_total` | counter | calls | — | `shard_ended` calls that did not checkpoint `SHARD_END` |
 //! | `kcl_shard_syncs_total` | counter | syncs | `stream` | shard syncs (ListShards + lease creation) |
+//!
+//! Enhanced fan-out ([`retrieval::fanout`](crate::retrieval::fanout)) adds, labelled `stream`
+//! and `shard_id` (it also reports `kcl_millis_behind_latest`, `kcl_records_fetched_total`,
+//! `kcl_bytes_fetched_total`, `kcl_user_records_delivered_total` and the prefetch gauges of
+//! [`retrieval::metrics`](crate::retrieval::metrics), from each event):
+//!
+//! | name | kind | unit | labels | meaning |
+//! |---|---|---|---|---|
+//! | `kcl_fanout_subscriptions_total` | counter | calls | `stream`, `shard_id` | successful `SubscribeToShard` calls (first ones, renewals and retries) |
+//! | `kcl_fanout_subscription_renewals_total` | counter | subscriptions | `stream`, `shard_id` | subscriptions the server ended normally (after ~5 minutes), renewed from the last `ContinuationSequenceNumber` |
+//! | `kcl_fanout_errors_total` | counter | errors | `stream`, `shard_id`, `kind` (`resource_in_use`, `limit_exceeded`, `internal_failure`, `kms_throttling`, `timeout`, `connection`, `idle`, `fatal`) | failed subscriptions and broken event streams |
+//! | `kcl_fanout_event_latency_seconds` | histogram | seconds | `stream`, `shard_id` | from the `ApproximateArrivalTimestamp` of an event's newest record to the event's hand-over to the reader (put → delivery, on the server's clock) |
+//! | `kcl_fanout_records_skipped_total` | counter | Kinesis records | `stream`, `shard_id` | records dropped as repeats (at or before the last one delivered, after a resubscription) or before the requested position (on servers that ignore it) |
 
 /// Gauge: leases this worker holds.
 pub const LEASES_HELD: &str = "kcl_leases_held";
@@ -60,3 +73,13 @@ pub const PROCESSOR_RESTARTS: &str = "kcl_processor_restarts_total";
 pub const SHARD_END_NOT_CHECKPOINTED: &str = "kcl_shard_end_not_checkpointed_total";
 /// Counter: shard syncs.
 pub const SHARD_SYNCS: &str = "kcl_shard_syncs_total";
+/// Counter: successful `SubscribeToShard` calls.
+pub const FANOUT_SUBSCRIPTIONS: &str = "kcl_fanout_subscriptions_total";
+/// Counter: subscriptions ended by the server and renewed.
+pub const FANOUT_RENEWALS: &str = "kcl_fanout_subscription_renewals_total";
+/// Counter: failed subscriptions and broken event streams, by `kind`.
+pub const FANOUT_ERRORS: &str = "kcl_fanout_errors_total";
+/// Histogram: seconds from a record's arrival in Kinesis to its event's hand-over to the reader.
+pub const FANOUT_EVENT_LATENCY: &str = "kcl_fanout_event_latency_seconds";
+/// Counter: records dropped as repeats or as before the requested position.
+pub const FANOUT_RECORDS_SKIPPED: &str = "kcl_fanout_records_skipped_total";

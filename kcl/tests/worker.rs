@@ -1,5 +1,8 @@
 //! The worker end to end on the test bed: records produced with `kinesis-kpl` (aggregated),
 //! consumed by one or more [`Worker`]s with checkpoints, leases in the bed's DynamoDB.
+//!
+//! Every test runs once per retrieval mode (`<test>::polling`, `<test>::fan_out`): the same
+//! assertions hold whether records are polled or pushed by enhanced fan-out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -9,12 +12,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_kinesis::types::ShardFilter;
 use bytes::Bytes;
+use kinesis_integration::BedOptions;
 use kinesis_integration::TestBed;
 use kinesis_kcl::lease::{ExtendedSequenceNumber, LeaseTable};
 use kinesis_kcl::processor::{InitializationInput, ShardContext};
 use kinesis_kcl::{
-    Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
-    Retrieval, ShardRecordProcessor, ShardState, Worker, WorkerHandle,
+    Checkpointer, FanOutConfig, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput,
+    ProcessorError, Retrieval, ShardRecordProcessor, ShardState, Worker, WorkerHandle,
 };
 use kinesis_kpl::{Producer, UserRecord};
 use tokio::task::JoinHandle;
@@ -24,6 +28,67 @@ type TestResult = Result<(), BoxError>;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 const SAMPLE: Duration = Duration::from_millis(20);
+
+/// How the workers of a test fetch records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `GetRecords` polling.
+    Polling,
+    /// Enhanced fan-out (`SubscribeToShard`), on a server whose subscriptions end after a few
+    /// seconds, so that the tests also run across renewals.
+    FanOut,
+}
+
+impl Mode {
+    /// A test bed for this mode.
+    async fn bed(self) -> Result<TestBed, BoxError> {
+        Ok(match self {
+            Mode::Polling => TestBed::start().await?,
+            Mode::FanOut => {
+                TestBed::start_with_options(
+                    BedOptions::default().subscribe_to_shard_session(Duration::from_secs(3)),
+                )
+                .await?
+            }
+        })
+    }
+
+    fn retrieval(self) -> Result<Retrieval, BoxError> {
+        Ok(match self {
+            Mode::Polling => Retrieval::Polling(
+                PollingConfig::builder()
+                    .idle_time_between_reads(Duration::from_millis(50))
+                    .build()?,
+            ),
+            Mode::FanOut => Retrieval::FanOut(
+                FanOutConfig::builder()
+                    .registration_retry_delay(Duration::from_millis(50))
+                    .min_time_between_subscribes(Duration::from_millis(200))
+                    .retry_min_delay(Duration::from_millis(50))
+                    .retry_max_delay(Duration::from_millis(500))
+                    .build()?,
+            ),
+        })
+    }
+}
+
+/// Runs the test body `$name(mode)` once per retrieval mode, as `$name::polling` and
+/// `$name::fan_out`.
+macro_rules! both_modes {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn polling() -> super::TestResult {
+                super::$name(super::Mode::Polling).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn fan_out() -> super::TestResult {
+                super::$name(super::Mode::FanOut).await
+            }
+        }
+    };
+}
 
 async fn bounded(body: impl Future<Output = TestResult>) -> TestResult {
     // `RUST_LOG=kinesis_kcl=debug` shows what the workers do.
@@ -221,6 +286,7 @@ impl Running {
 
 struct Setup<'a> {
     bed: &'a TestBed,
+    mode: Mode,
     application: String,
     streams: Vec<String>,
     position: InitialPosition,
@@ -253,11 +319,7 @@ impl Setup<'_> {
                 .failover_time(Duration::from_secs(2))
                 .build()?,
         )
-        .retrieval(Retrieval::Polling(
-            PollingConfig::builder()
-                .idle_time_between_reads(Duration::from_millis(50))
-                .build()?,
-        ))
+        .retrieval(self.mode.retrieval()?)
         .shard_sync_interval(Duration::from_millis(500))
         .parent_shard_poll_interval(Duration::from_millis(100))
         .lease_cleanup_interval(Duration::from_secs(1))
@@ -331,15 +393,15 @@ fn check_key_order(deliveries: &[Delivery]) -> Result<usize, BoxError> {
     Ok(duplicates)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_workers_deliver_every_record_in_key_order() -> TestResult {
+async fn two_workers_deliver_every_record_in_key_order(mode: Mode) -> TestResult {
     bounded(async {
-        let bed = TestBed::start().await?;
+        let bed = mode.bed().await?;
         let stream = bed.create_stream(4).await?;
         let n = bed.scaled(50_000) as u64;
         produce(&bed, &stream, 0..n, 1000).await?;
         let setup = Setup {
             bed: &bed,
+            mode,
             application: bed.unique_table_name(),
             streams: vec![stream.clone()],
             position: InitialPosition::TrimHorizon,
@@ -358,7 +420,7 @@ async fn two_workers_deliver_every_record_in_key_order() -> TestResult {
         let aggregated = deliveries.iter().filter(|d| d.aggregated).count();
         let workers: BTreeSet<&str> = deliveries.iter().map(|d| d.worker.as_str()).collect();
         eprintln!(
-            "REPORT worker e2e: {n} records over 4 shards, 2 workers: all delivered in {elapsed:?}, \
+            "REPORT worker e2e ({mode:?}): {n} records over 4 shards, 2 workers: all delivered in {elapsed:?}, \
              {duplicates} re-deliveries, {aggregated} from aggregates, workers {workers:?}"
         );
         assert!(aggregated > 0, "the KPL aggregated nothing");
@@ -385,15 +447,15 @@ async fn two_workers_deliver_every_record_in_key_order() -> TestResult {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn restart_resumes_right_after_a_sub_sequence_checkpoint() -> TestResult {
+async fn restart_resumes_right_after_a_sub_sequence_checkpoint(mode: Mode) -> TestResult {
     bounded(async {
-        let bed = TestBed::start().await?;
+        let bed = mode.bed().await?;
         let stream = bed.create_stream(1).await?;
         let n = 300;
         produce(&bed, &stream, 0..n, 7).await?;
         let setup = Setup {
             bed: &bed,
+            mode,
             application: bed.unique_table_name(),
             streams: vec![stream.clone()],
             position: InitialPosition::TrimHorizon,
@@ -472,13 +534,13 @@ async fn shard_ids(
         .collect())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn split_and_merge_children_start_after_their_parents_end() -> TestResult {
+async fn split_and_merge_children_start_after_their_parents_end(mode: Mode) -> TestResult {
     bounded(async {
-        let bed = TestBed::start().await?;
+        let bed = mode.bed().await?;
         let stream = bed.create_stream(2).await?;
         let setup = Setup {
             bed: &bed,
+            mode,
             application: bed.unique_table_name(),
             streams: vec![stream.clone()],
             position: InitialPosition::TrimHorizon,
@@ -568,10 +630,9 @@ async fn split_and_merge_children_start_after_their_parents_end() -> TestResult 
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn latest_and_at_timestamp_start_where_asked() -> TestResult {
+async fn latest_and_at_timestamp_start_where_asked(mode: Mode) -> TestResult {
     bounded(async {
-        let bed = TestBed::start().await?;
+        let bed = mode.bed().await?;
         let stream = bed.create_stream(2).await?;
         produce(&bed, &stream, 0..100, 10).await?;
         // A boundary strictly after every record of the first batch arrived.
@@ -583,6 +644,7 @@ async fn latest_and_at_timestamp_start_where_asked() -> TestResult {
         // AT_TIMESTAMP: exactly the second batch.
         let at = Setup {
             bed: &bed,
+            mode,
             application: bed.unique_table_name(),
             streams: vec![stream.clone()],
             position: InitialPosition::AtTimestamp(boundary),
@@ -599,6 +661,7 @@ async fn latest_and_at_timestamp_start_where_asked() -> TestResult {
         // LATEST: nothing of what is there, exactly what comes after the readers started.
         let latest = Setup {
             bed: &bed,
+            mode,
             application: bed.unique_table_name(),
             streams: vec![stream.clone()],
             position: InitialPosition::Latest,
@@ -622,16 +685,16 @@ async fn latest_and_at_timestamp_start_where_asked() -> TestResult {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_worker_consumes_several_streams() -> TestResult {
+async fn one_worker_consumes_several_streams(mode: Mode) -> TestResult {
     bounded(async {
-        let bed = TestBed::start().await?;
+        let bed = mode.bed().await?;
         let s1 = bed.create_stream(2).await?;
         let s2 = bed.create_stream(1).await?;
         produce(&bed, &s1, 0..500, 20).await?;
         produce(&bed, &s2, 500..800, 20).await?;
         let setup = Setup {
             bed: &bed,
+            mode,
             application: bed.unique_table_name(),
             streams: vec![s1.clone(), s2.clone()],
             position: InitialPosition::TrimHorizon,
@@ -666,15 +729,15 @@ async fn one_worker_consumes_several_streams() -> TestResult {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn failing_and_panicking_processors_restart_from_their_checkpoint() -> TestResult {
+async fn failing_and_panicking_processors_restart_from_their_checkpoint(mode: Mode) -> TestResult {
     bounded(async {
-        let bed = TestBed::start().await?;
+        let bed = mode.bed().await?;
         let stream = bed.create_stream(4).await?;
         let n = 2000;
         produce(&bed, &stream, 0..n, 40).await?;
         let setup = Setup {
             bed: &bed,
+            mode,
             application: bed.unique_table_name(),
             streams: vec![stream.clone()],
             position: InitialPosition::TrimHorizon,
@@ -720,15 +783,16 @@ async fn failing_and_panicking_processors_restart_from_their_checkpoint() -> Tes
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_processor_that_never_checkpoints_shard_end_is_surfaced_and_children_wait() -> TestResult
-{
+async fn a_processor_that_never_checkpoints_shard_end_is_surfaced_and_children_wait(
+    mode: Mode,
+) -> TestResult {
     bounded(async {
-        let bed = TestBed::start().await?;
+        let bed = mode.bed().await?;
         let stream = bed.create_stream(1).await?;
         produce(&bed, &stream, 0..50, 5).await?;
         let setup = Setup {
             bed: &bed,
+            mode,
             application: bed.unique_table_name(),
             streams: vec![stream.clone()],
             position: InitialPosition::TrimHorizon,
@@ -776,3 +840,11 @@ async fn a_processor_that_never_checkpoints_shard_end_is_surfaced_and_children_w
     })
     .await
 }
+
+both_modes!(two_workers_deliver_every_record_in_key_order);
+both_modes!(restart_resumes_right_after_a_sub_sequence_checkpoint);
+both_modes!(split_and_merge_children_start_after_their_parents_end);
+both_modes!(latest_and_at_timestamp_start_where_asked);
+both_modes!(one_worker_consumes_several_streams);
+both_modes!(failing_and_panicking_processors_restart_from_their_checkpoint);
+both_modes!(a_processor_that_never_checkpoints_shard_end_is_surfaced_and_children_wait);

@@ -2,7 +2,7 @@
 //! [`ShardReader`].
 //!
 //! A shard's task owns one [`ShardReader`]. Behind it a background task fetches from Kinesis
-//! (by polling `GetRecords`: [`polling`]; enhanced fan-out will produce into the same reader),
+//! (polling `GetRecords`: [`polling`]; or enhanced fan-out's `SubscribeToShard`: [`fanout`]),
 //! deaggregates KPL aggregates into user [`Record`]s, and keeps a bounded number
 //! of batches ready ([`PrefetchLimits`]), so that reading overlaps processing while a slow
 //! processor never makes memory grow.
@@ -51,6 +51,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 mod deaggregate;
+pub mod fanout;
 pub mod metrics;
 pub mod polling;
 mod position;
@@ -58,6 +59,7 @@ mod prefetch;
 
 pub(crate) use deaggregate::Deaggregator;
 pub use deaggregate::OutOfRangePolicy;
+pub use fanout::{FanOutConfig, FanOutConfigBuilder, FanOutRetriever};
 pub use polling::{PollingConfig, PollingConfigBuilder, PollingRetriever};
 pub use position::StartingPosition;
 pub use prefetch::{

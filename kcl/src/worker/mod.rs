@@ -41,7 +41,7 @@ use crate::config::LeaseConfig;
 use crate::error::{Error, Result};
 use crate::lease::{HeldLease, LeaseCoordinator, LeaseTable, TableOptions};
 use crate::processor::{ShardRecordProcessorFactory, SharedFactory};
-use crate::retrieval::PollingConfig;
+use crate::retrieval::{FanOutConfig, PollingConfig};
 use crate::shard::InitialPosition;
 
 /// Java KCL `shardSyncIntervalMillis` default: 60 000 ms.
@@ -58,12 +58,34 @@ const RESTART_MAX_DELAY: Duration = Duration::from_secs(30);
 /// A consumer that ran this long before failing starts its backoff afresh.
 const RESTART_RESET_AFTER: Duration = Duration::from_secs(60);
 
-/// How records are fetched.
+/// How records are fetched. The processors see the same records either way (deaggregated,
+/// resumed exactly after sub-sequence checkpoints, shard ends with their children).
+///
+/// ```
+/// use kinesis_kcl::Retrieval;
+/// use kinesis_kcl::retrieval::FanOutConfig;
+///
+/// // Enhanced fan-out through a consumer named after the application, kept on shutdown.
+/// let fan_out = Retrieval::FanOut(FanOutConfig::default());
+/// // … or through a consumer of its own name, removed when the worker shuts down.
+/// let named = Retrieval::FanOut(
+///     FanOutConfig::builder().consumer_name("reporting").deregister_on_shutdown(true).build()?,
+/// );
+/// # let _ = (fan_out, named);
+/// # Ok::<(), kinesis_kcl::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Retrieval {
-    /// `GetRecords` polling (the Java KCL's polling mode).
+    /// `GetRecords` polling (the Java KCL's polling mode): the shard's 2 MB/s and 5 calls per
+    /// second are shared with every other polling application.
     Polling(PollingConfig),
+    /// Enhanced fan-out (the Java KCL's default mode since 2.0): `SubscribeToShard` through a
+    /// registered stream consumer, with 2 MB/s per shard of its own, pushed over HTTP/2. The
+    /// consumer is [`FanOutConfig::consumer_name`], or the application name by default; it is
+    /// found or registered when the worker starts (on every stream it consumes) and reused
+    /// across restarts. See [`crate::retrieval::fanout`].
+    FanOut(FanOutConfig),
 }
 
 impl Default for Retrieval {
@@ -372,7 +394,16 @@ impl Worker {
     async fn run_inner(&self) -> Result<()> {
         let table = LeaseTable::new(self.dynamodb.clone(), &self.table_name);
         table.ensure_table(&self.table_options).await?;
-        let Retrieval::Polling(polling) = &self.retrieval;
+        if let Retrieval::FanOut(fan_out) = &self.retrieval
+            && fan_out.consumer_arn().is_some()
+            && self.streams.len() > 1
+        {
+            return Err(Error::Worker(
+                "a fan-out consumer ARN belongs to one stream: name the consumer instead \
+                 (`consumer_name`) to consume several streams"
+                    .into(),
+            ));
+        }
         let mut streams = Vec::new();
         for name in &self.streams {
             let ctx = StreamContext::new(
@@ -380,7 +411,8 @@ impl Worker {
                 &table,
                 name,
                 self.initial_position,
-                polling,
+                &self.retrieval,
+                &self.application_name,
                 self.multi_stream,
             )
             .await?;
@@ -425,7 +457,12 @@ impl Worker {
             self.lease_cleanup_interval,
         )
         .await;
-        run.shut_down().await
+        let streams = run.streams.clone();
+        let result = run.shut_down().await;
+        for stream in streams {
+            stream.retriever.shut_down().await;
+        }
+        result
     }
 }
 

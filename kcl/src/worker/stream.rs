@@ -2,10 +2,50 @@
 
 use aws_sdk_kinesis::Client;
 
+use super::Retrieval;
 use crate::error::{Error, Result};
-use crate::lease::{Lease, LeaseTable, StreamIdentifier};
-use crate::retrieval::{PollingConfig, PollingRetriever};
+use crate::lease::{HashKeyRange, Lease, LeaseTable, StreamIdentifier};
+use crate::retrieval::{FanOutRetriever, PollingRetriever, ShardReader, StartingPosition};
 use crate::shard::{InitialPosition, ShardSyncer, StreamTarget};
+
+/// How one stream's shards are read: polling or enhanced fan-out.
+#[derive(Debug)]
+pub(crate) enum Retriever {
+    Polling(PollingRetriever),
+    FanOut {
+        retriever: FanOutRetriever,
+        deregister_on_shutdown: bool,
+    },
+}
+
+impl Retriever {
+    /// Starts reading a shard (see [`PollingRetriever::start`], [`FanOutRetriever::start`]).
+    pub(crate) async fn start(
+        &self,
+        shard_id: &str,
+        hash_key_range: Option<HashKeyRange>,
+        position: StartingPosition,
+    ) -> Result<ShardReader> {
+        match self {
+            Retriever::Polling(polling) => polling.start(shard_id, hash_key_range, position).await,
+            Retriever::FanOut { retriever, .. } => {
+                retriever.start(shard_id, hash_key_range, position).await
+            }
+        }
+    }
+
+    /// On shutdown: deregisters the fan-out consumer if so configured.
+    pub(crate) async fn shut_down(&self) {
+        if let Retriever::FanOut {
+            retriever,
+            deregister_on_shutdown: true,
+        } = self
+            && let Err(error) = retriever.deregister().await
+        {
+            tracing::warn!(%error, "could not deregister the stream consumer");
+        }
+    }
+}
 
 /// Everything the worker needs per stream.
 #[derive(Debug)]
@@ -15,19 +55,21 @@ pub(crate) struct StreamContext {
     pub(crate) identifier: Option<StreamIdentifier>,
     pub(crate) initial_position: InitialPosition,
     pub(crate) syncer: ShardSyncer,
-    pub(crate) retriever: PollingRetriever,
+    pub(crate) retriever: Retriever,
     pub(crate) deliver_empty_batches: bool,
 }
 
 impl StreamContext {
     /// Builds the context; in multi-stream mode, looks up the stream's account and creation
-    /// time (`DescribeStreamSummary`) for its lease keys.
+    /// time (`DescribeStreamSummary`) for its lease keys. With fan-out, finds or registers the
+    /// stream consumer (named `application` unless configured) and waits until it is ACTIVE.
     pub(crate) async fn new(
         kinesis: &Client,
         table: &LeaseTable,
         stream: &str,
         initial_position: InitialPosition,
-        polling: &PollingConfig,
+        retrieval: &Retrieval,
+        application: &str,
         multi_stream: bool,
     ) -> Result<Self> {
         let identifier = if multi_stream {
@@ -44,13 +86,34 @@ impl StreamContext {
         if let Some(id) = &identifier {
             syncer = syncer.with_stream_identifier(id.clone());
         }
+        let (retriever, deliver_empty_batches) = match retrieval {
+            Retrieval::Polling(polling) => (
+                Retriever::Polling(PollingRetriever::new(
+                    kinesis.clone(),
+                    stream,
+                    polling.clone(),
+                )),
+                polling.deliver_empty_batches(),
+            ),
+            Retrieval::FanOut(fan_out) => {
+                let config = fan_out.clone().with_default_consumer_name(application);
+                (
+                    Retriever::FanOut {
+                        retriever: FanOutRetriever::register(kinesis.clone(), stream, config)
+                            .await?,
+                        deregister_on_shutdown: fan_out.deregister_on_shutdown(),
+                    },
+                    fan_out.deliver_empty_batches(),
+                )
+            }
+        };
         Ok(StreamContext {
             name: stream.to_owned(),
             identifier,
             initial_position,
             syncer,
-            retriever: PollingRetriever::new(kinesis.clone(), stream, polling.clone()),
-            deliver_empty_batches: polling.deliver_empty_batches(),
+            retriever,
+            deliver_empty_batches,
         })
     }
 

@@ -1,0 +1,706 @@
+//! One shard's subscription loop: subscribe, read events as the reader has room, turn them
+//! into batches, renew, retry (see the [parent module](super) for the rules).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::timeout::TimeoutConfig;
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::operation::subscribe_to_shard::{
+    SubscribeToShardError, SubscribeToShardOutput,
+};
+use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
+use aws_sdk_kinesis::types::{SubscribeToShardEvent, SubscribeToShardEventStream};
+use aws_smithy_types::DateTime;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use metrics::{Counter, Gauge, Histogram};
+use tokio::time::Instant;
+
+use super::FanOutConfig;
+use crate::error::{Error, Result};
+use crate::lease::{HashKeyRange, SequenceNumber};
+use crate::metrics::{
+    FANOUT_ERRORS, FANOUT_EVENT_LATENCY, FANOUT_RECORDS_SKIPPED, FANOUT_RENEWALS,
+    FANOUT_SUBSCRIPTIONS,
+};
+use crate::record::Record;
+use crate::retrieval::metrics::{
+    BYTES_FETCHED, MILLIS_BEHIND_LATEST, RECORDS_FETCHED, ShardLabels, USER_RECORDS_DELIVERED,
+};
+use crate::retrieval::position::ResumeFilter;
+use crate::retrieval::prefetch::BatchSender;
+use crate::retrieval::{Deaggregator, RecordBatch, StartingPosition};
+use crate::shard::ChildShard;
+
+/// Why a subscription failed, as counted in `kcl_fanout_errors_total{kind}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// `ResourceInUseException`: an older subscription of the consumer to the shard is open.
+    ResourceInUse,
+    /// `LimitExceededException`: more than one subscription per second.
+    LimitExceeded,
+    /// HTTP 5xx, `InternalFailure`.
+    Internal,
+    /// `KMSThrottlingException`.
+    KmsThrottling,
+    /// The call or the connection timed out.
+    Timeout,
+    /// The connection failed or broke.
+    Connection,
+    /// The event stream stayed silent for the idle timeout.
+    Idle,
+    /// Anything else: not retried.
+    Fatal,
+}
+
+impl Failure {
+    /// The metric label.
+    pub(super) fn kind(self) -> &'static str {
+        match self {
+            Failure::ResourceInUse => "resource_in_use",
+            Failure::LimitExceeded => "limit_exceeded",
+            Failure::Internal => "internal_failure",
+            Failure::KmsThrottling => "kms_throttling",
+            Failure::Timeout => "timeout",
+            Failure::Connection => "connection",
+            Failure::Idle => "idle",
+            Failure::Fatal => "fatal",
+        }
+    }
+
+    fn from_code(code: Option<&str>) -> Option<Failure> {
+        match code? {
+            "ResourceInUseException" => Some(Failure::ResourceInUse),
+            "LimitExceededException" => Some(Failure::LimitExceeded),
+            "InternalFailure" | "InternalFailureException" | "ServiceUnavailable" => {
+                Some(Failure::Internal)
+            }
+            "KMSThrottlingException" => Some(Failure::KmsThrottling),
+            _ => None,
+        }
+    }
+}
+
+/// Classifies a failed `SubscribeToShard` call, by the modelled error (some servers, such as
+/// kinesis-mock, send errors the SDK recognises without an error code in their metadata) or
+/// else by its code.
+pub(super) fn classify_call(
+    error: &SdkError<SubscribeToShardError, aws_sdk_kinesis::config::http::HttpResponse>,
+) -> Failure {
+    match error {
+        SdkError::TimeoutError(_) => Failure::Timeout,
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => Failure::Timeout,
+        SdkError::DispatchFailure(failure) if failure.is_io() => Failure::Connection,
+        SdkError::ResponseError(response) if response.raw().status().is_server_error() => {
+            Failure::Internal
+        }
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            if err.is_resource_in_use_exception() {
+                Failure::ResourceInUse
+            } else if err.is_limit_exceeded_exception() {
+                Failure::LimitExceeded
+            } else if err.is_internal_failure_exception() {
+                Failure::Internal
+            } else if err.is_kms_throttling_exception() {
+                Failure::KmsThrottling
+            } else {
+                Failure::from_code(err.code()).unwrap_or(
+                    if service.raw().status().is_server_error() {
+                        Failure::Internal
+                    } else {
+                        Failure::Fatal
+                    },
+                )
+            }
+        }
+        _ => Failure::Fatal,
+    }
+}
+
+/// Classifies an error in the middle of an event stream: modelled errors by their kind (the
+/// ones not retried are fatal), anything else (a broken connection, a truncated message) as a
+/// connection failure.
+pub(super) fn classify_stream<R>(error: &SdkError<SubscribeToShardEventStreamError, R>) -> Failure {
+    match error {
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            if err.is_resource_in_use_exception() {
+                Failure::ResourceInUse
+            } else if err.is_internal_failure_exception() {
+                Failure::Internal
+            } else if err.is_kms_throttling_exception() {
+                Failure::KmsThrottling
+            } else {
+                Failure::from_code(err.code()).unwrap_or(Failure::Fatal)
+            }
+        }
+        SdkError::TimeoutError(_) => Failure::Timeout,
+        _ => Failure::Connection,
+    }
+}
+
+/// The metric handles of one shard's subscription.
+struct SubscriptionMetrics {
+    labels: ShardLabels,
+    subscriptions: Counter,
+    renewals: Counter,
+    records: Counter,
+    bytes: Counter,
+    delivered: Counter,
+    skipped: Counter,
+    millis_behind: Gauge,
+    latency: Histogram,
+}
+
+impl SubscriptionMetrics {
+    fn new(labels: &ShardLabels) -> Self {
+        SubscriptionMetrics {
+            subscriptions: labels.counter(FANOUT_SUBSCRIPTIONS),
+            renewals: labels.counter(FANOUT_RENEWALS),
+            records: labels.counter(RECORDS_FETCHED),
+            bytes: labels.counter(BYTES_FETCHED),
+            delivered: labels.counter(USER_RECORDS_DELIVERED),
+            skipped: labels.counter(FANOUT_RECORDS_SKIPPED),
+            millis_behind: labels.gauge(MILLIS_BEHIND_LATEST),
+            latency: metrics::histogram!(
+                FANOUT_EVENT_LATENCY,
+                "stream" => labels.stream.clone(),
+                "shard_id" => labels.shard_id.clone()
+            ),
+            labels: labels.clone(),
+        }
+    }
+
+    fn failed(&self, failure: Failure) {
+        self.labels
+            .counter_with(FANOUT_ERRORS, "kind", failure.kind())
+            .increment(1);
+    }
+}
+
+/// The state of one shard's subscription.
+pub(super) struct Subscriber {
+    client: Client,
+    stream: String,
+    consumer_arn: String,
+    shard_id: String,
+    config: FanOutConfig,
+    start: StartingPosition,
+    resume: ResumeFilter,
+    /// The `ContinuationSequenceNumber` of the last event accepted.
+    continuation: Option<SequenceNumber>,
+    /// The last Kinesis record accepted: anything at or before it is a repeat.
+    last_record: Option<Arc<SequenceNumber>>,
+    deaggregator: Deaggregator,
+    metrics: SubscriptionMetrics,
+    /// The open subscription, if any.
+    events: Option<SubscribeToShardOutput>,
+    last_subscribe: Option<Instant>,
+    /// A wait owed before the next subscription (backoff).
+    pause: Option<Duration>,
+    /// Failures in a row (bounded by the retry budget); reset by an event.
+    backoff: Option<ExponentialBackoff>,
+}
+
+impl Subscriber {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        client: Client,
+        stream: String,
+        consumer_arn: String,
+        shard_id: String,
+        config: FanOutConfig,
+        labels: &ShardLabels,
+        hash_key_range: Option<HashKeyRange>,
+        position: StartingPosition,
+    ) -> Self {
+        Subscriber {
+            client,
+            stream,
+            consumer_arn,
+            shard_id,
+            resume: position.resume_filter(),
+            start: position,
+            continuation: None,
+            last_record: None,
+            deaggregator: Deaggregator::new(labels.clone(), hash_key_range, config.out_of_range),
+            metrics: SubscriptionMetrics::new(labels),
+            events: None,
+            last_subscribe: None,
+            pause: None,
+            backoff: None,
+            config,
+        }
+    }
+
+    fn kinesis_error<E>(
+        &self,
+        error: SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>,
+    ) -> Error
+    where
+        aws_sdk_kinesis::Error: From<SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>>,
+    {
+        Error::Kinesis {
+            operation: "SubscribeToShard",
+            stream: self.stream.clone(),
+            source: Box::new(error.into()),
+        }
+    }
+
+    /// Where the next subscription starts: after the last continuation, or at the start.
+    fn position(&self) -> StartingPosition {
+        match &self.continuation {
+            Some(continuation) => StartingPosition::AfterSequenceNumber(continuation.clone()),
+            None => self.start.clone(),
+        }
+    }
+
+    /// Waits what is owed before the next subscription: the backoff, and the one-per-second
+    /// limit.
+    async fn pace(&mut self) {
+        let mut wake = self.pause.take().map(|pause| Instant::now() + pause);
+        if let Some(last) = self.last_subscribe {
+            let earliest = last + self.config.min_time_between_subscribes;
+            wake = Some(wake.map_or(earliest, |w| w.max(earliest)));
+        }
+        if let Some(wake) = wake {
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+
+    /// Records a retryable failure and schedules the next attempt. `false` once the retry
+    /// budget is spent.
+    fn back_off(&mut self, failure: Failure) -> bool {
+        let budget = self.config.retry_budget;
+        let config = &self.config;
+        let delay = self
+            .backoff
+            .get_or_insert_with(|| {
+                ExponentialBuilder::new()
+                    .with_jitter()
+                    .with_min_delay(config.retry_min_delay)
+                    .with_max_delay(config.retry_max_delay)
+                    .without_max_times()
+                    .with_total_delay(Some(budget))
+                    .build()
+            })
+            .next();
+        match delay {
+            Some(delay) => {
+                tracing::debug!(
+                    kind = failure.kind(),
+                    ?delay,
+                    "subscription failed, retrying"
+                );
+                self.pause = Some(delay);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Opens a subscription at [`Self::position`], retrying what can be retried.
+    pub(super) async fn subscribe(&mut self) -> Result<()> {
+        loop {
+            self.pace().await;
+            self.last_subscribe = Some(Instant::now());
+            let position = self.position();
+            let request = position.iterator_request();
+            let starting = aws_sdk_kinesis::types::StartingPosition::builder()
+                .r#type(request.kind.clone())
+                .set_sequence_number(request.sequence_number.map(|s| s.to_string()))
+                .set_timestamp(request.timestamp.map(DateTime::from))
+                .build()
+                .map_err(|e| Error::Worker(format!("SubscribeToShard position: {e}").into()))?;
+            let result = self
+                .client
+                .subscribe_to_shard()
+                .consumer_arn(&self.consumer_arn)
+                .shard_id(&self.shard_id)
+                .starting_position(starting)
+                .customize()
+                .config_override(
+                    aws_sdk_kinesis::config::Builder::default().timeout_config(
+                        TimeoutConfig::builder()
+                            .operation_timeout(self.config.request_timeout)
+                            .build(),
+                    ),
+                )
+                .send()
+                .await;
+            match result {
+                Ok(output) => {
+                    self.metrics.subscriptions.increment(1);
+                    tracing::debug!(
+                        kind = request.kind.as_str(),
+                        sequence_number = ?request.sequence_number.map(SequenceNumber::as_str),
+                        "subscribed"
+                    );
+                    self.events = Some(output);
+                    return Ok(());
+                }
+                Err(error) => {
+                    let failure = classify_call(&error);
+                    self.metrics.failed(failure);
+                    tracing::info!(
+                        kind = failure.kind(),
+                        code = error.code().unwrap_or("-"),
+                        "SubscribeToShard failed"
+                    );
+                    if failure == Failure::Fatal || !self.back_off(failure) {
+                        return Err(self.kinesis_error(error));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers events until the consumer goes away, the shard ends or an error ends the
+    /// reader.
+    pub(super) async fn run(mut self, sender: BatchSender) {
+        loop {
+            // Flow control: the next event is read only once the reader has room.
+            sender.wait_for_room().await;
+            match self.next_event().await {
+                Ok(Some((batch, bytes))) => {
+                    let end = batch.is_shard_end();
+                    if sender.send(batch, bytes).await.is_err() {
+                        return;
+                    }
+                    if end {
+                        tracing::debug!("shard end delivered");
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "retrieval failed");
+                    sender.fail(error).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads one event (subscribing first if needed): the batch to deliver with its bytes, or
+    /// `None` if it left nothing to deliver (or the subscription ended and is to be renewed).
+    async fn next_event(&mut self) -> Result<Option<(RecordBatch, usize)>> {
+        if self.events.is_none() {
+            self.subscribe().await?;
+        }
+        let Some(events) = self.events.as_mut() else {
+            return Ok(None);
+        };
+        let received =
+            tokio::time::timeout(self.config.idle_timeout, events.event_stream.recv()).await;
+        match received {
+            Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(event)))) => {
+                self.backoff = None;
+                self.accept(event)
+            }
+            Ok(Ok(Some(other))) => {
+                tracing::debug!(?other, "unknown event ignored");
+                Ok(None)
+            }
+            Ok(Ok(None)) => {
+                // The server ended the subscription (after ~5 minutes): renew it.
+                self.events = None;
+                self.metrics.renewals.increment(1);
+                tracing::debug!(
+                    after = ?self.continuation.as_ref().map(SequenceNumber::as_str),
+                    "subscription ended, renewing"
+                );
+                Ok(None)
+            }
+            Ok(Err(error)) => {
+                let failure = classify_stream(&error);
+                tracing::info!(
+                    kind = failure.kind(),
+                    code = error.code().unwrap_or("-"),
+                    "event stream failed"
+                );
+                self.events = None;
+                self.metrics.failed(failure);
+                if failure == Failure::Fatal || !self.back_off(failure) {
+                    return Err(Error::Kinesis {
+                        operation: "SubscribeToShard",
+                        stream: self.stream.clone(),
+                        source: Box::new(error.into()),
+                    });
+                }
+                Ok(None)
+            }
+            Err(_) => {
+                tracing::info!(
+                    idle = ?self.config.idle_timeout,
+                    "event stream silent, resubscribing"
+                );
+                self.events = None;
+                self.metrics.failed(Failure::Idle);
+                if !self.back_off(Failure::Idle) {
+                    return Err(Error::Worker(
+                        format!(
+                            "the subscription to shard `{}` of stream `{}` stayed silent for \
+                             longer than the retry budget",
+                            self.shard_id, self.stream
+                        )
+                        .into(),
+                    ));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether a Kinesis record is new: after the last one delivered; before any was, at or
+    /// after the position subscribed to. On Kinesis this drops nothing but a record a
+    /// resubscription repeats; it also keeps delivery exact on servers that ignore the
+    /// position's sequence number or timestamp (ferrokinesis 0.7 does: it starts such
+    /// subscriptions at `TRIM_HORIZON`).
+    fn wanted(&self, sequence_number: &str, arrival: Option<SystemTime>) -> bool {
+        let Ok(seq) = SequenceNumber::new(sequence_number) else {
+            // Not a sequence number: `Deaggregator::push` reports it.
+            return true;
+        };
+        if let Some(last) = &self.last_record {
+            return seq > **last;
+        }
+        if let Some(continuation) = &self.continuation
+            && seq < *continuation
+        {
+            return false;
+        }
+        match &self.start {
+            StartingPosition::AtSequenceNumber(at)
+            | StartingPosition::AfterCheckpoint {
+                sequence_number: at,
+                ..
+            } => seq >= *at,
+            StartingPosition::AfterSequenceNumber(after) => seq > *after,
+            StartingPosition::AtTimestamp(at) => arrival.is_none_or(|arrived| {
+                // Arrival times are in milliseconds: compare at that precision.
+                let at_ms = at
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                let arrived_ms = arrived
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                arrived_ms >= at_ms
+            }),
+            _ => true,
+        }
+    }
+
+    /// Turns an event into the batch to deliver, advancing the position.
+    fn accept(&mut self, event: SubscribeToShardEvent) -> Result<Option<(RecordBatch, usize)>> {
+        let SubscribeToShardEvent {
+            records,
+            continuation_sequence_number,
+            millis_behind_latest,
+            child_shards,
+            ..
+        } = event;
+        let fetched = records.len();
+        let mut user_records: Vec<Record> = Vec::with_capacity(fetched);
+        let mut fetched_bytes = 0;
+        let mut skipped = 0;
+        let mut newest_arrival = None;
+        for record in records {
+            let arrival = record
+                .approximate_arrival_timestamp()
+                .and_then(|t| SystemTime::try_from(*t).ok());
+            if !self.wanted(record.sequence_number(), arrival) {
+                skipped += 1;
+                continue;
+            }
+            if let Some(at) = arrival {
+                newest_arrival = Some(newest_arrival.map_or(at, |n: SystemTime| n.max(at)));
+            }
+            let (sequence_number, size) = self.deaggregator.push(record, &mut user_records)?;
+            fetched_bytes += size;
+            self.last_record = Some(sequence_number);
+        }
+        if skipped > 0 {
+            tracing::debug!(skipped, "records before the position or repeated dropped");
+            self.metrics.skipped.increment(skipped as u64);
+        }
+        self.metrics.records.increment((fetched - skipped) as u64);
+        self.metrics.bytes.increment(fetched_bytes as u64);
+        self.resume.apply(&mut user_records);
+
+        let millis_behind_latest = u64::try_from(millis_behind_latest).ok();
+        if let Some(ms) = millis_behind_latest {
+            self.metrics.millis_behind.set(ms as f64);
+        }
+        let children = child_shards.unwrap_or_default();
+        let shard_end =
+            continuation_sequence_number.is_empty() || (fetched == 0 && !children.is_empty());
+        if !continuation_sequence_number.is_empty() {
+            self.continuation = Some(SequenceNumber::new(continuation_sequence_number)?);
+        }
+        if let Some(arrival) = newest_arrival {
+            let age = SystemTime::now()
+                .duration_since(arrival)
+                .unwrap_or_default();
+            self.metrics.latency.record(age.as_secs_f64());
+        }
+        let shard_end = shard_end.then(|| {
+            children
+                .iter()
+                .map(|child| ChildShard {
+                    shard_id: child.shard_id().to_owned(),
+                    parent_shard_ids: child.parent_shards().to_vec(),
+                    hash_key_range: child.hash_key_range().and_then(|range| {
+                        HashKeyRange::parse(range.starting_hash_key(), range.ending_hash_key()).ok()
+                    }),
+                })
+                .collect::<Vec<_>>()
+        });
+        if user_records.is_empty() && shard_end.is_none() && !self.config.deliver_empty_batches {
+            return Ok(None);
+        }
+        self.metrics.delivered.increment(user_records.len() as u64);
+        let bytes = user_records.iter().map(|r| r.data().len()).sum();
+        Ok(Some((
+            RecordBatch::new(user_records, millis_behind_latest, shard_end),
+            bytes,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_kinesis::config::http::HttpResponse;
+    use aws_sdk_kinesis::types::error::ResourceInUseException;
+    use aws_smithy_runtime_api::client::result::ServiceError;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    use super::*;
+
+    fn service_error(code: &str, status: u16) -> SdkError<SubscribeToShardError, HttpResponse> {
+        let error = SubscribeToShardError::generic(ErrorMetadata::builder().code(code).build());
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        SdkError::ServiceError(ServiceError::builder().source(error).raw(raw).build())
+    }
+
+    #[test]
+    fn call_errors_are_classified() {
+        let cases = [
+            ("ResourceInUseException", 400, Failure::ResourceInUse),
+            ("LimitExceededException", 400, Failure::LimitExceeded),
+            ("InternalFailure", 500, Failure::Internal),
+            ("KMSThrottlingException", 400, Failure::KmsThrottling),
+            ("SomethingNew", 503, Failure::Internal),
+            ("ResourceNotFoundException", 400, Failure::Fatal),
+            ("InvalidArgumentException", 400, Failure::Fatal),
+            ("AccessDeniedException", 400, Failure::Fatal),
+        ];
+        for (code, status, expected) in cases {
+            assert_eq!(
+                classify_call(&service_error(code, status)),
+                expected,
+                "{code}"
+            );
+        }
+        // A modelled error without a code in its metadata (as kinesis-mock's).
+        let modelled = SubscribeToShardError::ResourceInUseException(
+            ResourceInUseException::builder()
+                .message("Another active subscription exists")
+                .build(),
+        );
+        let raw = HttpResponse::new(400.try_into().unwrap(), SdkBody::empty());
+        let error =
+            SdkError::ServiceError(ServiceError::builder().source(modelled).raw(raw).build());
+        assert_eq!(classify_call(&error), Failure::ResourceInUse);
+    }
+
+    #[test]
+    fn shard_end_and_continuation_are_read_from_events() {
+        let labels = ShardLabels::new("s", "shardId-000000000000");
+        let config = FanOutConfig::default();
+        let client = aws_sdk_kinesis::Client::from_conf(
+            aws_sdk_kinesis::Config::builder()
+                .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+                .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+                .build(),
+        );
+        let mut subscriber = Subscriber::new(
+            client,
+            "s".into(),
+            "arn:aws:kinesis:us-east-1:1:stream/s/consumer/c:1".into(),
+            "shardId-000000000000".into(),
+            config,
+            &labels,
+            None,
+            StartingPosition::TrimHorizon,
+        );
+        let record = |seq: &str| {
+            aws_sdk_kinesis::types::Record::builder()
+                .sequence_number(seq)
+                .partition_key("pk")
+                .data(aws_smithy_types::Blob::new("d"))
+                .build()
+                .unwrap()
+        };
+        let event = |records: Vec<aws_sdk_kinesis::types::Record>, continuation: &str| {
+            SubscribeToShardEvent::builder()
+                .set_records(Some(records))
+                .continuation_sequence_number(continuation)
+                .millis_behind_latest(7)
+                .build()
+                .unwrap()
+        };
+        let (batch, _) = subscriber
+            .accept(event(vec![record("10"), record("11")], "12"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch.records.len(), 2);
+        assert_eq!(batch.millis_behind_latest, Some(7));
+        assert!(!batch.is_shard_end());
+        assert_eq!(
+            subscriber.position(),
+            StartingPosition::AfterSequenceNumber(SequenceNumber::new("12").unwrap())
+        );
+        // A resubscription that repeats records: only the new one passes.
+        let (batch, _) = subscriber
+            .accept(event(vec![record("11"), record("13")], "14"))
+            .unwrap()
+            .unwrap();
+        let seqs: Vec<&str> = batch
+            .records
+            .iter()
+            .map(|r| r.sequence_number().as_str())
+            .collect();
+        assert_eq!(seqs, ["13"]);
+        // An empty event is not delivered.
+        assert!(subscriber.accept(event(vec![], "15")).unwrap().is_none());
+        // The end: no continuation, children listed.
+        let child = aws_sdk_kinesis::types::ChildShard::builder()
+            .shard_id("shardId-000000000001")
+            .parent_shards("shardId-000000000000")
+            .hash_key_range(
+                aws_sdk_kinesis::types::HashKeyRange::builder()
+                    .starting_hash_key("0")
+                    .ending_hash_key("100")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let end = SubscribeToShardEvent::builder()
+            .set_records(Some(vec![]))
+            .continuation_sequence_number("")
+            .millis_behind_latest(0)
+            .child_shards(child)
+            .build()
+            .unwrap();
+        let (batch, _) = subscriber.accept(end).unwrap().unwrap();
+        let children = batch.shard_end.expect("shard end");
+        assert_eq!(children.len(), 1);
+        assert_eq!(children[0].shard_id, "shardId-000000000001");
+        assert_eq!(children[0].parent_shard_ids, ["shardId-000000000000"]);
+    }
+}
