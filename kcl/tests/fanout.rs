@@ -25,7 +25,7 @@ use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use bytes::Bytes;
-use kinesis_integration::{BedOptions, TestBed};
+use kinesis_integration::{BedOptions, KinesisTransport, TestBed};
 use kinesis_kcl::processor::ShardContext;
 use kinesis_kcl::retrieval::{
     FanOutConfig, FanOutConfigBuilder, FanOutRetriever, ShardReader, StartingPosition,
@@ -36,6 +36,12 @@ use kinesis_kcl::{
 };
 use kinesis_kpl::{Producer, UserRecord};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
+/// Every bed of this suite serves Kinesis over TLS + HTTP/2 (a generated test CA), the
+/// transport AWS serves SubscribeToShard on, on the embedded and the emulators backends alike.
+fn h2() -> BedOptions {
+    BedOptions::default().kinesis_transport(KinesisTransport::TlsHttp2)
+}
 
 type TestResult = Result<(), BoxError>;
 
@@ -331,7 +337,7 @@ impl Recorder for TestRecorder {
 
 #[tokio::test]
 async fn the_consumer_is_registered_once_and_reused() -> TestResult {
-    let bed = TestBed::start().await?;
+    let bed = TestBed::start_with_options(h2()).await?;
     let stream = bed.create_stream(1).await?;
     let name = consumer_name();
     assert_eq!(consumer_status(&bed, &stream, &name).await?, None);
@@ -399,7 +405,7 @@ async fn the_consumer_is_registered_once_and_reused() -> TestResult {
 
 #[tokio::test]
 async fn an_unknown_stream_fails_registration() -> TestResult {
-    let bed = TestBed::start().await?;
+    let bed = TestBed::start_with_options(h2()).await?;
     let result = FanOutRetriever::register(
         bed.kinesis().clone(),
         "no-such-stream",
@@ -419,7 +425,7 @@ async fn an_unknown_stream_fails_registration() -> TestResult {
 
 #[tokio::test]
 async fn positions_deaggregation_and_sub_sequence_resume() -> TestResult {
-    let bed = TestBed::start().await?;
+    let bed = TestBed::start_with_options(h2()).await?;
     let stream = bed.create_stream(1).await?;
     let n = 500;
     produce(&bed, &stream, 0..n, 7).await?;
@@ -515,10 +521,9 @@ async fn renewal_has_no_gap_and_no_duplicate() -> TestResult {
     let recorder = TestRecorder::default();
     let _guard = metrics::set_default_local_recorder(&recorder);
     // Subscriptions end after 400 ms: many renewals while records keep arriving.
-    let bed = TestBed::start_with_options(
-        BedOptions::default().subscribe_to_shard_session(Duration::from_millis(400)),
-    )
-    .await?;
+    let bed =
+        TestBed::start_with_options(h2().subscribe_to_shard_session(Duration::from_millis(400)))
+            .await?;
     let stream = bed.create_stream(1).await?;
     let probe = Probe::new(|_| None);
     let retriever =
@@ -598,10 +603,9 @@ async fn renewal_has_no_gap_and_no_duplicate() -> TestResult {
 async fn subscription_errors_are_retried_with_backoff_and_lose_nothing() -> TestResult {
     let recorder = TestRecorder::default();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let bed = TestBed::start_with_options(
-        BedOptions::default().subscribe_to_shard_session(Duration::from_millis(500)),
-    )
-    .await?;
+    let bed =
+        TestBed::start_with_options(h2().subscribe_to_shard_session(Duration::from_millis(500)))
+            .await?;
     let stream = bed.create_stream(1).await?;
     for i in 0..20u64 {
         put(&bed, &stream, "k", i.to_string().as_bytes()).await?;
@@ -665,7 +669,7 @@ async fn subscription_errors_are_retried_with_backoff_and_lose_nothing() -> Test
 async fn a_silent_connection_is_replaced_without_gap_or_duplicate() -> TestResult {
     let recorder = TestRecorder::default();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let bed = TestBed::start().await?;
+    let bed = TestBed::start_with_options(h2()).await?;
     let stream = bed.create_stream(1).await?;
     // ferrokinesis sends an event at once, then one every 200 ms: with a 100 ms idle timeout
     // every subscription is given up as dropped after its first event, and replaced.
@@ -697,7 +701,7 @@ async fn a_silent_connection_is_replaced_without_gap_or_duplicate() -> TestResul
 
 #[tokio::test]
 async fn fatal_errors_fail_start_or_end_the_reader() -> TestResult {
-    let bed = TestBed::start().await?;
+    let bed = TestBed::start_with_options(h2()).await?;
     let stream = bed.create_stream(1).await?;
     let retriever = FanOutRetriever::register(
         bed.kinesis().clone(),
@@ -718,10 +722,9 @@ async fn fatal_errors_fail_start_or_end_the_reader() -> TestResult {
 
     // Retried errors past the budget end the reader with the error.
     let probe = Probe::new(|call| (call > 1).then_some("InternalFailure"));
-    let bed2 = TestBed::start_with_options(
-        BedOptions::default().subscribe_to_shard_session(Duration::from_millis(300)),
-    )
-    .await?;
+    let bed2 =
+        TestBed::start_with_options(h2().subscribe_to_shard_session(Duration::from_millis(300)))
+            .await?;
     let stream2 = bed2.create_stream(1).await?;
     let retriever2 = FanOutRetriever::register(
         probe.client(&bed2),
@@ -758,7 +761,7 @@ async fn fatal_errors_fail_start_or_end_the_reader() -> TestResult {
 
 #[tokio::test]
 async fn a_closed_shard_ends_with_its_children() -> TestResult {
-    let bed = TestBed::start().await?;
+    let bed = TestBed::start_with_options(h2()).await?;
     let stream = bed.create_stream(1).await?;
     for i in 0..10u64 {
         put(&bed, &stream, &format!("k{i}"), i.to_string().as_bytes()).await?;
@@ -819,7 +822,7 @@ async fn a_closed_shard_ends_with_its_children() -> TestResult {
 async fn a_slow_processor_stops_the_reading() -> TestResult {
     let recorder = TestRecorder::default();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let bed = TestBed::start().await?;
+    let bed = TestBed::start_with_options(h2()).await?;
     let stream = bed.create_stream(1).await?;
     let retriever = FanOutRetriever::register(
         bed.kinesis().clone(),
@@ -941,7 +944,7 @@ fn start_worker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_polling_and_a_fan_out_application_each_see_every_record() -> TestResult {
-    let bed = TestBed::start().await?;
+    let bed = TestBed::start_with_options(h2()).await?;
     let stream = bed.create_stream(3).await?;
     let n = 3_000u64;
     let polling_seen = Arc::new(Mutex::new(Vec::new()));
@@ -1010,10 +1013,9 @@ async fn a_polling_and_a_fan_out_application_each_see_every_record() -> TestResu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_ride_http2_through_renewals() -> TestResult {
-    let bed = TestBed::start_with_options(
-        BedOptions::default().subscribe_to_shard_session(Duration::from_millis(500)),
-    )
-    .await?;
+    let bed =
+        TestBed::start_with_options(h2().subscribe_to_shard_session(Duration::from_millis(500)))
+            .await?;
     let stream = bed.create_stream(1).await?;
     // The SDK's HTTPS client, negotiating HTTP/2 with the bed's TLS endpoint as with AWS.
     let client = aws_sdk_kinesis::Client::from_conf(bed.kinesis_h2_config()?.build());
