@@ -52,7 +52,7 @@ pub mod processor;
 pub mod record;
 pub mod retrieval;
 pub mod shard;
-mod worker;
+pub mod worker;
 
 pub use config::{DEFAULT_FAILOVER_TIME, DEFAULT_HANDOFF_TIMEOUT, LeaseConfig, LeaseConfigBuilder};
 pub use error::{Error, Result};

@@ -1,4 +1,6 @@
-//! The names of the metrics this crate reports through the [`metrics`] facade.
+//! Every metric this crate reports through the [`metrics`] facade: this is the crate's one
+//! list (the producer's is [`kinesis_kpl::metrics`]). Retrieval metrics' names are constants
+//! in [`retrieval::metrics`](crate::retrieval::metrics).
 //!
 //! No exporter is installed by the crate: install one (for example
 //! `metrics-exporter-prometheus`) in your application to collect them.
@@ -23,6 +25,19 @@
 //! | `kcl_processor_restarts_total` | counter | restarts | — | shard consumers restarted after a processor or retrieval failure |
 //! | `kcl_shard_end_not_checkpointed_total` | counter | calls | — | `shard_ended` calls that did not checkpoint `SHARD_END` |
 //! | `kcl_shard_syncs_total` | counter | syncs | `stream` | shard syncs (ListShards + lease creation) |
+//! | `kcl_get_records_duration_seconds` | histogram | seconds | `stream`, `shard_id`, `outcome` (`ok`, `throttled`, `expired`, `error`) | latency of each `GetRecords` call |
+//! | `kcl_get_records_throttled_total` | counter | calls | `stream`, `shard_id` | `GetRecords` calls refused with `ProvisionedThroughputExceededException` |
+//! | `kcl_get_records_retries_total` | counter | calls | `stream`, `shard_id`, `code` | transient `GetRecords`/`GetShardIterator` failures retried (5xx, timeouts, KMS throttling) |
+//! | `kcl_expired_iterators_total` | counter | iterators | `stream`, `shard_id` | `ExpiredIteratorException`s recovered from |
+//! | `kcl_records_fetched_total` | counter | Kinesis records | `stream`, `shard_id` | Kinesis records returned by `GetRecords` |
+//! | `kcl_bytes_fetched_total` | counter | bytes | `stream`, `shard_id` | their data bytes |
+//! | `kcl_user_records_delivered_total` | counter | user records | `stream`, `shard_id` | user records handed to the reader (after deaggregation and filtering) |
+//! | `kcl_millis_behind_latest` | gauge | milliseconds | `stream`, `shard_id` | `MillisBehindLatest` of the last response |
+//! | `kcl_out_of_range_records_total` | counter | user records | `stream`, `shard_id`, `action` (`delivered`, `dropped`) | aggregated user records whose hash key is outside the shard's range |
+//! | `kcl_aggregates_passed_through_total` | counter | Kinesis records | `stream`, `shard_id`, `reason` ([`PassThroughReason::as_str`](kinesis_kpl::record::PassThroughReason::as_str)) | records with the aggregation magic that could not be deaggregated, delivered whole |
+//! | `kcl_prefetch_batches` | gauge | batches | `stream`, `shard_id` | batches fetched and not yet dropped by the consumer |
+//! | `kcl_prefetch_records` | gauge | user records | `stream`, `shard_id` | their user records |
+//! | `kcl_prefetch_bytes` | gauge | bytes | `stream`, `shard_id` | their data bytes |
 //!
 //! Enhanced fan-out ([`retrieval::fanout`](crate::retrieval::fanout)) adds, labelled `stream`
 //! and `shard_id` (it also reports `kcl_millis_behind_latest`, `kcl_records_fetched_total`,

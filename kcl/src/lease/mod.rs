@@ -63,7 +63,7 @@
 //! evaluate the same semantics on an [`Item`].
 
 mod assignment;
-mod coordinator;
+pub mod coordinator;
 mod expiry;
 mod held;
 mod item;

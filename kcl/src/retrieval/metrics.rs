@@ -1,21 +1,6 @@
 //! The names of the metrics retrieval reports through the [`metrics`] facade, each
-//! labelled `stream` and `shard_id` (plus the labels listed).
-//!
-//! | name | kind | unit | extra labels | meaning |
-//! |---|---|---|---|---|
-//! | `kcl_get_records_duration_seconds` | histogram | seconds | `outcome` (`ok`, `throttled`, `expired`, `error`) | latency of each `GetRecords` call |
-//! | `kcl_get_records_throttled_total` | counter | calls | — | `GetRecords` calls refused with `ProvisionedThroughputExceededException` |
-//! | `kcl_get_records_retries_total` | counter | calls | `code` | transient `GetRecords`/`GetShardIterator` failures retried (5xx, timeouts, KMS throttling) |
-//! | `kcl_expired_iterators_total` | counter | iterators | — | `ExpiredIteratorException`s recovered from |
-//! | `kcl_records_fetched_total` | counter | Kinesis records | — | Kinesis records returned by `GetRecords` |
-//! | `kcl_bytes_fetched_total` | counter | bytes | — | their data bytes |
-//! | `kcl_user_records_delivered_total` | counter | user records | — | user records handed to the reader (after deaggregation and filtering) |
-//! | `kcl_millis_behind_latest` | gauge | milliseconds | — | `MillisBehindLatest` of the last response |
-//! | `kcl_out_of_range_records_total` | counter | user records | `action` (`delivered`, `dropped`) | aggregated user records whose hash key is outside the shard's range |
-//! | `kcl_aggregates_passed_through_total` | counter | Kinesis records | `reason` ([`PassThroughReason::as_str`](kinesis_kpl::record::PassThroughReason::as_str)) | records with the aggregation magic that could not be deaggregated, delivered whole |
-//! | `kcl_prefetch_batches` | gauge | batches | — | batches fetched and not yet dropped by the consumer |
-//! | `kcl_prefetch_records` | gauge | user records | — | their user records |
-//! | `kcl_prefetch_bytes` | gauge | bytes | — | their data bytes |
+//! labelled `stream` and `shard_id`; units, kinds and extra labels are in the crate's one list,
+//! [`crate::metrics`].
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 

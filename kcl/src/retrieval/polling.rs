@@ -38,22 +38,10 @@
 //!
 //! # Metrics
 //!
-//! Through the [`metrics`] facade, labelled `stream` and `shard_id` (names also in
-//! [`super::metrics`]):
-//!
-//! | name | kind | unit | extra labels | meaning |
-//! |---|---|---|---|---|
-//! | `kcl_get_records_duration_seconds` | histogram | seconds | `outcome` (`ok`, `throttled`, `expired`, `error`) | latency of each `GetRecords` call |
-//! | `kcl_get_records_throttled_total` | counter | calls | — | calls refused with `ProvisionedThroughputExceededException` |
-//! | `kcl_get_records_retries_total` | counter | calls | `code` | transient failures retried |
-//! | `kcl_expired_iterators_total` | counter | iterators | — | expired (or invalid) iterators replaced |
-//! | `kcl_records_fetched_total` | counter | Kinesis records | — | records returned by `GetRecords` |
-//! | `kcl_bytes_fetched_total` | counter | bytes | — | their data bytes |
-//! | `kcl_user_records_delivered_total` | counter | user records | — | user records delivered (after deaggregation and filtering) |
-//! | `kcl_millis_behind_latest` | gauge | milliseconds | — | `MillisBehindLatest` of the last response |
-//! | `kcl_out_of_range_records_total` | counter | user records | `action` (`delivered`, `dropped`) | aggregated user records outside the shard's hash key range ([`OutOfRangePolicy`]) |
-//! | `kcl_aggregates_passed_through_total` | counter | Kinesis records | `reason` | records with the KPL magic that could not be deaggregated (delivered whole, as Java) |
-//! | `kcl_prefetch_batches`, `kcl_prefetch_records`, `kcl_prefetch_bytes` | gauge | batches, user records, bytes | — | what the reader holds |
+//! Through the [`metrics`] facade, labelled `stream` and `shard_id`: `GetRecords` latency,
+//! throttles, retries and expired iterators, records and bytes fetched, millis behind latest,
+//! out-of-range and passed-through aggregates, prefetch gauges. The list, with units and
+//! labels, is [`crate::metrics`].
 //!
 //! Every reader's task runs in a `shard_reader` tracing span with `stream` and `shard_id`.
 //! Record payloads are never logged.
