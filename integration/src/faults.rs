@@ -1,5 +1,16 @@
-//! A deterministic (seeded) fault layer for the Kinesis client: an SDK interceptor that makes
-//! PutRecords calls fail as Kinesis can, without the server's help and on every backend.
+//! A deterministic (seeded) fault layer between our clients and the servers, usable by every
+//! test and on every backend:
+//!
+//! - [`PutRecordsFaults`] (below): an SDK interceptor making PutRecords calls fail, whole or
+//!   entry by entry, as Kinesis can;
+//! - [`ServiceFaults`] ([`service`]): a small in-process proxy in place of a Kinesis or
+//!   DynamoDB client's HTTP connector, injecting throttling, 5xx answers, latency, dropped
+//!   connections and timeouts into any operation (`GetRecords`, `GetShardIterator`,
+//!   `ListShards`, `UpdateItem`, `Scan`, …).
+//!
+//! Both are seeded, switchable on and off, and count what they injected.
+//!
+//! ## PutRecords faults
 //!
 //! - **Whole-call faults** (throttling, `InternalFailure` 5xx): the call reaches the server as an
 //!   empty PutRecords that stores nothing, and the client sees the injected error — as when
@@ -33,6 +44,8 @@
 //! # }
 //! ```
 
+pub mod service;
+
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_kinesis::error::ErrorMetadata;
@@ -46,6 +59,8 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+
+pub use service::{Service, ServiceCounts, ServiceFaultStats, ServiceFaults, ServicePlan};
 
 /// Probabilities of each fault, per PutRecords call or per entry, and the seed.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,7 +126,9 @@ enum Decision {
         code: &'static str,
         message: &'static str,
     },
-    FailEntries(Vec<(usize, &'static str)>),
+    /// The entries failed (index in the original call, error code), and whether any entry
+    /// was left to send.
+    FailEntries(Vec<(usize, &'static str)>, bool),
 }
 
 impl Storable for Decision {
@@ -196,7 +213,8 @@ impl Intercept for PutRecordsFaults {
                     failed.push((index, INTERNAL));
                 }
             }
-            (!failed.is_empty()).then_some(Decision::FailEntries(failed))
+            let sends_some = failed.len() < count;
+            (!failed.is_empty()).then_some(Decision::FailEntries(failed, sends_some))
         };
         drop(state);
         let Some(decision) = decision else {
@@ -207,7 +225,7 @@ impl Intercept for PutRecordsFaults {
             // The server stores nothing: send it an empty call (it answers with a validation
             // error, which the second hook replaces).
             Decision::FailCall { .. } => records.clear(),
-            Decision::FailEntries(failed) => {
+            Decision::FailEntries(failed, _) => {
                 for (index, _) in failed.iter().rev() {
                     records.remove(*index);
                 }
@@ -233,6 +251,14 @@ impl Intercept for PutRecordsFaults {
         let Some(outcome) = context.output_or_error_mut() else {
             return Ok(());
         };
+        if let Err(error) = outcome
+            && !error.is_operation_error()
+        {
+            // The call failed below the operation (a dropped connection or timeout injected
+            // by a transport fault layer): the caller sees that failure. Nothing was stored
+            // either way, and an operation error cannot stand in for it at this phase.
+            return Ok(());
+        }
         match decision {
             Decision::FailCall { code, message } => {
                 let error = PutRecordsError::generic(
@@ -240,7 +266,10 @@ impl Intercept for PutRecordsFaults {
                 );
                 *outcome = Err(OrchestratorError::operation(ErasedError::erase(error)));
             }
-            Decision::FailEntries(failed) => {
+            // The trimmed call failed of itself: the caller must see that failure, not a
+            // partial success.
+            Decision::FailEntries(_, true) if outcome.is_err() => {}
+            Decision::FailEntries(failed, _) => {
                 let failed_entry = |code: &str| {
                     PutRecordsResultEntry::builder()
                         .error_code(code)

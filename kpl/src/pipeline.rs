@@ -67,6 +67,9 @@ pub(crate) struct Pipeline {
     /// Shard visiting order, rotated so that no shard is always served first.
     rotation: VecDeque<Arc<str>>,
     requests: JoinSet<Completed>,
+    /// The predicted shard of each entry of each PutRecords task, to free the shards' send
+    /// slots if a task dies without completing.
+    request_shards: HashMap<tokio::task::Id, Vec<Arc<str>>>,
     in_flight: usize,
     refresh: JoinSet<Result<ShardMap, Error>>,
     last_refresh: Option<Instant>,
@@ -101,6 +104,7 @@ impl Pipeline {
             shards: HashMap::new(),
             rotation: VecDeque::new(),
             requests: JoinSet::new(),
+            request_shards: HashMap::new(),
             in_flight: 0,
             refresh: JoinSet::new(),
             last_refresh: Some(Instant::now()),
@@ -144,12 +148,21 @@ impl Pipeline {
                         None => self.begin_shutdown(),
                     }
                 }
-                Some(done) = self.requests.join_next() => match done {
-                    Ok(completed) => self.complete(completed),
+                Some(done) = self.requests.join_next_with_id() => match done {
+                    Ok((id, completed)) => {
+                        self.request_shards.remove(&id);
+                        self.complete(completed);
+                    }
                     Err(join_error) => {
                         // A panicking send task loses its entries' futures (their senders drop,
-                        // so the futures resolve to ShutDown); never expected.
+                        // so the futures resolve to ShutDown); never expected. Free the slots
+                        // its entries held, or strict ordering would stall those shards.
                         self.in_flight -= 1;
+                        for shard in self.request_shards.remove(&join_error.id()).unwrap_or_default() {
+                            if let Some(state) = self.shards.get_mut(&shard) {
+                                state.in_flight = state.in_flight.saturating_sub(1);
+                            }
+                        }
                         tracing::error!(%join_error, "a PutRecords task failed");
                     }
                 },
@@ -407,8 +420,11 @@ impl Pipeline {
         let client = self.client.clone();
         let stream = self.stream.clone();
         let timeout = self.config.request_timeout();
-        self.requests
+        let shards = batch.iter().map(|e| e.shard.clone()).collect();
+        let task = self
+            .requests
             .spawn(put_records(client, stream, batch, timeout));
+        self.request_shards.insert(task.id(), shards);
     }
 
     /// Settles a finished call: resolves what was stored or failed for good, schedules retries.

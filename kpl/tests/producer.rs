@@ -541,3 +541,61 @@ async fn split_and_merge_while_producing_lose_nothing_and_refresh_the_map() -> T
     }
     Ok(())
 }
+
+/// Panics in the first PutRecords call it sees (a bug in user code such as an interceptor).
+#[derive(Debug, Default)]
+struct PanicOnce {
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl aws_sdk_kinesis::config::Intercept for PanicOnce {
+    fn name(&self) -> &'static str {
+        "PanicOnce"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &aws_sdk_kinesis::config::interceptors::BeforeSerializationInterceptorContextRef<
+            '_,
+        >,
+        _cfg: &mut aws_sdk_kinesis::config::ConfigBag,
+    ) -> Result<(), aws_sdk_kinesis::error::BoxError> {
+        let is_put = context
+            .input()
+            .downcast_ref::<aws_sdk_kinesis::operation::put_records::PutRecordsInput>()
+            .is_some();
+        if is_put && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            panic!("test: a PutRecords call panics");
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_ordering_recovers_after_a_send_task_panics() -> TestResult {
+    let bed = TestBed::start().await?;
+    let stream = bed.create_stream(1).await?;
+    let client = aws_sdk_kinesis::Client::from_conf(
+        bed.kinesis_config()
+            .interceptor(PanicOnce::default())
+            .build(),
+    );
+    let config = Config::builder()
+        .ordering(Ordering::PerShardStrict)
+        .record_max_buffered_time(Duration::from_millis(10))
+        .record_ttl(Duration::from_secs(5))
+        .build()?;
+    let producer = Producer::new(client, &stream, config).await?;
+    let lost = producer
+        .put_record(UserRecord::new("k", "in the panicking call"))
+        .await;
+    assert!(matches!(lost, Err(Error::ShutDown)), "{lost:?}");
+    // The shard's send slot was freed: the next record is sent and stored.
+    let put = producer
+        .put_record(UserRecord::new("k", "after the panic"))
+        .await?;
+    assert_eq!(put.shard_id, "shardId-000000000000");
+    assert_eq!(put.attempts.len(), 1);
+    producer.shutdown().await;
+    Ok(())
+}
