@@ -127,6 +127,27 @@ impl RecordBatch {
     }
 }
 
+/// The batch a fetch (a `GetRecords` response or a `SubscribeToShard` event) yields, with its
+/// data bytes; `None` when it carries no user record and no shard end and empty batches are
+/// not wanted. Counts the delivered user records.
+pub(crate) fn finish_batch(
+    records: Vec<Record>,
+    millis_behind_latest: Option<u64>,
+    shard_end: Option<Vec<ChildShard>>,
+    deliver_empty_batches: bool,
+    delivered: &::metrics::Counter,
+) -> Option<(RecordBatch, usize)> {
+    if records.is_empty() && shard_end.is_none() && !deliver_empty_batches {
+        return None;
+    }
+    delivered.increment(records.len() as u64);
+    let bytes = records.iter().map(|r| r.data().len()).sum();
+    Some((
+        RecordBatch::new(records, millis_behind_latest, shard_end),
+        bytes,
+    ))
+}
+
 /// The consumer's end of one shard's retrieval: batches in order, fetched ahead by a background
 /// task within [`PrefetchLimits`].
 ///

@@ -93,6 +93,7 @@ use metrics::{Counter, Gauge, Histogram};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::finish_batch;
 use super::metrics::{
     BYTES_FETCHED, EXPIRED_ITERATORS, GET_RECORDS_DURATION, GET_RECORDS_RETRIES,
     GET_RECORDS_THROTTLED, MILLIS_BEHIND_LATEST, RECORDS_FETCHED, ShardLabels,
@@ -833,29 +834,20 @@ impl Fetcher {
                 child_shards
                     .unwrap_or_default()
                     .iter()
-                    .map(|child| ChildShard {
-                        shard_id: child.shard_id().to_owned(),
-                        parent_shard_ids: child.parent_shards().to_vec(),
-                        hash_key_range: child.hash_key_range().and_then(|range| {
-                            HashKeyRange::parse(range.starting_hash_key(), range.ending_hash_key())
-                                .ok()
-                        }),
-                    })
+                    .map(ChildShard::from)
                     .collect::<Vec<_>>(),
             ),
         };
         if fetched == 0 && shard_end.is_none() && millis_behind_latest.unwrap_or(0) == 0 {
             self.pause = Some(self.config.idle_time_between_reads);
         }
-        if user_records.is_empty() && shard_end.is_none() && !self.config.deliver_empty_batches {
-            return Ok(None);
-        }
-        self.metrics.delivered.increment(user_records.len() as u64);
-        let bytes = user_records.iter().map(|r| r.data().len()).sum();
-        Ok(Some((
-            RecordBatch::new(user_records, millis_behind_latest, shard_end),
-            bytes,
-        )))
+        Ok(finish_batch(
+            user_records,
+            millis_behind_latest,
+            shard_end,
+            self.config.deliver_empty_batches,
+            &self.metrics.delivered,
+        ))
     }
 }
 

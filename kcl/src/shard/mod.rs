@@ -50,3 +50,17 @@ pub struct ChildShard {
     /// The hash keys it covers, when known.
     pub hash_key_range: Option<HashKeyRange>,
 }
+
+impl From<&aws_sdk_kinesis::types::ChildShard> for ChildShard {
+    /// A child as reported by `GetRecords` or a `SubscribeToShard` event; a malformed hash
+    /// key range is dropped (`None`).
+    fn from(child: &aws_sdk_kinesis::types::ChildShard) -> Self {
+        ChildShard {
+            shard_id: child.shard_id().to_owned(),
+            parent_shard_ids: child.parent_shards().to_vec(),
+            hash_key_range: child.hash_key_range().and_then(|range| {
+                HashKeyRange::parse(range.starting_hash_key(), range.ending_hash_key()).ok()
+            }),
+        }
+    }
+}

@@ -25,6 +25,7 @@ use crate::metrics::{
     FANOUT_SUBSCRIPTIONS,
 };
 use crate::record::Record;
+use crate::retrieval::finish_batch;
 use crate::retrieval::metrics::{
     BYTES_FETCHED, MILLIS_BEHIND_LATEST, RECORDS_FETCHED, ShardLabels, USER_RECORDS_DELIVERED,
 };
@@ -546,27 +547,15 @@ impl Subscriber {
                 .unwrap_or_default();
             self.metrics.latency.record(age.as_secs_f64());
         }
-        let shard_end = shard_end.then(|| {
-            children
-                .iter()
-                .map(|child| ChildShard {
-                    shard_id: child.shard_id().to_owned(),
-                    parent_shard_ids: child.parent_shards().to_vec(),
-                    hash_key_range: child.hash_key_range().and_then(|range| {
-                        HashKeyRange::parse(range.starting_hash_key(), range.ending_hash_key()).ok()
-                    }),
-                })
-                .collect::<Vec<_>>()
-        });
-        if user_records.is_empty() && shard_end.is_none() && !self.config.deliver_empty_batches {
-            return Ok(None);
-        }
-        self.metrics.delivered.increment(user_records.len() as u64);
-        let bytes = user_records.iter().map(|r| r.data().len()).sum();
-        Ok(Some((
-            RecordBatch::new(user_records, millis_behind_latest, shard_end),
-            bytes,
-        )))
+        let shard_end =
+            shard_end.then(|| children.iter().map(ChildShard::from).collect::<Vec<_>>());
+        Ok(finish_batch(
+            user_records,
+            millis_behind_latest,
+            shard_end,
+            self.config.deliver_empty_batches,
+            &self.metrics.delivered,
+        ))
     }
 }
 
