@@ -373,3 +373,8 @@ impl TestBed {
         Ok(name)
     }
 }
+
+// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -207,7 +207,7 @@ async fn subscribe_to_shard_delivers_a_record() -> TestResult {
     })
     .await??;
     assert_eq!(received.data().as_ref(), b"pushed over SubscribeToShard");
-    assert_eq!(received.partition_key(), "fan-out");
+    assert_eq!(received.partition_key(), Some("fan-out"));
     assert_eq!(received.sequence_number(), put.sequence_number());
     Ok(())
 }

@@ -68,3 +68,8 @@ pub use worker::{
     DEFAULT_LEASE_CLEANUP_INTERVAL, DEFAULT_PARENT_SHARD_POLL_INTERVAL,
     DEFAULT_SHARD_SYNC_INTERVAL, Retrieval, ShardState, Worker, WorkerBuilder, WorkerHandle,
 };
+
+// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

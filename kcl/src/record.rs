@@ -181,7 +181,9 @@ impl Record {
         }
     }
 
-    /// The record's partition key.
+    /// The record's partition key; empty when Kinesis returned none, which it does for
+    /// streams with the `AUTO` record distribution strategy (it never stores an empty key
+    /// otherwise: keys are 1 to 256 characters).
     pub fn partition_key(&self) -> &str {
         match &self.body {
             Body::Plain { partition_key, .. } => partition_key,

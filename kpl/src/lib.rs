@@ -39,3 +39,8 @@ pub use config::{
 pub use error::Error;
 pub use producer::Producer;
 pub use result::{Attempt, PutResult, UserRecord};
+
+// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

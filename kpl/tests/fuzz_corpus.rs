@@ -1,5 +1,5 @@
-//! Replays the committed fuzz corpus (`fuzz/corpus/`) on the stable toolchain, asserting the
-//! invariants the fuzz targets assert (the same code: `fuzz/src/lib.rs`, compiled in below).
+//! Replays the committed fuzz corpus (`tests/data/fuzz-corpus/`) on the stable toolchain, asserting the
+//! invariants the fuzz targets assert (the same code: `tests/support/fuzz_invariants.rs`, compiled in below).
 //! CI therefore needs no nightly toolchain; `cargo +nightly fuzz run` grows the corpus (see
 //! `fuzz/README.md`).
 //!
@@ -21,7 +21,7 @@ use kinesis_kpl::{Error, Producer, PutResult, UserRecord};
 
 // The fuzz targets' invariants. `even_shards` serves only the fuzz target's mock client.
 #[allow(dead_code)]
-#[path = "../../fuzz/src/lib.rs"]
+#[path = "support/fuzz_invariants.rs"]
 mod fuzz;
 
 use fuzz::{
@@ -34,7 +34,7 @@ type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 /// The corpus files of a fuzz target, sorted by name.
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
+        .join("tests/data/fuzz-corpus")
         .join(target);
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -51,7 +51,7 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
 /// Runs `check`, naming the corpus file if it panics.
 fn replay(name: &str, check: impl FnOnce()) {
     if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)) {
-        eprintln!("corpus file fuzz/corpus/*/{name} fails");
+        eprintln!("corpus file kpl/tests/data/fuzz-corpus/*/{name} fails");
         std::panic::resume_unwind(panic);
     }
 }
@@ -118,7 +118,7 @@ async fn read_stream(
             for record in page.records() {
                 let key = (shard.id.clone(), record.sequence_number().to_owned());
                 let value = (
-                    record.partition_key().to_owned(),
+                    record.partition_key().unwrap_or_default().to_owned(),
                     Bytes::copy_from_slice(record.data().as_ref()),
                 );
                 assert!(out.insert(key, value).is_none(), "a record read twice");

@@ -69,8 +69,11 @@ async fn read_all(
                         shard_id: shard.shard_id().to_owned(),
                         sequence_number: record.sequence_number().to_owned(),
                         sub_sequence_number: 0,
-                        partition_key: record.partition_key().to_owned(),
-                        hash_key: effective_hash_key(record.partition_key(), None)?,
+                        partition_key: record.partition_key().unwrap_or_default().to_owned(),
+                        hash_key: effective_hash_key(
+                            record.partition_key().unwrap_or_default(),
+                            None,
+                        )?,
                         data,
                         range,
                     }),

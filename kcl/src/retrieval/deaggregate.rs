@@ -109,6 +109,9 @@ impl Deaggregator {
         let arrival = approximate_arrival_timestamp.and_then(|t| SystemTime::try_from(t).ok());
         let data = Bytes::from(data.into_inner());
         let size = data.len();
+        // Kinesis leaves the partition key out for streams that distribute records themselves
+        // (the `AUTO` record distribution strategy): there, hash keys say nothing about shards.
+        let routed_by_key = partition_key.is_some();
         match deaggregate(data) {
             Deaggregated::PassThrough { data, reason } => {
                 if reason.is_malformed_aggregate() {
@@ -117,14 +120,16 @@ impl Deaggregator {
                 out.push(Record::plain(
                     Arc::clone(&sequence_number),
                     arrival,
-                    partition_key,
+                    partition_key.unwrap_or_default(),
                     data,
                 ));
             }
             Deaggregated::Aggregated(subs) => {
                 let out_of_range = match self.hash_key_range {
-                    Some(range) => count_outside_range(&subs, range.start(), range.end()),
-                    None => 0,
+                    Some(range) if routed_by_key => {
+                        count_outside_range(&subs, range.start(), range.end())
+                    }
+                    _ => 0,
                 };
                 if out_of_range > 0 {
                     tracing::warn!(
@@ -181,13 +186,20 @@ mod tests {
     }
 
     fn kinesis_record(seq: &str, pk: &str, data: Bytes) -> aws_sdk_kinesis::types::Record {
+        record_builder(seq, data).partition_key(pk).build().unwrap()
+    }
+
+    /// A record as Kinesis returns it from a stream with the `AUTO` record distribution
+    /// strategy: no partition key.
+    fn keyless_record(seq: &str, data: Bytes) -> aws_sdk_kinesis::types::Record {
+        record_builder(seq, data).build().unwrap()
+    }
+
+    fn record_builder(seq: &str, data: Bytes) -> aws_sdk_kinesis::types::builders::RecordBuilder {
         aws_sdk_kinesis::types::Record::builder()
             .sequence_number(seq)
-            .partition_key(pk)
             .data(Blob::new(data.to_vec()))
             .approximate_arrival_timestamp(DateTime::from_secs(1_700_000_000))
-            .build()
-            .unwrap()
     }
 
     fn aggregate(entries: &[(&str, Option<&str>, &[u8])]) -> Bytes {
@@ -287,6 +299,35 @@ mod tests {
         let mut out = Vec::new();
         drop.push(kinesis_record("8", "x", data), &mut out).unwrap();
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_record_without_a_partition_key_is_delivered_with_an_empty_one() {
+        let d = Deaggregator::new(labels(), Some(low_half()), OutOfRangePolicy::DropAggregate);
+        let mut out = Vec::new();
+        let (seq, size) = d
+            .push(keyless_record("42", Bytes::from_static(b"hello")), &mut out)
+            .unwrap();
+        assert_eq!((seq.as_str(), size), ("42", 5));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].partition_key(), "");
+        assert_eq!(&out[0].data()[..], b"hello");
+        assert_eq!(out[0].extended_sequence_number().to_string(), "42/0");
+    }
+
+    #[test]
+    fn an_aggregate_without_a_partition_key_is_not_range_checked() {
+        // On an AUTO stream Kinesis ignores hash keys, so the aggregate's user records are on
+        // the shard Kinesis chose: none is out of range, nothing is dropped.
+        let data = aggregate(&[("a", Some(LOW), b"in"), ("b", Some(HIGH), b"out")]);
+        let d = Deaggregator::new(labels(), Some(low_half()), OutOfRangePolicy::DropAggregate);
+        let mut out = Vec::new();
+        d.push(keyless_record("7", data), &mut out).unwrap();
+        let keys: Vec<_> = out
+            .iter()
+            .map(|r| (r.partition_key(), r.sub_sequence_number()))
+            .collect();
+        assert_eq!(keys, [("a", 0), ("b", 1)]);
     }
 
     #[test]

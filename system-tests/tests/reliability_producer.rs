@@ -77,7 +77,11 @@ async fn read_all(bed: &TestBed, stream: &str) -> Result<Vec<Stored>, BoxError> 
                         })
                         .collect(),
                     Deaggregated::PassThrough { data, .. } => {
-                        vec![(0, record.partition_key().to_owned(), data)]
+                        vec![(
+                            0,
+                            record.partition_key().unwrap_or_default().to_owned(),
+                            data,
+                        )]
                     }
                 };
                 for (sub, key, data) in subs {
