@@ -103,7 +103,7 @@ impl ShardAggregator {
                 if pushed.is_ok() {
                     self.records.push(pending);
                 } else {
-                    let due = pending.arrived + max_buffered;
+                    let due = crate::clock::later(pending.arrived, max_buffered);
                     out.push(Entry::single(shard.clone(), pending, due));
                 }
             }
@@ -111,7 +111,7 @@ impl ShardAggregator {
                 // Larger than any aggregate: it goes alone, after what is already open so the
                 // shard's order is kept.
                 out.extend(self.take(shard, max_buffered));
-                let due = pending.arrived + max_buffered;
+                let due = crate::clock::later(pending.arrived, max_buffered);
                 out.push(Entry::single(shard.clone(), pending, due));
             }
         }
@@ -124,7 +124,7 @@ impl ShardAggregator {
         max_buffered: std::time::Duration,
     ) -> Option<Entry> {
         let first = self.records.first()?;
-        let due = first.arrived + max_buffered;
+        let due = crate::clock::later(first.arrived, max_buffered);
         if self.records.len() == 1 {
             self.builder.clear();
             let pending = self.records.pop()?;

@@ -72,6 +72,18 @@ pub enum Error {
         /// The attempts, oldest first; the last holds the refusal.
         attempts: Vec<Attempt>,
     },
+    /// The call carrying the record ended without an answer (its task panicked, e.g. in a
+    /// user-supplied SDK interceptor), or the record was stored on a shard that could not be
+    /// listed before its deadline: it may or may not be stored where a consumer reads it. Not
+    /// retried, so it is never stored twice by the producer; the attempts say what happened.
+    #[error(
+        "outcome unknown: the record may or may not be stored{}",
+        last_error(attempts)
+    )]
+    UnknownOutcome {
+        /// The attempts, oldest first.
+        attempts: Vec<Attempt>,
+    },
     /// The producer was shut down before the record was accepted.
     #[error("the producer is shut down")]
     ShutDown,

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod aggregator;
+mod clock;
 mod config;
 mod error;
 mod limiter;
@@ -30,6 +31,7 @@ mod result;
 mod retrier;
 mod sender;
 mod shard_map;
+mod strict;
 mod validate;
 
 pub use config::{

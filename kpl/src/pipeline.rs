@@ -3,7 +3,15 @@
 //! record's future from the results.
 //!
 //! Everything here is plain state changed by one task, so no locks; the only concurrency is the
-//! calls in flight (a `JoinSet` this task owns and drains before it ends).
+//! calls in flight and the shard-map listings (`JoinSet`s this task owns and drains before it
+//! ends). The entries of a call stay here while it is in flight, so whatever becomes of its task,
+//! every record is settled.
+//!
+//! A user record is `Ok` only once stored on a shard whose hash-key range holds its key, as the
+//! KPL's retrier checks ("Wrong Shard"): an aggregate built for a shard that has just split can
+//! land on a child that does not hold all of its records. Such an aggregate is sent again, every
+//! record of it, re-routed with a map listed after it landed (the Java KCL drops a mixed
+//! aggregate whole, so even its in-range records would be lost to a standard consumer).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -14,21 +22,31 @@ use tokio::task::JoinSet;
 
 use crate::Error;
 use crate::aggregator::{Entry, ShardAggregator};
+use crate::clock::later;
 use crate::config::{Config, Ordering};
 use crate::metrics::Metrics;
 use crate::pending::Pending;
 use crate::result::PutResult;
 use crate::retrier::{FailureKind, backoff};
-use crate::sender::{Completed, EntryOutcome, put_records};
-use crate::shard_map::{ShardMap, StreamId};
+use crate::sender::{Completed, EntryOutcome, put_records, request_entries};
+use crate::shard_map::{Scope, ShardMap, StreamId};
+use crate::strict::Blocks;
 
 /// The shard key for records the map does not cover (a gap while a reshard is seen): they are
-/// still sent, routed by Kinesis through their hash key, and the map is refreshed.
+/// sent unaggregated, so Kinesis routes each by its own hash key, and the map is refreshed.
 const UNPREDICTED: &str = "(unpredicted)";
 /// How often records waiting in queues are checked against their deadlines.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// How many queued commands are taken per wake-up before the pipeline sends again.
 const COMMAND_BATCH: usize = 4096;
+/// After a failed shard-map listing, the next waits this long, doubling up to
+/// [`REFRESH_RETRY_MAX`] (the KPL's 1 s to 30 s).
+const REFRESH_RETRY_MIN: Duration = Duration::from_secs(1);
+const REFRESH_RETRY_MAX: Duration = Duration::from_secs(30);
+/// The error code recorded for an attempt that stored an aggregate on a shard not holding all of
+/// its records.
+const WRONG_SHARD: &str = "WrongShard";
+const THROUGHPUT_EXCEEDED: &str = "ProvisionedThroughputExceededException";
 
 /// What the handle sends the pipeline.
 pub(crate) enum Command {
@@ -44,7 +62,7 @@ struct ShardState {
     /// Finished Kinesis records, oldest first. In strict order mode, retries go back to the
     /// front of this queue.
     queue: VecDeque<Entry>,
-    /// Entries waiting out a backoff (unordered mode only).
+    /// Entries waiting out a backoff (unordered mode only), by `not_before`.
     retries: VecDeque<Entry>,
     limiter: crate::limiter::ShardLimiter,
     /// Not to be sent to before this (rate limit).
@@ -58,6 +76,28 @@ impl ShardState {
     }
 }
 
+/// User records stored in an aggregate, waiting for a shard map listed after they landed: to
+/// learn the range of the shard that stored them (`stored`), or, landed on the wrong shard, to be
+/// re-routed by a map that knows the new shards (`stored` is `None`).
+struct Parked {
+    records: Vec<Pending>,
+    stored: Option<StoredAt>,
+    /// Released by the first listing numbered this or higher: one started after they landed.
+    after_refresh: u64,
+    retries: u32,
+}
+
+/// Where and when an aggregate was stored.
+struct StoredAt {
+    shard_id: String,
+    sequence_number: String,
+    started: Instant,
+    duration: Duration,
+}
+
+/// A finished shard-map listing: its number, scope and result.
+type Listing = (u64, Scope, Result<ShardMap, Error>);
+
 pub(crate) struct Pipeline {
     client: aws_sdk_kinesis::Client,
     stream: StreamId,
@@ -67,18 +107,24 @@ pub(crate) struct Pipeline {
     /// Shard visiting order, rotated so that no shard is always served first.
     rotation: VecDeque<Arc<str>>,
     requests: JoinSet<Completed>,
-    /// The predicted shard of each entry of each PutRecords task, to free the shards' send
-    /// slots if a task dies without completing.
-    request_shards: HashMap<tokio::task::Id, Vec<Arc<str>>>,
+    /// The entries of each PutRecords task, in call order.
+    sending: HashMap<tokio::task::Id, Vec<Entry>>,
     in_flight: usize,
-    refresh: JoinSet<Result<ShardMap, Error>>,
+    refresh: JoinSet<Listing>,
+    /// Listings started so far (each gets the next number).
+    refreshes_started: u64,
     last_refresh: Option<Instant>,
     refresh_wanted: bool,
+    /// The next listing must include closed shards.
+    refresh_all_wanted: bool,
+    /// Consecutive failed listings, and when the next may start.
+    refresh_failures: u32,
+    refresh_not_before: Option<Instant>,
+    parked: Vec<Parked>,
     /// Entries in `queue`s, and their bytes: a full request's worth is sent without waiting.
     queued_entries: usize,
     queued_bytes: usize,
-    /// Everything buffered is due now (a flush or the shutdown).
-    flushing: bool,
+    /// Shutting down: everything buffered is due now, and the pipeline ends once idle.
     closing: bool,
     last_sweep: Instant,
     /// Unresolved records per flush generation, and the flushes waiting on them.
@@ -104,14 +150,18 @@ impl Pipeline {
             shards: HashMap::new(),
             rotation: VecDeque::new(),
             requests: JoinSet::new(),
-            request_shards: HashMap::new(),
+            sending: HashMap::new(),
             in_flight: 0,
             refresh: JoinSet::new(),
+            refreshes_started: 0,
             last_refresh: Some(Instant::now()),
             refresh_wanted: false,
+            refresh_all_wanted: false,
+            refresh_failures: 0,
+            refresh_not_before: None,
+            parked: Vec::new(),
             queued_entries: 0,
             queued_bytes: 0,
-            flushing: false,
             closing: false,
             last_sweep: Instant::now(),
             generation: 0,
@@ -150,26 +200,26 @@ impl Pipeline {
                 }
                 Some(done) = self.requests.join_next_with_id() => match done {
                     Ok((id, completed)) => {
-                        self.request_shards.remove(&id);
-                        self.complete(completed);
+                        let entries = self.sending.remove(&id).unwrap_or_default();
+                        self.complete(entries, completed);
                     }
-                    Err(join_error) => {
-                        // A panicking send task loses its entries' futures (their senders drop,
-                        // so the futures resolve to ShutDown); never expected. Free the slots
-                        // its entries held, or strict ordering would stall those shards.
-                        self.in_flight -= 1;
-                        for shard in self.request_shards.remove(&join_error.id()).unwrap_or_default() {
-                            if let Some(state) = self.shards.get_mut(&shard) {
-                                state.in_flight = state.in_flight.saturating_sub(1);
-                            }
-                        }
-                        tracing::error!(%join_error, "a PutRecords task failed");
-                    }
+                    Err(join_error) => self.lost(join_error),
                 },
                 Some(refreshed) = self.refresh.join_next() => match refreshed {
-                    Ok(Ok(map)) => self.apply_map(map),
-                    Ok(Err(error)) => tracing::warn!(%error, "shard map refresh failed; keeping the old map"),
-                    Err(join_error) => tracing::error!(%join_error, "shard map refresh task failed"),
+                    Ok((number, scope, Ok(map))) => {
+                        self.refresh_failures = 0;
+                        self.refresh_not_before = None;
+                        self.apply_map(map);
+                        self.release_parked(number, scope);
+                    }
+                    Ok((_, scope, Err(error))) => {
+                        tracing::warn!(%error, "shard map refresh failed; keeping the old map");
+                        self.refresh_failed(scope);
+                    }
+                    Err(join_error) => {
+                        tracing::error!(%join_error, "shard map refresh task failed");
+                        self.refresh_failed(Scope::All);
+                    }
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
@@ -195,7 +245,30 @@ impl Pipeline {
     }
 
     fn is_idle(&self) -> bool {
-        self.in_flight == 0 && self.shards.values().all(ShardState::is_empty)
+        self.in_flight == 0
+            && self.parked.is_empty()
+            && self.shards.values().all(ShardState::is_empty)
+    }
+
+    /// A PutRecords task died without an answer (a panic, in user code such as an interceptor):
+    /// its records may or may not be stored, and say so.
+    fn lost(&mut self, join_error: tokio::task::JoinError) {
+        tracing::error!(%join_error, "a PutRecords task failed");
+        self.in_flight -= 1;
+        let now = Instant::now();
+        let message = format!("the PutRecords call ended without an answer: {join_error}");
+        for entry in self.sending.remove(&join_error.id()).unwrap_or_default() {
+            if let Some(state) = self.shards.get_mut(&entry.shard) {
+                state.in_flight = state.in_flight.saturating_sub(1);
+            }
+            for mut pending in entry.records {
+                pending.record_attempt(now, Duration::ZERO, Some(("CallLost", &message)));
+                self.metrics.failed("unknown_outcome");
+                let attempts = std::mem::take(&mut pending.attempts);
+                self.resolve(pending, Err(Error::UnknownOutcome { attempts }));
+            }
+        }
+        self.settle_flushes();
     }
 
     fn handle(&mut self, command: Command) {
@@ -209,7 +282,7 @@ impl Pipeline {
             Command::Flush(done) => {
                 self.flush_waiters.push((self.generation, done));
                 self.generation += 1;
-                self.flushing = true;
+                self.flush_now(Instant::now());
                 self.settle_flushes();
             }
             Command::Shutdown => self.begin_shutdown(),
@@ -218,19 +291,37 @@ impl Pipeline {
 
     fn begin_shutdown(&mut self) {
         self.closing = true;
-        self.flushing = true;
+    }
+
+    /// A flush: closes the open aggregates and makes everything queued due now. One-shot: what
+    /// is put afterwards is buffered as usual.
+    fn flush_now(&mut self, now: Instant) {
+        let max_buffered = self.config.record_max_buffered_time();
+        let mut finished = Vec::new();
+        for (shard, state) in &mut self.shards {
+            for entry in &mut state.queue {
+                entry.due = entry.due.min(now);
+            }
+            finished.extend(state.aggregator.take(shard, max_buffered));
+        }
+        for mut entry in finished {
+            entry.due = entry.due.min(now);
+            self.enqueue(entry);
+        }
     }
 
     /// Puts a record into the aggregator (or queue) of its predicted shard.
     fn route(&mut self, pending: Pending) {
+        let max_buffered = self.config.record_max_buffered_time();
         let shard: Arc<str> = match self.map.predict(pending.hash_key) {
             Some(shard) => shard.id.clone(),
             None => {
                 self.refresh_wanted = true;
-                Arc::from(UNPREDICTED)
+                let due = later(pending.arrived, max_buffered);
+                self.enqueue(Entry::single(Arc::from(UNPREDICTED), pending, due));
+                return;
             }
         };
-        let max_buffered = self.config.record_max_buffered_time();
         let aggregate = self.config.aggregation_enabled();
         let state = self.shard_state(&shard);
         let mut finished = Vec::new();
@@ -239,7 +330,7 @@ impl Pipeline {
                 .aggregator
                 .push(&shard, pending, max_buffered, &mut finished);
         } else {
-            let due = pending.arrived + max_buffered;
+            let due = later(pending.arrived, max_buffered);
             finished.push(Entry::single(shard.clone(), pending, due));
         }
         for entry in finished {
@@ -295,13 +386,45 @@ impl Pipeline {
             }
             self.send(batch);
         }
-        if self.flushing && !self.closing && self.shards.values().all(ShardState::is_empty) {
-            self.flushing = false;
+    }
+
+    /// In strict order, what holds shards back besides their own calls (see [`crate::strict`]).
+    fn strict_blocks(&self) -> Blocks {
+        if self.config.ordering() != Ordering::PerShardStrict {
+            return Blocks::default();
         }
+        let ranges = self
+            .shards
+            .iter()
+            .filter(|(id, state)| state.in_flight > 0 && !self.map.contains(id))
+            .map(|(id, _)| self.range_of(id))
+            .collect();
+        let keys = self
+            .parked
+            .iter()
+            .flat_map(|parked| parked.records.iter().map(|p| p.hash_key))
+            .collect();
+        Blocks::new(ranges, keys)
+    }
+
+    /// The hash-key range of a shard state: everything for the unpredicted records or a shard
+    /// never listed.
+    fn range_of(&self, shard: &str) -> (u128, u128) {
+        if shard == UNPREDICTED {
+            return (0, u128::MAX);
+        }
+        self.map.range_of(shard).unwrap_or((0, u128::MAX))
+    }
+
+    /// Whether strict order holds this shard back now.
+    fn held_back(&self, shard: &str, state: &ShardState, blocks: &Blocks) -> bool {
+        self.config.ordering() == Ordering::PerShardStrict
+            && (state.in_flight > 0
+                || (!blocks.is_empty() && blocks.holds_back(self.range_of(shard))))
     }
 
     /// Closes aggregates whose first record has waited `record_max_buffered_time` (all of them
-    /// while flushing).
+    /// while shutting down).
     fn close_due_aggregates(&mut self, now: Instant) {
         let max_buffered = self.config.record_max_buffered_time();
         let mut finished = Vec::new();
@@ -309,7 +432,7 @@ impl Pipeline {
             let due = state
                 .aggregator
                 .first_arrival()
-                .is_some_and(|first| self.flushing || first + max_buffered <= now);
+                .is_some_and(|first| self.closing || later(first, max_buffered) <= now);
             if due {
                 finished.extend(state.aggregator.take(shard, max_buffered));
             }
@@ -322,17 +445,18 @@ impl Pipeline {
     /// Picks the entries of the next PutRecords call, or none if nothing should go yet.
     ///
     /// A call goes when a full call's worth is queued, when something queued is due, while
-    /// flushing, or when a retry's backoff has ended. It is then filled with whatever the rate
+    /// shutting down, or when a retry's backoff has ended. It is then filled with whatever the rate
     /// limits allow, up to the collection limits.
     fn collect(&mut self, now: Instant) -> Vec<Entry> {
         let max_count = self.config.collection_max_count();
         let max_bytes = self.config.collection_max_size();
         let strict = self.config.ordering() == Ordering::PerShardStrict;
+        let blocks = self.strict_blocks();
         let full_call_queued = self.queued_entries >= max_count || self.queued_bytes >= max_bytes;
         let something_due = full_call_queued
-            || self.flushing
-            || self.shards.values().any(|s| {
-                !(strict && s.in_flight > 0)
+            || self.closing
+            || self.shards.iter().any(|(id, s)| {
+                !self.held_back(id, s, &blocks)
                     && (s
                         .queue
                         .front()
@@ -342,10 +466,19 @@ impl Pipeline {
         if !something_due {
             return Vec::new();
         }
+        let held: Vec<bool> = self
+            .rotation
+            .iter()
+            .map(|id| {
+                self.shards
+                    .get(id)
+                    .is_none_or(|state| self.held_back(id, state, &blocks))
+            })
+            .collect();
 
         let mut batch = Vec::new();
         let mut bytes = 0usize;
-        for _ in 0..self.rotation.len() {
+        for is_held in held {
             if batch.len() >= max_count {
                 break;
             }
@@ -356,7 +489,7 @@ impl Pipeline {
             let Some(state) = self.shards.get_mut(&shard) else {
                 continue;
             };
-            if strict && state.in_flight > 0 {
+            if is_held {
                 continue;
             }
             if state.blocked_until.is_some_and(|until| until > now) {
@@ -380,7 +513,7 @@ impl Pipeline {
                     break;
                 }
                 if let Err(wait) = state.limiter.try_take(size, now) {
-                    state.blocked_until = Some(now + wait);
+                    state.blocked_until = Some(later(now, wait));
                     break;
                 }
                 let entry = if from_retries {
@@ -420,22 +553,22 @@ impl Pipeline {
         let client = self.client.clone();
         let stream = self.stream.clone();
         let timeout = self.config.request_timeout();
-        let shards = batch.iter().map(|e| e.shard.clone()).collect();
+        let records = request_entries(&batch);
         let task = self
             .requests
-            .spawn(put_records(client, stream, batch, timeout));
-        self.request_shards.insert(task.id(), shards);
+            .spawn(put_records(client, stream, records, batch.len(), timeout));
+        self.sending.insert(task.id(), batch);
     }
 
-    /// Settles a finished call: resolves what was stored or failed for good, schedules retries.
-    fn complete(&mut self, completed: Completed) {
+    /// Settles a finished call: resolves what was stored on the right shard or failed for good,
+    /// parks what landed on the wrong shard (or one not yet known), schedules retries.
+    fn complete(&mut self, entries: Vec<Entry>, completed: Completed) {
         self.in_flight -= 1;
         self.metrics
             .request_duration
             .record(completed.duration.as_secs_f64());
         let now = Instant::now();
         let Completed {
-            entries,
             outcomes,
             started,
             duration,
@@ -454,20 +587,26 @@ impl Pipeline {
                         self.refresh_wanted = true;
                     }
                     self.metrics.kinesis_records_put.increment(1);
-                    self.metrics
-                        .user_records_per_kinesis_record
-                        .record(entry.records.len() as f64);
-                    let aggregated = entry.aggregated;
-                    for (index, mut pending) in entry.records.drain(..).enumerate() {
-                        pending.record_attempt(started, duration, None);
-                        let result = PutResult {
-                            shard_id: shard_id.clone(),
-                            sequence_number: sequence_number.clone(),
-                            sub_sequence_number: if aggregated { index as u64 } else { 0 },
-                            attempts: std::mem::take(&mut pending.attempts),
-                        };
-                        self.metrics.user_records_put.increment(1);
-                        self.resolve(pending, Ok(result));
+                    let stored = StoredAt {
+                        shard_id,
+                        sequence_number,
+                        started,
+                        duration,
+                    };
+                    if !entry.aggregated {
+                        // Kinesis routed it by its own key: wherever it is, it is right.
+                        self.stored(entry.records, false, stored);
+                        continue;
+                    }
+                    match self.map.range_of(&stored.shard_id) {
+                        Some(range) if all_within(&entry.records, range) => {
+                            self.stored(entry.records, true, stored);
+                        }
+                        Some(_) => {
+                            let records = self.wrong_shard(entry.records, &stored);
+                            self.park(records, None, entry.retries);
+                        }
+                        None => self.park(entry.records, Some(stored), entry.retries),
                     }
                 }
                 EntryOutcome::Failed(failure) => {
@@ -482,8 +621,10 @@ impl Pipeline {
                     if throttled {
                         self.metrics.throttles.increment(1);
                     }
+                    // As the KPL, `fail_if_throttled` is about the shard's throughput only.
+                    let throughput = failure.code == THROUGHPUT_EXCEEDED;
                     if failure.kind == FailureKind::Final
-                        || (throttled && self.config.fail_if_throttled())
+                        || (throughput && self.config.fail_if_throttled())
                     {
                         tracing::debug!(code = %failure.code, records = entry.records.len(), "entry failed for good");
                         for mut pending in entry.records.drain(..) {
@@ -507,25 +648,134 @@ impl Pipeline {
         self.settle_flushes();
     }
 
-    /// Puts a failed entry back after its next backoff delay. Records whose deadline falls
-    /// before the retry expire now (no attempt could be made in time).
+    /// Resolves `records` as stored where `stored` says (sub-sequence numbers are positions in
+    /// the aggregate when `aggregated`).
+    fn stored(&mut self, records: Vec<Pending>, aggregated: bool, stored: StoredAt) {
+        self.metrics
+            .user_records_per_kinesis_record
+            .record(records.len() as f64);
+        for (index, mut pending) in records.into_iter().enumerate() {
+            pending.record_attempt(stored.started, stored.duration, None);
+            let result = PutResult {
+                shard_id: stored.shard_id.clone(),
+                sequence_number: stored.sequence_number.clone(),
+                sub_sequence_number: if aggregated { index as u64 } else { 0 },
+                attempts: std::mem::take(&mut pending.attempts),
+            };
+            self.metrics.user_records_put.increment(1);
+            self.resolve(pending, Ok(result));
+        }
+    }
+
+    /// Records the attempt that stored `records`' aggregate on a shard not holding all of them
+    /// as failed ("WrongShard"), to send them all again.
+    fn wrong_shard(&mut self, mut records: Vec<Pending>, stored: &StoredAt) -> Vec<Pending> {
+        tracing::debug!(
+            shard = %stored.shard_id,
+            records = records.len(),
+            "aggregate stored on a shard not holding all of its records; sending them again"
+        );
+        self.metrics
+            .wrong_shard_records
+            .increment(records.len() as u64);
+        self.refresh_wanted = true;
+        let message = format!(
+            "stored on {} (sequence number {}), whose hash-key range does not hold every record \
+             of the aggregate",
+            stored.shard_id, stored.sequence_number
+        );
+        for pending in &mut records {
+            pending.record_attempt(
+                stored.started,
+                stored.duration,
+                Some((WRONG_SHARD, &message)),
+            );
+        }
+        records
+    }
+
+    /// Holds `records` until a shard map listed from now on arrives.
+    fn park(&mut self, records: Vec<Pending>, stored: Option<StoredAt>, retries: u32) {
+        self.refresh_wanted = true;
+        self.parked.push(Parked {
+            records,
+            stored,
+            after_refresh: self.refreshes_started + 1,
+            retries,
+        });
+    }
+
+    /// After listing number `number` (of `scope`), settles the parked records waiting for it:
+    /// stored on a shard now known, they resolve `Ok` or go again; landed on the wrong shard,
+    /// they are re-routed by the new map.
+    fn release_parked(&mut self, number: u64, scope: Scope) {
+        let now = Instant::now();
+        for parked in std::mem::take(&mut self.parked) {
+            if parked.after_refresh > number {
+                self.parked.push(parked);
+                continue;
+            }
+            let Parked {
+                records,
+                stored,
+                retries,
+                ..
+            } = parked;
+            let Some(stored) = stored else {
+                self.reaggregate(records, now, retries);
+                continue;
+            };
+            match self.map.range_of(&stored.shard_id) {
+                Some(range) if all_within(&records, range) => self.stored(records, true, stored),
+                Some(_) => {
+                    let records = self.wrong_shard(records, &stored);
+                    self.reaggregate(records, now, retries);
+                }
+                None if scope == Scope::All => {
+                    // Not even listed among the closed shards: where it landed cannot be
+                    // checked, so it is sent again.
+                    let records = self.wrong_shard(records, &stored);
+                    self.reaggregate(records, now, retries);
+                }
+                None => {
+                    self.refresh_all_wanted = true;
+                    self.park(records, Some(stored), retries);
+                }
+            }
+        }
+        self.settle_flushes();
+    }
+
+    /// A listing failed: the next one waits 1 s, doubling up to 30 s while they keep failing.
+    fn refresh_failed(&mut self, scope: Scope) {
+        self.refresh_wanted = true;
+        self.refresh_all_wanted |= scope == Scope::All;
+        let delay = REFRESH_RETRY_MIN
+            .saturating_mul(1 << self.refresh_failures.min(5))
+            .min(REFRESH_RETRY_MAX);
+        self.refresh_failures = self.refresh_failures.saturating_add(1);
+        self.refresh_not_before = Some(later(Instant::now(), delay));
+    }
+
+    /// Puts a failed entry back after its next backoff delay, but never later than its earliest
+    /// record's deadline (a record expires at its deadline, not at the last retry before it).
     fn schedule_retry(&mut self, mut entry: Entry, now: Instant) {
         let delay = backoff(self.config.min_backoff(), self.config.max_backoff())
             .nth(entry.retries as usize)
             .unwrap_or(self.config.max_backoff());
         entry.retries = entry.retries.saturating_add(1);
-        let retry_at = now + delay;
         let before = entry.records.len();
         let (keep, expired): (Vec<Pending>, Vec<Pending>) = entry
             .records
             .drain(..)
-            .partition(|pending| pending.deadline > retry_at);
+            .partition(|pending| pending.deadline > now);
         for pending in expired {
             self.expire(pending);
         }
-        if keep.is_empty() {
+        let Some(earliest_deadline) = keep.iter().map(|p| p.deadline).min() else {
             return;
-        }
+        };
+        let retry_at = later(now, delay).min(earliest_deadline);
         let moved = keep
             .iter()
             .any(|p| self.map.predict(p.hash_key).map(|s| &s.id) != Some(&entry.shard));
@@ -548,98 +798,172 @@ impl Pipeline {
             self.queued_bytes += entry.size();
             self.shard_state(&shard).queue.push_front(entry);
         } else {
-            self.shard_state(&shard).retries.push_back(entry);
+            // Sorted by when they may go, so a long backoff holds back no shorter one.
+            let retries = &mut self.shard_state(&shard).retries;
+            let at = retries.partition_point(|e| e.not_before <= entry.not_before);
+            retries.insert(at, entry);
         }
     }
 
-    /// Rebuilds entries from records (in order), routed by the current map, to be sent no
-    /// earlier than `not_before`.
-    fn reaggregate(&mut self, records: Vec<Pending>, not_before: Instant, retries: u32) {
+    /// Packs `records` (in order) into entries for `shard`: aggregates when aggregating (and the
+    /// shard is predicted), else one entry each; sent no earlier than `not_before`.
+    fn pack(
+        &self,
+        shard: &Arc<str>,
+        records: Vec<Pending>,
+        not_before: Instant,
+        retries: u32,
+    ) -> Vec<Entry> {
         let max_buffered = self.config.record_max_buffered_time();
-        let mut groups: Vec<(Arc<str>, ShardAggregator, Vec<Entry>)> = Vec::new();
-        for pending in records {
-            let shard: Arc<str> = self
-                .map
-                .predict(pending.hash_key)
-                .map(|s| s.id.clone())
-                .unwrap_or_else(|| Arc::from(UNPREDICTED));
-            let index = match groups.iter().position(|(s, _, _)| *s == shard) {
-                Some(index) => index,
-                None => {
-                    groups.push((
-                        shard.clone(),
-                        ShardAggregator::new(
-                            self.config.aggregation_max_size(),
-                            self.config.aggregation_max_count(),
-                        ),
-                        Vec::new(),
-                    ));
-                    groups.len() - 1
-                }
-            };
-            let (shard, aggregator, out) = &mut groups[index];
-            if self.config.aggregation_enabled() {
-                aggregator.push(shard, pending, max_buffered, out);
-            } else {
-                let due = pending.arrived + max_buffered;
+        let mut out = Vec::new();
+        if self.config.aggregation_enabled() && **shard != *UNPREDICTED {
+            let mut aggregator = ShardAggregator::new(
+                self.config.aggregation_max_size(),
+                self.config.aggregation_max_count(),
+            );
+            for pending in records {
+                aggregator.push(shard, pending, max_buffered, &mut out);
+            }
+            out.extend(aggregator.take(shard, max_buffered));
+        } else {
+            for pending in records {
+                let due = later(pending.arrived, max_buffered);
                 out.push(Entry::single(shard.clone(), pending, due));
             }
         }
+        for entry in &mut out {
+            entry.not_before = not_before;
+            entry.due = not_before;
+            entry.retries = retries;
+        }
+        out
+    }
+
+    /// Rebuilds entries from records (in order), routed by the current map, to be sent no
+    /// earlier than `not_before`. In strict order they go to the front of their shards' queues.
+    fn reaggregate(&mut self, records: Vec<Pending>, not_before: Instant, retries: u32) {
+        let mut groups: Vec<(Arc<str>, Vec<Pending>)> = Vec::new();
+        for pending in records {
+            let shard = match self.map.predict(pending.hash_key) {
+                Some(shard) => shard.id.clone(),
+                None => {
+                    self.refresh_wanted = true;
+                    Arc::from(UNPREDICTED)
+                }
+            };
+            match groups.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, group)) => group.push(pending),
+                None => groups.push((shard, vec![pending])),
+            }
+        }
         let mut rebuilt = Vec::new();
-        for (shard, mut aggregator, out) in groups {
-            rebuilt.extend(out);
-            rebuilt.extend(aggregator.take(&shard, max_buffered));
+        for (shard, group) in groups {
+            rebuilt.extend(self.pack(&shard, group, not_before, retries));
         }
         let strict = self.config.ordering() == Ordering::PerShardStrict;
         // In strict mode entries go to the queue front: push in reverse to keep their order.
         if strict {
             rebuilt.reverse();
         }
-        for mut entry in rebuilt {
-            entry.not_before = not_before;
-            entry.due = not_before;
-            entry.retries = retries;
+        for entry in rebuilt {
             self.requeue(entry);
         }
     }
 
-    /// Expires queued and waiting records whose deadline has passed.
+    /// Expires every buffered record whose deadline has passed: queued, waiting out a backoff,
+    /// in an open aggregate, or parked. What remains of a partly expired entry is rebuilt in its
+    /// place, so the shard's order is kept.
     fn expire_waiting(&mut self, now: Instant) {
         let mut expired = Vec::new();
-        let mut rebuild = Vec::new();
-        for state in self.shards.values_mut() {
-            for queue in [&mut state.queue, &mut state.retries] {
-                if !queue
-                    .iter()
-                    .any(|e| e.records.iter().any(|p| p.deadline <= now))
-                {
-                    continue;
+        let late = |p: &Pending| p.deadline <= now;
+        let shards: Vec<Arc<str>> = self.shards.keys().cloned().collect();
+        for shard in shards {
+            let Some(state) = self.shards.get_mut(&shard) else {
+                continue;
+            };
+            let open_late = state.aggregator.records().iter().any(late);
+            let queues_late = [&state.queue, &state.retries]
+                .iter()
+                .any(|q| q.iter().any(|e| e.records.iter().any(late)));
+            if !open_late && !queues_late {
+                continue;
+            }
+            if open_late {
+                let (gone, live): (Vec<Pending>, Vec<Pending>) =
+                    state.aggregator.drain().into_iter().partition(late);
+                expired.extend(gone);
+                let max_buffered = self.config.record_max_buffered_time();
+                let mut finished = Vec::new();
+                for pending in live {
+                    state
+                        .aggregator
+                        .push(&shard, pending, max_buffered, &mut finished);
                 }
-                let mut kept = VecDeque::with_capacity(queue.len());
-                for mut entry in queue.drain(..) {
-                    if !entry.records.iter().any(|p| p.deadline <= now) {
-                        kept.push_back(entry);
+                for entry in finished {
+                    state.queue.push_back(entry);
+                }
+            }
+            let queue = std::mem::take(&mut state.queue);
+            let retries = std::mem::take(&mut state.retries);
+            let mut rebuilt = [VecDeque::new(), VecDeque::new()];
+            for (index, list) in [queue, retries].into_iter().enumerate() {
+                for mut entry in list {
+                    if !entry.records.iter().any(late) {
+                        rebuilt[index].push_back(entry);
                         continue;
                     }
-                    let (late, live): (Vec<Pending>, Vec<Pending>) =
-                        entry.records.drain(..).partition(|p| p.deadline <= now);
-                    expired.extend(late);
+                    let (gone, live): (Vec<Pending>, Vec<Pending>) =
+                        entry.records.drain(..).partition(late);
+                    expired.extend(gone);
                     if !live.is_empty() {
-                        rebuild.push((live, entry.not_before, entry.retries));
+                        let due = entry.due;
+                        for mut packed in self.pack(&shard, live, entry.not_before, entry.retries) {
+                            packed.due = due;
+                            rebuilt[index].push_back(packed);
+                        }
                     }
                 }
-                *queue = kept;
             }
+            let [queue, retries] = rebuilt;
+            let state = self.shards.get_mut(&shard).expect("still there");
+            state.queue = queue;
+            state.retries = retries;
         }
-        if expired.is_empty() {
-            return;
+        for parked in std::mem::take(&mut self.parked) {
+            if !parked.records.iter().any(late) {
+                self.parked.push(parked);
+                continue;
+            }
+            let Parked {
+                records,
+                stored,
+                after_refresh,
+                retries,
+            } = parked;
+            if stored.is_some() {
+                // Stored, but on a shard not yet listed: whether that shard holds every record
+                // of the aggregate (so that a consumer delivers them) cannot be told.
+                for mut pending in records {
+                    self.metrics.failed("unknown_outcome");
+                    let attempts = std::mem::take(&mut pending.attempts);
+                    self.resolve(pending, Err(Error::UnknownOutcome { attempts }));
+                }
+                continue;
+            }
+            let (gone, live): (Vec<Pending>, Vec<Pending>) = records.into_iter().partition(late);
+            expired.extend(gone);
+            if !live.is_empty() {
+                self.parked.push(Parked {
+                    records: live,
+                    stored,
+                    after_refresh,
+                    retries,
+                });
+            }
         }
         self.recount_queued();
         for pending in expired {
             self.expire(pending);
-        }
-        for (live, not_before, retries) in rebuild {
-            self.reaggregate(live, not_before, retries);
         }
         self.settle_flushes();
     }
@@ -686,35 +1010,52 @@ impl Pipeline {
         }
     }
 
-    /// Starts a ListShards refresh if one is wanted and the last was long enough ago.
+    /// Starts a ListShards refresh if one is wanted, the last was long enough ago, and a failed
+    /// one has waited out its backoff.
     fn maybe_refresh(&mut self, now: Instant) {
         if !self.refresh_wanted || !self.refresh.is_empty() {
+            return;
+        }
+        if self.refresh_not_before.is_some_and(|at| now < at) {
             return;
         }
         let interval = self.config.shard_map_refresh_interval();
         if self
             .last_refresh
-            .is_some_and(|last| now.saturating_duration_since(last) < interval)
+            .is_some_and(|last| now < later(last, interval))
         {
             return;
         }
         self.refresh_wanted = false;
         self.last_refresh = Some(now);
+        self.refreshes_started += 1;
+        let number = self.refreshes_started;
+        let scope = if std::mem::take(&mut self.refresh_all_wanted) {
+            Scope::All
+        } else {
+            Scope::Open
+        };
         let client = self.client.clone();
         let stream = self.stream.clone();
-        self.refresh
-            .spawn(async move { ShardMap::fetch(&client, &stream).await });
+        self.refresh.spawn(async move {
+            let listed = ShardMap::fetch(&client, &stream, scope).await;
+            (number, scope, listed)
+        });
     }
 
-    /// Takes a new map and re-routes every buffered record whose shard changed.
-    fn apply_map(&mut self, map: ShardMap) {
+    /// Takes a new map and re-routes every buffered record whose shard changed. Records in
+    /// flight stay where they are; in strict order the new shards wait for them (see
+    /// [`crate::strict`]).
+    fn apply_map(&mut self, mut map: ShardMap) {
         self.last_refresh = Some(Instant::now());
-        if map == self.map {
+        map.remember(&self.map);
+        let changed = map != self.map;
+        self.map = map;
+        if !changed {
             return;
         }
-        tracing::info!(open_shards = map.len(), "shard map refreshed");
+        tracing::info!(open_shards = self.map.len(), "shard map refreshed");
         self.metrics.shard_map_refreshes.increment(1);
-        self.map = map;
         let now = Instant::now();
         let shards: Vec<Arc<str>> = self.shards.keys().cloned().collect();
         for shard in shards {
@@ -753,22 +1094,26 @@ impl Pipeline {
     /// When the loop must wake up to send something, at the latest.
     fn next_wake(&self, now: Instant) -> Instant {
         let mut wake = now + EXPIRY_SWEEP;
-        if self.refresh_wanted
-            && self.refresh.is_empty()
-            && let Some(last) = self.last_refresh
-        {
-            wake = wake.min(last + self.config.shard_map_refresh_interval());
+        if self.refresh_wanted && self.refresh.is_empty() {
+            let mut at = now;
+            if let Some(last) = self.last_refresh {
+                at = at.max(later(last, self.config.shard_map_refresh_interval()));
+            }
+            if let Some(not_before) = self.refresh_not_before {
+                at = at.max(not_before);
+            }
+            wake = wake.min(at);
         }
         if self.in_flight < self.config.max_connections() {
-            let strict = self.config.ordering() == Ordering::PerShardStrict;
             let max_buffered = self.config.record_max_buffered_time();
-            for state in self.shards.values() {
-                if strict && state.in_flight > 0 {
+            let blocks = self.strict_blocks();
+            for (id, state) in &self.shards {
+                if self.held_back(id, state, &blocks) {
                     continue;
                 }
                 let mut shard_wake = None::<Instant>;
                 if let Some(first) = state.aggregator.first_arrival() {
-                    shard_wake = Some(first + max_buffered);
+                    shard_wake = Some(later(first, max_buffered));
                 }
                 if let Some(entry) = state.queue.front() {
                     let at = entry.due.max(entry.not_before);
@@ -790,4 +1135,9 @@ impl Pipeline {
         // Never spin: something due now that could not go waits at least a millisecond.
         wake.max(now + Duration::from_millis(1))
     }
+}
+
+/// Whether the hash-key range `(start, end)` holds the key of every record.
+fn all_within(records: &[Pending], (start, end): (u128, u128)) -> bool {
+    records.iter().all(|p| (start..=end).contains(&p.hash_key))
 }

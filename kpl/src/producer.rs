@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::pending::{Pending, Room};
 use crate::pipeline::{Command, Pipeline};
 use crate::result::PutResult;
-use crate::shard_map::{ShardMap, StreamId};
+use crate::shard_map::{Scope, ShardMap, StreamId};
 use crate::validate::{Validated, validate};
 use crate::{Config, Error, UserRecord};
 
@@ -68,13 +68,26 @@ impl Producer {
     ///
     /// Lists the stream's shards first, so a missing stream or missing permissions fail here
     /// ([`Error::ListShards`], [`Error::NoOpenShards`]) rather than on every put.
+    ///
+    /// The producer uses a copy of `client` with the SDK's own retries switched off (as the KPL
+    /// builds its client with none): its retry loop is then the only one, so every call Kinesis
+    /// answered shows in [`PutResult::attempts`], and throttled calls are not re-sent behind the
+    /// rate limiter's back. Everything else of the client's configuration (endpoint,
+    /// credentials, HTTP client, timeouts, interceptors) is kept.
     pub async fn new(
         client: aws_sdk_kinesis::Client,
         stream: impl Into<String>,
         config: Config,
     ) -> Result<Self, Error> {
+        let client = aws_sdk_kinesis::Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+                .build(),
+        );
         let stream = StreamId::parse(stream.into());
-        let map = ShardMap::fetch(&client, &stream).await?;
+        let map = ShardMap::fetch(&client, &stream, Scope::Open).await?;
         let (commands, receiver) = mpsc::unbounded_channel();
         let span = tracing::info_span!("kinesis_kpl", stream = %stream.as_str());
         let pipeline = Pipeline::new(client, stream, config.clone(), map);
@@ -160,14 +173,20 @@ impl Producer {
     /// Stops accepting records (later puts resolve to [`Error::ShutDown`]), sends everything
     /// buffered, and resolves once every accepted record has resolved and the pipeline has
     /// ended. Calling it again, from any clone, waits for the same end.
+    ///
+    /// Cancel-safe: if the future is dropped before it resolves (say inside a timeout), a later
+    /// call still waits for the end.
     pub async fn shutdown(&self) {
         self.inner.shut_down.store(true, Ordering::SeqCst);
         let _ = self.inner.commands.send(Command::Shutdown);
         let mut task = self.inner.task.lock().await;
-        if let Some(handle) = task.take()
-            && let Err(error) = handle.await
-        {
-            tracing::error!(%error, "the producer pipeline task failed");
+        if let Some(handle) = task.as_mut() {
+            // Awaited through a reference: dropped here, the handle stays for the next call.
+            let ended = handle.await;
+            *task = None;
+            if let Err(error) = ended {
+                tracing::error!(%error, "the producer pipeline task failed");
+            }
         }
     }
 
@@ -242,7 +261,7 @@ impl Inner {
             record: valid.record,
             hash_key: valid.hash_key,
             arrived: now,
-            deadline: now + self.config.record_ttl(),
+            deadline: crate::clock::later(now, self.config.record_ttl()),
             last_attempt_end: now,
             attempts: Vec::new(),
             generation: 0,

@@ -90,8 +90,11 @@ impl Failure {
 }
 
 /// The backoff schedule of one entry: from `min` doubling to `max`, with full jitter, never
-/// running out (the record's deadline is what ends retries).
+/// running out (the record's deadline is what ends retries). Both bounds are capped at
+/// [`NEVER`](crate::clock::NEVER), so no setting overflows the schedule's arithmetic.
 pub(crate) fn backoff(min: Duration, max: Duration) -> backon::ExponentialBackoff {
+    let cap = crate::clock::NEVER / 4;
+    let (min, max) = (min.min(cap), max.min(cap));
     ExponentialBuilder::default()
         .with_min_delay(min)
         .with_max_delay(max)
@@ -143,5 +146,12 @@ mod tests {
             "{delays:?}"
         );
         assert!(delays[10] >= max, "reaches the cap: {delays:?}");
+    }
+
+    #[test]
+    fn the_largest_durations_do_not_overflow_the_schedule() {
+        let delays: Vec<Duration> = backoff(Duration::MAX, Duration::MAX).take(70).collect();
+        assert_eq!(delays.len(), 70);
+        assert!(delays.iter().all(|d| *d <= crate::clock::NEVER));
     }
 }

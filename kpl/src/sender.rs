@@ -20,19 +20,35 @@ pub(crate) enum EntryOutcome {
     Failed(Failure),
 }
 
-/// A finished call: the entries it carried, back to the pipeline, with their outcomes.
+/// A finished call: one outcome per entry, in the call's order. The entries themselves stay with
+/// the pipeline, so it can settle them whatever becomes of the task.
 pub(crate) struct Completed {
-    pub(crate) entries: Vec<Entry>,
     pub(crate) outcomes: Vec<EntryOutcome>,
     pub(crate) started: Instant,
     pub(crate) duration: Duration,
 }
 
-/// Sends `entries` in one PutRecords call with a time limit.
+/// The API form of `entries`, or why one could not be built (then the call is not sent).
+pub(crate) fn request_entries(entries: &[Entry]) -> Result<Vec<PutRecordsRequestEntry>, String> {
+    entries
+        .iter()
+        .map(|entry| {
+            PutRecordsRequestEntry::builder()
+                .data(Blob::new(entry.data.clone()))
+                .partition_key(&entry.partition_key)
+                .set_explicit_hash_key(entry.explicit_hash_key.clone())
+                .build()
+                .map_err(|error| error.to_string())
+        })
+        .collect()
+}
+
+/// Sends `records` (`count` entries) in one PutRecords call with a time limit.
 pub(crate) async fn put_records(
     client: aws_sdk_kinesis::Client,
     stream: StreamId,
-    entries: Vec<Entry>,
+    records: Result<Vec<PutRecordsRequestEntry>, String>,
+    count: usize,
     timeout: Duration,
 ) -> Completed {
     let started = Instant::now();
@@ -41,30 +57,25 @@ pub(crate) async fn put_records(
         StreamId::Name(name) => request.stream_name(name),
         StreamId::Arn(arn) => request.stream_arn(arn),
     };
-    let mut build_error = None;
-    for entry in &entries {
-        match PutRecordsRequestEntry::builder()
-            .data(Blob::new(entry.data.clone()))
-            .partition_key(&entry.partition_key)
-            .set_explicit_hash_key(entry.explicit_hash_key.clone())
-            .build()
-        {
-            Ok(built) => request = request.records(built),
-            Err(error) => build_error = Some(error.to_string()),
+    let build_error = match records {
+        Ok(records) => {
+            request = request.set_records(Some(records));
+            None
         }
-    }
+        Err(message) => Some(message),
+    };
     let outcomes = if let Some(message) = build_error {
-        same_for_all(&entries, Failure::rejected("InvalidRequest", message))
+        same_for_all(count, Failure::rejected("InvalidRequest", message))
     } else {
         match tokio::time::timeout(timeout, request.send()).await {
             Err(_) => same_for_all(
-                &entries,
+                count,
                 Failure::retryable(
                     "RequestTimeout",
                     format!("PutRecords took longer than {timeout:?}"),
                 ),
             ),
-            Ok(Err(error)) => same_for_all(&entries, classify_request_error(&error)),
+            Ok(Err(error)) => same_for_all(count, classify_request_error(&error)),
             Ok(Ok(response)) => {
                 let mut outcomes: Vec<EntryOutcome> = response
                     .records()
@@ -87,28 +98,26 @@ pub(crate) async fn put_records(
                     )
                     .collect();
                 // A response with fewer results than entries: the rest are retried.
-                while outcomes.len() < entries.len() {
+                while outcomes.len() < count {
                     outcomes.push(EntryOutcome::Failed(Failure::retryable(
                         "MissingResult",
                         "PutRecords returned fewer results than entries".to_owned(),
                     )));
                 }
-                outcomes.truncate(entries.len());
+                outcomes.truncate(count);
                 outcomes
             }
         }
     };
     Completed {
-        entries,
         outcomes,
         started,
         duration: started.elapsed(),
     }
 }
 
-fn same_for_all(entries: &[Entry], failure: Failure) -> Vec<EntryOutcome> {
-    entries
-        .iter()
+fn same_for_all(count: usize, failure: Failure) -> Vec<EntryOutcome> {
+    (0..count)
         .map(|_| EntryOutcome::Failed(failure.clone()))
         .collect()
 }

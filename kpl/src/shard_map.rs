@@ -1,5 +1,7 @@
-//! The stream's open shards and their hash-key ranges: predicts the shard of a hash key.
+//! The stream's open shards and their hash-key ranges: predicts the shard of a hash key, and
+//! knows the range of every shard it has seen (open or closed), to check where a record landed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType};
@@ -37,16 +39,52 @@ pub(crate) struct ShardRange {
     pub(crate) end: u128,
 }
 
-/// The open shards, sorted by starting hash key.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Which shards a listing asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// The open shards (`AT_LATEST`): what predictions need.
+    Open,
+    /// Every shard the stream still lists, closed ones too: to learn the range of a shard a
+    /// record landed on that has closed since.
+    All,
+}
+
+/// The open shards, sorted by starting hash key, and the range of every shard seen so far (a
+/// shard's range never changes). Two maps are equal when their open shards are.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct ShardMap {
     shards: Vec<ShardRange>,
+    known: HashMap<Arc<str>, (u128, u128)>,
 }
+
+impl PartialEq for ShardMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.shards == other.shards
+    }
+}
+
+impl Eq for ShardMap {}
 
 impl ShardMap {
     pub(crate) fn new(mut shards: Vec<ShardRange>) -> Self {
         shards.sort_by_key(|s| s.start);
-        Self { shards }
+        let known = shards
+            .iter()
+            .map(|s| (s.id.clone(), (s.start, s.end)))
+            .collect();
+        Self { shards, known }
+    }
+
+    /// The hash-key range of shard `id`, open or closed, if it was ever listed.
+    pub(crate) fn range_of(&self, id: &str) -> Option<(u128, u128)> {
+        self.known.get(id).copied()
+    }
+
+    /// Keeps the ranges `older` knew that this map does not (closed shards).
+    pub(crate) fn remember(&mut self, older: &ShardMap) {
+        for (id, range) in &older.known {
+            self.known.entry(id.clone()).or_insert(*range);
+        }
     }
 
     /// The open shard whose range holds `hash_key`, if the map covers it.
@@ -65,13 +103,16 @@ impl ShardMap {
         self.shards.len()
     }
 
-    /// Lists the stream's shards (every page) and keeps the open ones. Asks for open shards
-    /// only (`AT_LATEST`) but also filters on the client, for servers that ignore the filter.
+    /// Lists the stream's shards (every page) and keeps the open ones for predictions. With
+    /// [`Scope::Open`] asks for open shards only (`AT_LATEST`) but also filters on the client,
+    /// for servers that ignore the filter; with [`Scope::All`] also learns closed shards' ranges.
     pub(crate) async fn fetch(
         client: &aws_sdk_kinesis::Client,
         stream: &StreamId,
+        scope: Scope,
     ) -> Result<Self, Error> {
         let mut shards = Vec::new();
+        let mut closed = Vec::new();
         let mut next_token: Option<String> = None;
         let mut pages = 0usize;
         loop {
@@ -80,11 +121,15 @@ impl ShardMap {
                 // With a token, the API forbids the stream and the filter.
                 Some(token) => request.next_token(token),
                 None => {
-                    let filter = ShardFilter::builder()
-                        .r#type(ShardFilterType::AtLatest)
-                        .build()
-                        .map_err(|e| list_error(stream, e))?;
-                    let request = request.shard_filter(filter);
+                    let request = if scope == Scope::Open {
+                        let filter = ShardFilter::builder()
+                            .r#type(ShardFilterType::AtLatest)
+                            .build()
+                            .map_err(|e| list_error(stream, e))?;
+                        request.shard_filter(filter)
+                    } else {
+                        request
+                    };
                     match stream {
                         StreamId::Name(name) => request.stream_name(name),
                         StreamId::Arn(arn) => request.stream_arn(arn),
@@ -109,12 +154,15 @@ impl ShardMap {
                     );
                     continue;
                 };
+                let range = ShardRange {
+                    id: Arc::from(shard.shard_id()),
+                    start,
+                    end,
+                };
                 if open {
-                    shards.push(ShardRange {
-                        id: Arc::from(shard.shard_id()),
-                        start,
-                        end,
-                    });
+                    shards.push(range);
+                } else {
+                    closed.push(range);
                 }
             }
             pages += 1;
@@ -131,7 +179,11 @@ impl ShardMap {
                 stream: stream.as_str().to_owned(),
             });
         }
-        Ok(Self::new(shards))
+        let mut map = Self::new(shards);
+        for shard in closed {
+            map.known.insert(shard.id, (shard.start, shard.end));
+        }
+        Ok(map)
     }
 }
 
@@ -172,5 +224,20 @@ mod tests {
         assert!(map.predict(30).is_none());
         assert_eq!(map.predict(25).map(|s| &*s.id), Some("b"));
         assert!(ShardMap::default().predict(1).is_none());
+    }
+
+    #[test]
+    fn remembers_the_ranges_of_shards_no_longer_open() {
+        let parent = ShardMap::new(vec![shard("p", 0, 99)]);
+        let mut children = ShardMap::new(vec![shard("c1", 0, 49), shard("c2", 50, 99)]);
+        assert_eq!(children.range_of("p"), None);
+        children.remember(&parent);
+        assert_eq!(children.range_of("p"), Some((0, 99)));
+        assert_eq!(children.range_of("c2"), Some((50, 99)));
+        assert!(
+            !children.contains("p"),
+            "a remembered shard is not predicted"
+        );
+        assert_ne!(children, parent);
     }
 }
