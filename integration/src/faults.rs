@@ -75,6 +75,12 @@ pub struct FaultPlan {
     pub entry_throttle: f64,
     /// Chance an entry fails with `InternalFailure`.
     pub entry_internal_failure: f64,
+    /// Chance an entry fails with `KMSThrottlingException` (throttled by KMS on an encrypted
+    /// stream, not by the shard's throughput).
+    pub entry_kms_throttle: f64,
+    /// Refuse, as a whole, every call with an entry whose data contains these bytes:
+    /// `ValidationException` (HTTP 400), as Kinesis refuses a call with one malformed entry.
+    pub refuse_calls_containing: Option<Vec<u8>>,
 }
 
 impl FaultPlan {
@@ -86,6 +92,8 @@ impl FaultPlan {
             call_internal_failure: 0.0,
             entry_throttle: 0.0,
             entry_internal_failure: 0.0,
+            entry_kms_throttle: 0.0,
+            refuse_calls_containing: None,
         }
     }
 }
@@ -103,6 +111,10 @@ pub struct FaultStats {
     pub entries_throttled: u64,
     /// Entries failed with `InternalFailure`.
     pub entries_internal_failure: u64,
+    /// Entries failed with `KMSThrottlingException`.
+    pub entries_kms_throttled: u64,
+    /// Calls refused as malformed (see [`FaultPlan::refuse_calls_containing`]).
+    pub calls_refused: u64,
 }
 
 /// The interceptor. Clones share the generator and the statistics.
@@ -167,6 +179,7 @@ impl PutRecordsFaults {
 
 const THROTTLED: &str = "ProvisionedThroughputExceededException";
 const INTERNAL: &str = "InternalFailure";
+const KMS_THROTTLED: &str = "KMSThrottlingException";
 
 impl Intercept for PutRecordsFaults {
     fn name(&self) -> &'static str {
@@ -187,8 +200,27 @@ impl Intercept for PutRecordsFaults {
             return Ok(());
         }
         state.stats.calls += 1;
+        let refused = self
+            .plan
+            .refuse_calls_containing
+            .as_deref()
+            .is_some_and(|marker| {
+                input.records.iter().flatten().any(|entry| {
+                    entry
+                        .data
+                        .as_ref()
+                        .windows(marker.len().max(1))
+                        .any(|window| window == marker)
+                })
+            });
         let roll = state.rng.next_f64();
-        let decision = if roll < self.plan.call_throttle {
+        let decision = if refused {
+            state.stats.calls_refused += 1;
+            Some(Decision::FailCall {
+                code: "ValidationException",
+                message: "1 validation error detected: a record is malformed (injected)",
+            })
+        } else if roll < self.plan.call_throttle {
             state.stats.calls_throttled += 1;
             Some(Decision::FailCall {
                 code: THROTTLED,
@@ -211,6 +243,13 @@ impl Intercept for PutRecordsFaults {
                 } else if roll < self.plan.entry_throttle + self.plan.entry_internal_failure {
                     state.stats.entries_internal_failure += 1;
                     failed.push((index, INTERNAL));
+                } else if roll
+                    < self.plan.entry_throttle
+                        + self.plan.entry_internal_failure
+                        + self.plan.entry_kms_throttle
+                {
+                    state.stats.entries_kms_throttled += 1;
+                    failed.push((index, KMS_THROTTLED));
                 }
             }
             let sends_some = failed.len() < count;

@@ -27,7 +27,7 @@ use crate::config::{Config, Ordering};
 use crate::metrics::Metrics;
 use crate::pending::Pending;
 use crate::result::PutResult;
-use crate::retrier::{FailureKind, backoff};
+use crate::retrier::{Failure, FailureKind, backoff};
 use crate::sender::{Completed, EntryOutcome, put_records, request_entries};
 use crate::shard_map::{Scope, ShardMap, StreamId};
 use crate::strict::Blocks;
@@ -121,6 +121,9 @@ pub(crate) struct Pipeline {
     refresh_failures: u32,
     refresh_not_before: Option<Instant>,
     parked: Vec<Parked>,
+    /// Calls to send as they are: the halves of calls refused as malformed, to find the entry
+    /// at fault without failing its neighbours.
+    isolating: VecDeque<Vec<Entry>>,
     /// Entries in `queue`s, and their bytes: a full request's worth is sent without waiting.
     queued_entries: usize,
     queued_bytes: usize,
@@ -160,6 +163,7 @@ impl Pipeline {
             refresh_failures: 0,
             refresh_not_before: None,
             parked: Vec::new(),
+            isolating: VecDeque::new(),
             queued_entries: 0,
             queued_bytes: 0,
             closing: false,
@@ -247,6 +251,7 @@ impl Pipeline {
     fn is_idle(&self) -> bool {
         self.in_flight == 0
             && self.parked.is_empty()
+            && self.isolating.is_empty()
             && self.shards.values().all(ShardState::is_empty)
     }
 
@@ -379,6 +384,11 @@ impl Pipeline {
         }
         self.close_due_aggregates(now);
         self.maybe_refresh(now);
+        while self.in_flight < self.config.max_connections()
+            && let Some(batch) = self.isolating.pop_front()
+        {
+            self.send(batch);
+        }
         while self.in_flight < self.config.max_connections() {
             let batch = self.collect(now);
             if batch.is_empty() {
@@ -573,6 +583,14 @@ impl Pipeline {
             started,
             duration,
         } = completed;
+        if let Some(EntryOutcome::Failed(failure)) = outcomes.first()
+            && failure.is_malformed_call()
+        {
+            let failure = failure.clone();
+            self.isolate(entries, &failure, started, duration);
+            self.settle_flushes();
+            return;
+        }
         for (mut entry, outcome) in entries.into_iter().zip(outcomes) {
             if let Some(state) = self.shards.get_mut(&entry.shard) {
                 state.in_flight = state.in_flight.saturating_sub(1);
@@ -646,6 +664,63 @@ impl Pipeline {
             }
         }
         self.settle_flushes();
+    }
+
+    /// A call refused as a whole as malformed (`ValidationException` and the like): the fault
+    /// may be one entry's, so the good ones must not fail with it. Several entries: the call is
+    /// split in halves, each sent as its own call (their entries stay in flight for their
+    /// shards). One aggregate: its records go again on their own. One lone record: it is the one
+    /// at fault, rejected.
+    fn isolate(
+        &mut self,
+        mut entries: Vec<Entry>,
+        failure: &Failure,
+        started: Instant,
+        duration: Duration,
+    ) {
+        for entry in &mut entries {
+            for pending in &mut entry.records {
+                pending.record_attempt(started, duration, Some((&failure.code, &failure.message)));
+            }
+        }
+        if entries.len() > 1 {
+            let second = entries.split_off(entries.len() / 2);
+            self.isolating.push_back(entries);
+            self.isolating.push_back(second);
+            return;
+        }
+        let Some(entry) = entries.pop() else { return };
+        if let Some(state) = self.shards.get_mut(&entry.shard) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+        }
+        if entry.aggregated && entry.records.len() > 1 {
+            let shard = entry.shard.clone();
+            let now = Instant::now();
+            let mut singles: Vec<Entry> = entry
+                .records
+                .into_iter()
+                .map(|pending| {
+                    let mut single = Entry::single(shard.clone(), pending, now);
+                    single.not_before = now;
+                    single.retries = entry.retries;
+                    single
+                })
+                .collect();
+            // In strict order they go to the queue front, one call each, in order.
+            if self.config.ordering() == Ordering::PerShardStrict {
+                singles.reverse();
+            }
+            for single in singles {
+                self.requeue(single);
+            }
+            return;
+        }
+        tracing::debug!(code = %failure.code, "a record refused as malformed");
+        for mut pending in entry.records {
+            self.metrics.failed("rejected");
+            let attempts = std::mem::take(&mut pending.attempts);
+            self.resolve(pending, Err(Error::Rejected { attempts }));
+        }
     }
 
     /// Resolves `records` as stored where `stored` says (sub-sequence numbers are positions in

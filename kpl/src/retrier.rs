@@ -34,12 +34,22 @@ const FINAL_CODES: &[&str] = &[
     "KMSOptInRequired",
 ];
 
+/// Request-level codes that mean "something in this call is malformed": one bad entry makes
+/// the whole call fail, so the call is split to find it rather than failing its neighbours.
+const MALFORMED_CALL_CODES: &[&str] = &[
+    "ValidationException",
+    "InvalidArgumentException",
+    "SerializationException",
+];
+
 /// A failed attempt, classified.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Failure {
     pub(crate) code: String,
     pub(crate) message: String,
     pub(crate) kind: FailureKind,
+    /// The whole call failed (not this entry alone).
+    pub(crate) whole_call: bool,
 }
 
 /// How a failure is handled.
@@ -74,7 +84,19 @@ impl Failure {
             code: code.to_owned(),
             message,
             kind,
+            whole_call: false,
         }
+    }
+
+    /// The same failure, of a whole call.
+    pub(crate) fn of_whole_call(mut self) -> Self {
+        self.whole_call = true;
+        self
+    }
+
+    /// Whether the whole call was refused as malformed, which may be the fault of one entry.
+    pub(crate) fn is_malformed_call(&self) -> bool {
+        self.whole_call && MALFORMED_CALL_CODES.contains(&self.code.as_str())
     }
 
     /// A per-entry error of a PutRecords response. Unknown codes are retried until the deadline:

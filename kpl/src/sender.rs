@@ -117,6 +117,7 @@ pub(crate) async fn put_records(
 }
 
 fn same_for_all(count: usize, failure: Failure) -> Vec<EntryOutcome> {
+    let failure = failure.of_whole_call();
     (0..count)
         .map(|_| EntryOutcome::Failed(failure.clone()))
         .collect()
