@@ -17,6 +17,14 @@ pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 pub const MAX_PARTITION_KEY_BYTES: usize = 3 * MAX_PARTITION_KEY_CHARS;
 /// Kinesis's default maximum record size (data + partition key): 1 MiB.
 pub const DEFAULT_MAX_RECORD_SIZE: usize = 1024 * 1024;
+/// The bookkeeping memory of one buffered user record besides its key and data (see
+/// [`Config::memory_bound`]): measured at 0.9 KiB per record with the buffers full through an
+/// outage (`kpl/tests/memory.rs`: the record's slot in its aggregate's list, its future's
+/// channel, its attempts, allocator slack), with headroom for the growth of those lists.
+pub const RECORD_OVERHEAD: usize = 1280;
+/// Copies of the bytes in flight held during a call, in tenths: the SDK's entries (1) and the
+/// JSON body with base64 data (4/3), rounded up.
+const IN_FLIGHT_COPIES_TENTHS: usize = 25;
 
 /// How the producer orders the records of one shard.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -166,9 +174,39 @@ impl Config {
     pub fn max_buffered_records(&self) -> usize {
         self.max_buffered_records
     }
-    /// Most bytes (data + partition keys) of buffered user records. Default 256 MiB.
+    /// Most bytes of buffered user records, counting each record's partition key + data
+    /// (+ explicit hash key) once, or twice when it may be aggregated (aggregation on and the
+    /// record no larger than `aggregation_max_size`: its aggregate holds a second copy until
+    /// it is stored). Default 256 MiB. The memory this and the other bounds
+    /// add up to is [`Config::memory_bound`].
     pub fn max_buffered_bytes(&self) -> usize {
         self.max_buffered_bytes
+    }
+    /// The most memory, in bytes, that the producer holds with its buffers full, whatever
+    /// happens to the stream (an outage throttling every call included), allocator slack
+    /// included. It adds up:
+    ///
+    /// - `max_buffered_bytes`: the records' keys and data, and their aggregates;
+    /// - `max_buffered_records` × [`RECORD_OVERHEAD`] bytes: each record's bookkeeping (its
+    ///   future's channel, timestamps, up to [`MAX_ATTEMPTS_KEPT`](crate::MAX_ATTEMPTS_KEPT)
+    ///   attempts; an error's code and message are held once per call and shared);
+    /// - while calls are in flight, 2.5 × the bytes in flight (the SDK's copy of each entry and
+    ///   the JSON body with its data in base64; estimated from the copies made), at most
+    ///   `max_connections` × `collection_max_size` bytes in flight.
+    ///
+    /// With the defaults: 256 MiB + 100 000 × 1.25 KiB + 2.5 × 120 MiB ≈ 680 MiB. Measured in
+    /// `kpl/tests/memory.rs` (records of 800 B, 40 000 records / 64 MiB, every call throttled
+    /// for 20 s): resident memory grew 95 MiB against a bound of 123 MiB (before the bound
+    /// counted the aggregate copy and attempts shared their errors: 238 MiB). To hold memory
+    /// lower, lower `max_buffered_bytes` and `max_buffered_records`.
+    pub fn memory_bound(&self) -> usize {
+        let in_flight = self.max_buffered_bytes.min(
+            self.max_connections
+                .saturating_mul(self.collection_max_size),
+        );
+        self.max_buffered_bytes
+            .saturating_add(self.max_buffered_records.saturating_mul(RECORD_OVERHEAD))
+            .saturating_add(in_flight.saturating_mul(IN_FLIGHT_COPIES_TENTHS) / 10)
     }
     /// Ordering guarantee. Default [`Ordering::Unordered`], as the KPL.
     pub fn ordering(&self) -> Ordering {

@@ -37,10 +37,11 @@ mod validate;
 pub use config::{
     Config, ConfigBuilder, DEFAULT_MAX_RECORD_SIZE, MAX_PARTITION_KEY_BYTES,
     MAX_PARTITION_KEY_CHARS, Ordering, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES,
+    RECORD_OVERHEAD,
 };
 pub use error::Error;
 pub use producer::Producer;
-pub use result::{Attempt, PutResult, UserRecord};
+pub use result::{Attempt, MAX_ATTEMPTS_KEPT, PutResult, UserRecord};
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]

@@ -25,7 +25,7 @@ use crate::aggregator::{Entry, ShardAggregator};
 use crate::clock::later;
 use crate::config::{Config, Ordering};
 use crate::metrics::Metrics;
-use crate::pending::Pending;
+use crate::pending::{Pending, Tried};
 use crate::result::PutResult;
 use crate::retrier::{Failure, FailureKind, backoff};
 use crate::sender::{Completed, EntryOutcome, put_records, request_entries};
@@ -46,6 +46,8 @@ const REFRESH_RETRY_MAX: Duration = Duration::from_secs(30);
 /// The error code recorded for an attempt that stored an aggregate on a shard not holding all of
 /// its records.
 const WRONG_SHARD: &str = "WrongShard";
+/// The attempt code of a call that ended without an answer.
+const CALL_LOST: &str = "CallLost";
 const THROUGHPUT_EXCEEDED: &str = "ProvisionedThroughputExceededException";
 
 /// What the handle sends the pipeline.
@@ -93,6 +95,8 @@ struct StoredAt {
     sequence_number: String,
     started: Instant,
     duration: Duration,
+    /// The successful attempt, shared by every record the call stored.
+    succeeded: Arc<Tried>,
 }
 
 /// A finished shard-map listing: its number, scope and result.
@@ -261,15 +265,19 @@ impl Pipeline {
         tracing::error!(%join_error, "a PutRecords task failed");
         self.in_flight -= 1;
         let now = Instant::now();
-        let message = format!("the PutRecords call ended without an answer: {join_error}");
+        let code: Arc<str> = Arc::from(CALL_LOST);
+        let message: Arc<str> = Arc::from(format!(
+            "the PutRecords call ended without an answer: {join_error}"
+        ));
+        let tried = Tried::new(now, Duration::ZERO, Some((&code, &message)));
         for entry in self.sending.remove(&join_error.id()).unwrap_or_default() {
             if let Some(state) = self.shards.get_mut(&entry.shard) {
                 state.in_flight = state.in_flight.saturating_sub(1);
             }
             for mut pending in entry.records {
-                pending.record_attempt(now, Duration::ZERO, Some(("CallLost", &message)));
+                pending.record_attempt(&tried);
                 self.metrics.failed("unknown_outcome");
-                let attempts = std::mem::take(&mut pending.attempts);
+                let attempts = pending.take_attempts();
                 self.resolve(pending, Err(Error::UnknownOutcome { attempts }));
             }
         }
@@ -553,7 +561,7 @@ impl Pipeline {
         let now = Instant::now();
         for entry in &batch {
             for pending in &entry.records {
-                if pending.attempts.is_empty() {
+                if pending.untried() {
                     self.metrics
                         .buffered_time
                         .record(now.saturating_duration_since(pending.arrived).as_secs_f64());
@@ -591,6 +599,9 @@ impl Pipeline {
             self.settle_flushes();
             return;
         }
+        // One attempt per outcome of the call, shared by every record it concerns.
+        let succeeded = Tried::new(started, duration, None);
+        let mut failed: Vec<(Failure, Arc<Tried>)> = Vec::new();
         for (mut entry, outcome) in entries.into_iter().zip(outcomes) {
             if let Some(state) = self.shards.get_mut(&entry.shard) {
                 state.in_flight = state.in_flight.saturating_sub(1);
@@ -610,6 +621,7 @@ impl Pipeline {
                         sequence_number,
                         started,
                         duration,
+                        succeeded: succeeded.clone(),
                     };
                     if !entry.aggregated {
                         // Kinesis routed it by its own key: wherever it is, it is right.
@@ -628,25 +640,22 @@ impl Pipeline {
                     }
                 }
                 EntryOutcome::Failed(failure) => {
+                    let tried = shared_attempt(&mut failed, &failure, started, duration);
                     for pending in &mut entry.records {
-                        pending.record_attempt(
-                            started,
-                            duration,
-                            Some((&failure.code, &failure.message)),
-                        );
+                        pending.record_attempt(&tried);
                     }
                     let throttled = failure.kind == FailureKind::Throttled;
                     if throttled {
                         self.metrics.throttles.increment(1);
                     }
                     // As the KPL, `fail_if_throttled` is about the shard's throughput only.
-                    let throughput = failure.code == THROUGHPUT_EXCEEDED;
+                    let throughput = &*failure.code == THROUGHPUT_EXCEEDED;
                     if failure.kind == FailureKind::Final
                         || (throughput && self.config.fail_if_throttled())
                     {
                         tracing::debug!(code = %failure.code, records = entry.records.len(), "entry failed for good");
                         for mut pending in entry.records.drain(..) {
-                            let attempts = std::mem::take(&mut pending.attempts);
+                            let attempts = pending.take_attempts();
                             let error = if failure.kind == FailureKind::Final {
                                 self.metrics.failed("rejected");
                                 Error::Rejected { attempts }
@@ -678,9 +687,10 @@ impl Pipeline {
         started: Instant,
         duration: Duration,
     ) {
+        let tried = Tried::new(started, duration, Some((&failure.code, &failure.message)));
         for entry in &mut entries {
             for pending in &mut entry.records {
-                pending.record_attempt(started, duration, Some((&failure.code, &failure.message)));
+                pending.record_attempt(&tried);
             }
         }
         if entries.len() > 1 {
@@ -718,7 +728,7 @@ impl Pipeline {
         tracing::debug!(code = %failure.code, "a record refused as malformed");
         for mut pending in entry.records {
             self.metrics.failed("rejected");
-            let attempts = std::mem::take(&mut pending.attempts);
+            let attempts = pending.take_attempts();
             self.resolve(pending, Err(Error::Rejected { attempts }));
         }
     }
@@ -730,12 +740,12 @@ impl Pipeline {
             .user_records_per_kinesis_record
             .record(records.len() as f64);
         for (index, mut pending) in records.into_iter().enumerate() {
-            pending.record_attempt(stored.started, stored.duration, None);
+            pending.record_attempt(&stored.succeeded);
             let result = PutResult {
                 shard_id: stored.shard_id.clone(),
                 sequence_number: stored.sequence_number.clone(),
                 sub_sequence_number: if aggregated { index as u64 } else { 0 },
-                attempts: std::mem::take(&mut pending.attempts),
+                attempts: pending.take_attempts(),
             };
             self.metrics.user_records_put.increment(1);
             self.resolve(pending, Ok(result));
@@ -754,17 +764,15 @@ impl Pipeline {
             .wrong_shard_records
             .increment(records.len() as u64);
         self.refresh_wanted = true;
-        let message = format!(
+        let code: Arc<str> = Arc::from(WRONG_SHARD);
+        let message: Arc<str> = Arc::from(format!(
             "stored on {} (sequence number {}), whose hash-key range does not hold every record \
              of the aggregate",
             stored.shard_id, stored.sequence_number
-        );
+        ));
+        let tried = Tried::new(stored.started, stored.duration, Some((&code, &message)));
         for pending in &mut records {
-            pending.record_attempt(
-                stored.started,
-                stored.duration,
-                Some((WRONG_SHARD, &message)),
-            );
+            pending.record_attempt(&tried);
         }
         records
     }
@@ -1020,7 +1028,7 @@ impl Pipeline {
                 // of the aggregate (so that a consumer delivers them) cannot be told.
                 for mut pending in records {
                     self.metrics.failed("unknown_outcome");
-                    let attempts = std::mem::take(&mut pending.attempts);
+                    let attempts = pending.take_attempts();
                     self.resolve(pending, Err(Error::UnknownOutcome { attempts }));
                 }
                 continue;
@@ -1055,7 +1063,7 @@ impl Pipeline {
 
     fn expire(&mut self, mut pending: Pending) {
         self.metrics.failed("expired");
-        let attempts = std::mem::take(&mut pending.attempts);
+        let attempts = pending.take_attempts();
         self.resolve(pending, Err(Error::Expired { attempts }));
     }
 
@@ -1215,4 +1223,22 @@ impl Pipeline {
 /// Whether the hash-key range `(start, end)` holds the key of every record.
 fn all_within(records: &[Pending], (start, end): (u128, u128)) -> bool {
     records.iter().all(|p| (start..=end).contains(&p.hash_key))
+}
+
+/// The attempt of `failure` in a call, shared with every other entry of the call that failed
+/// alike (`failed` holds the call's distinct failures so far; the sender shares their texts).
+fn shared_attempt(
+    failed: &mut Vec<(Failure, Arc<Tried>)>,
+    failure: &Failure,
+    started: Instant,
+    duration: Duration,
+) -> Arc<Tried> {
+    if let Some((_, tried)) = failed.iter().find(|(seen, _)| {
+        Arc::ptr_eq(&seen.code, &failure.code) && Arc::ptr_eq(&seen.message, &failure.message)
+    }) {
+        return tried.clone();
+    }
+    let tried = Tried::new(started, duration, Some((&failure.code, &failure.message)));
+    failed.push((failure.clone(), tried.clone()));
+    tried
 }

@@ -202,9 +202,14 @@ impl Producer {
 }
 
 impl Inner {
-    /// The bytes of room a record of `size` bytes takes (at least 1, at most the whole bound).
+    /// The bytes of room a record of `size` bytes takes (at least 1, at most the whole bound):
+    /// twice its size when it may be aggregated, since its aggregate holds a second copy.
     fn byte_permits(&self, size: usize) -> u32 {
-        size.clamp(1, self.config.max_buffered_bytes())
+        let aggregated =
+            self.config.aggregation_enabled() && size <= self.config.aggregation_max_size();
+        let copies = if aggregated { 2 } else { 1 };
+        size.saturating_mul(copies)
+            .clamp(1, self.config.max_buffered_bytes())
             .min(u32::MAX as usize) as u32
     }
 
@@ -257,17 +262,14 @@ impl Inner {
         }
         let (reply, receiver) = oneshot::channel();
         let now = Instant::now();
-        let pending = Pending {
-            record: valid.record,
-            hash_key: valid.hash_key,
-            arrived: now,
-            deadline: crate::clock::later(now, self.config.record_ttl()),
-            last_attempt_end: now,
-            attempts: Vec::new(),
-            generation: 0,
+        let pending = Pending::new(
+            valid.record,
+            valid.hash_key,
+            now,
+            crate::clock::later(now, self.config.record_ttl()),
             reply,
-            _room: room,
-        };
+            room,
+        );
         self.commands
             .send(Command::Put(Box::new(pending)))
             .map_err(|_| Error::ShutDown)?;

@@ -1,5 +1,6 @@
 //! What a user puts and what each put resolves to.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,9 +52,17 @@ pub struct PutResult {
     /// Its position inside the aggregate (0 for a record sent on its own); with the sequence
     /// number it identifies the record exactly, as the KCL's extended sequence number does.
     pub sub_sequence_number: u64,
-    /// Every attempt made, oldest first; the last one succeeded.
+    /// The attempts made, oldest first; the last one succeeded. At most
+    /// [`MAX_ATTEMPTS_KEPT`] are kept (the first and the latest), so that a record retried for
+    /// a long time holds bounded memory.
     pub attempts: Vec<Attempt>,
 }
+
+/// How many attempts a record keeps: the first and the latest `MAX_ATTEMPTS_KEPT - 1`. With the
+/// default `record_ttl` (30 s) and backoff (100 ms doubling to 5 s, jittered) a record rarely
+/// makes more than about 20; the bound matters for long TTLs, where a record retried for hours
+/// would otherwise hold an ever-growing list.
+pub const MAX_ATTEMPTS_KEPT: usize = 16;
 
 /// One try at putting a record, as the KPL's `Attempt`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,10 +73,11 @@ pub struct Attempt {
     /// How long the PutRecords call took.
     pub duration: Duration,
     /// The error code (`ProvisionedThroughputExceededException`, `InternalFailure`,
-    /// `RequestTimeout`, …), `None` on success.
-    pub error_code: Option<String>,
-    /// The error message, `None` on success.
-    pub error_message: Option<String>,
+    /// `RequestTimeout`, …), `None` on success. Shared by every record the failure concerned.
+    pub error_code: Option<Arc<str>>,
+    /// The error message, `None` on success. Held once per failed call and distinct message,
+    /// shared by every record it concerned (not copied per record).
+    pub error_message: Option<Arc<str>>,
     /// Whether this attempt stored the record.
     pub success: bool,
 }

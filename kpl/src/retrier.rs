@@ -1,6 +1,7 @@
 //! What to do with a failed entry: retry after a backoff (exponential with jitter, by `backon`),
 //! fail at once, or expire at the record's deadline.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -45,8 +46,10 @@ const MALFORMED_CALL_CODES: &[&str] = &[
 /// A failed attempt, classified.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Failure {
-    pub(crate) code: String,
-    pub(crate) message: String,
+    /// Shared by every record of the call it concerns.
+    pub(crate) code: Arc<str>,
+    /// Shared by every record of the call it concerns.
+    pub(crate) message: Arc<str>,
     pub(crate) kind: FailureKind,
     /// The whole call failed (not this entry alone).
     pub(crate) whole_call: bool,
@@ -81,8 +84,8 @@ impl Failure {
             default
         };
         Self {
-            code: code.to_owned(),
-            message,
+            code: Arc::from(code),
+            message: Arc::from(message),
             kind,
             whole_call: false,
         }
@@ -96,13 +99,18 @@ impl Failure {
 
     /// Whether the whole call was refused as malformed, which may be the fault of one entry.
     pub(crate) fn is_malformed_call(&self) -> bool {
-        self.whole_call && MALFORMED_CALL_CODES.contains(&self.code.as_str())
+        self.whole_call && MALFORMED_CALL_CODES.contains(&&*self.code)
     }
 
     /// A per-entry error of a PutRecords response. Unknown codes are retried until the deadline:
     /// losing a record to a code we did not foresee is worse than a late failure.
     pub(crate) fn from_entry_error(code: &str, message: &str) -> Self {
         Self::classified(code, message.to_owned(), FailureKind::Transient)
+    }
+
+    /// Whether this failure has exactly this code and message.
+    pub(crate) fn is(&self, code: &str, message: &str) -> bool {
+        &*self.code == code && &*self.message == message
     }
 
     /// A whole-request service error.

@@ -77,6 +77,7 @@ pub(crate) async fn put_records(
             ),
             Ok(Err(error)) => same_for_all(count, classify_request_error(&error)),
             Ok(Ok(response)) => {
+                let mut failures = Interned::default();
                 let mut outcomes: Vec<EntryOutcome> = response
                     .records()
                     .iter()
@@ -90,7 +91,7 @@ pub(crate) async fn put_records(
                                     sequence_number: sequence_number.to_owned(),
                                 }
                             }
-                            _ => EntryOutcome::Failed(Failure::from_entry_error(
+                            _ => EntryOutcome::Failed(failures.get(
                                 result.error_code().unwrap_or("MissingResult"),
                                 result.error_message().unwrap_or(""),
                             )),
@@ -116,6 +117,30 @@ pub(crate) async fn put_records(
     }
 }
 
+/// The distinct per-entry failures of one response, so that entries failing alike share one
+/// code and message (a throttled call of 500 entries holds its message once per shard, not
+/// once per entry).
+#[derive(Default)]
+struct Interned(Vec<Failure>);
+
+impl Interned {
+    /// How many distinct failures are looked through; a response rarely has more (one message
+    /// per shard and code), and beyond it a failure is simply not shared.
+    const LOOKED_THROUGH: usize = 16;
+
+    fn get(&mut self, code: &str, message: &str) -> Failure {
+        if let Some(failure) = self.0.iter().rev().find(|f| f.is(code, message)) {
+            return failure.clone();
+        }
+        let failure = Failure::from_entry_error(code, message);
+        if self.0.len() == Self::LOOKED_THROUGH {
+            self.0.remove(0);
+        }
+        self.0.push(failure.clone());
+        failure
+    }
+}
+
 fn same_for_all(count: usize, failure: Failure) -> Vec<EntryOutcome> {
     let failure = failure.of_whole_call();
     (0..count)
@@ -137,6 +162,10 @@ where
             Failure::from_request_error(code, message)
         }
         SdkError::TimeoutError(_) => Failure::retryable("RequestTimeout", message),
+        // The connection's own timeout: the call may have been applied, as with ours.
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
+            Failure::retryable("RequestTimeout", message)
+        }
         SdkError::DispatchFailure(_) => Failure::retryable("DispatchFailure", message),
         SdkError::ResponseError(_) => Failure::retryable("ResponseError", message),
         SdkError::ConstructionFailure(_) => Failure::rejected("ConstructionFailure", message),
