@@ -9,6 +9,11 @@ use bytes::Bytes;
 use crate::pending::Pending;
 use crate::record::AggregateBuilder;
 
+/// The partition key of every aggregate, as the KPL's: one byte, the least Kinesis counts in a
+/// record's size. Kinesis routes an aggregate by its explicit hash key; consumers read each
+/// user record's own key from inside the aggregate.
+pub(crate) const AGGREGATE_PARTITION_KEY: &str = "a";
+
 /// One Kinesis record on its way: a lone user record or an aggregate of several.
 pub(crate) struct Entry {
     /// The shard it was aggregated for (predicted).
@@ -135,7 +140,7 @@ impl ShardAggregator {
         let first = &records[0];
         Some(Entry {
             shard: shard.clone(),
-            partition_key: first.record.partition_key.clone(),
+            partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
             // Route the aggregate by its first record's hash key: inside the predicted shard.
             explicit_hash_key: Some(first.hash_key.to_string()),
             data,

@@ -94,8 +94,10 @@ pub enum Finished {
     /// The builder held two or more records: one aggregated record,
     /// at most [`AggregateBuilder::max_size`] bytes long.
     Aggregated {
-        /// The partition key of the first record in the aggregate (the KPL puts an aggregate
-        /// under its first record's partition key).
+        /// The partition key of the first record in the aggregate, under which AWS's
+        /// kinesis-aggregation libraries put it. (The KPL, and our producer, put an aggregate
+        /// under the one-byte key `"a"` with the first record's hash key as explicit hash key,
+        /// which Kinesis counts as fewer bytes.)
         partition_key: String,
         /// The explicit hash key of the first record in the aggregate, if it had one.
         explicit_hash_key: Option<String>,
