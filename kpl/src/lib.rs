@@ -12,6 +12,13 @@
 //!   (≤ 500 entries, ≤ 5 MiB; per-shard token buckets) ─► sender ─► retrier ─► results
 //! ```
 //!
+//! What a result means: `Ok` only when the shard that stored the record's Kinesis record holds
+//! its hash key (the Java KCL's rule for keeping an aggregate), however the stream is resharded
+//! meanwhile; records are stored at least once (twice only after a call whose answer was lost);
+//! with [`Ordering::PerShardStrict`] per-key order holds across retries, splits and merges; the
+//! memory held is bounded by [`Config::memory_bound`]. The SDK client's own retries are turned
+//! off so that every call made is an attempt in the result.
+//!
 //! The [`record`] module is the one home of the aggregation format; the consumer crate
 //! (`kinesis-kcl`) uses it to deaggregate.
 

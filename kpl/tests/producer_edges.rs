@@ -503,3 +503,57 @@ async fn one_malformed_record_fails_alone_not_its_whole_call() -> TestResult {
     }
     Ok(())
 }
+
+/// Used to wait behind a slow retry: a shard's retries were one FIFO, so a record retried
+/// after a short backoff waited for every earlier retry of its shard, however long theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_backoff_is_not_held_back_by_a_long_one() -> TestResult {
+    let bed = TestBed::start().await?;
+    let stream = bed.create_stream(1).await?;
+    let faults = PutRecordsFaults::new(FaultPlan {
+        entry_throttle: 1.0,
+        ..FaultPlan::seeded(21)
+    });
+    // Backoffs from 1 ms doubling to 1 s, each with up to as much again of jitter.
+    let config = Config::builder()
+        .aggregation_enabled(false)
+        .record_max_buffered_time(Duration::from_millis(1))
+        .min_backoff(Duration::from_millis(1))
+        .max_backoff(Duration::from_secs(1))
+        .build()?;
+    let producer = Producer::new(client(&bed, &faults), &stream, config).await?;
+    let throttled_at_least = |n: u64| {
+        let faults = faults.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                while faults.stats().entries_throttled < n {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+        }
+    };
+    // A is throttled 11 times: its next backoff is at least 1 s.
+    let slow = tokio::spawn(producer.put_record(UserRecord::new("k", "slow")));
+    throttled_at_least(11).await?;
+    // B is throttled once (backoff 1 to 2 ms), then the stream recovers.
+    let fast = tokio::spawn(producer.put_record(UserRecord::new("k", "fast")));
+    throttled_at_least(12).await?;
+    faults.set_enabled(false);
+    let recovered = Instant::now();
+    let fast = fast.await??;
+    let waited = recovered.elapsed();
+    assert!(
+        !slow.is_finished(),
+        "B resolved after A, whose backoff is ≥ 1 s: it waited behind A"
+    );
+    assert!(
+        waited < Duration::from_millis(500),
+        "B took {waited:?} after the stream recovered, for a backoff of at most 2 ms"
+    );
+    assert_eq!(fast.attempts.len(), 2);
+    let slow = slow.await??;
+    assert_eq!(slow.attempts.len(), 12);
+    producer.shutdown().await;
+    Ok(())
+}
