@@ -678,3 +678,49 @@ async fn a_checkpoint_landing_after_a_handoff_began_notices_it() -> TestResult {
     })
     .await
 }
+
+/// Used to scan back to back: a worker at `max_leases_for_worker` beside expired leases of a
+/// dead worker kept waking "at the next expiry", which was already past, so it scanned the
+/// table with no pause for as long as the dead worker's leases stayed expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_at_its_lease_limit_beside_expired_leases_scans_at_its_interval() -> TestResult {
+    bounded(async {
+        let fx = Fixture::new(4).await?;
+        let mut ghost = fx.worker("ghost", config(1));
+        wait_for(
+            Duration::from_secs(20),
+            "the ghost to hold every lease",
+            || async { Ok(ghost.active().len() == 4) },
+        )
+        .await?;
+        ghost.kill();
+        let limited = LeaseConfig::builder()
+            .failover_time(FAILOVER)
+            .max_leases_for_worker(1)
+            .build()?;
+        let interval = limited.taker_interval();
+        let a = fx.worker("a", limited);
+        // The ghost's leases expire; `a` takes one and stays at its limit beside three expired.
+        wait_for(3 * FAILOVER, "a to hold one lease", || async {
+            Ok(a.active().len() == 1)
+        })
+        .await?;
+        let window = 2 * FAILOVER;
+        let before = a.c().stats().scans;
+        tokio::time::sleep(window).await;
+        let scans = a.c().stats().scans - before;
+        // One scan per interval, plus one at each expiry it watches (none are left to expire).
+        let bound = (window.as_secs_f64() / interval.as_secs_f64()).ceil() as u64 + 2;
+        eprintln!(
+            "REPORT taker cadence at the lease limit: {scans} scans in {window:?} (interval \
+             {interval:?}, bound {bound})"
+        );
+        assert!(
+            scans <= bound,
+            "{scans} scans in {window:?}, over {bound} at an interval of {interval:?}"
+        );
+        assert_eq!(a.active().len(), 1, "the limit held");
+        Ok(())
+    })
+    .await
+}

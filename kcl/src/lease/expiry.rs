@@ -35,6 +35,8 @@ use super::model::Lease;
 #[derive(Clone, Debug, Default)]
 pub struct ExpiryTracker {
     seen: HashMap<String, Seen>,
+    /// When the latest scan completed.
+    last_scan: Option<Instant>,
 }
 
 #[derive(Clone, Debug)]
@@ -98,6 +100,7 @@ impl ExpiryTracker {
             );
         }
         self.seen = next;
+        self.last_scan = Some(scan_time);
         states
     }
 
@@ -114,15 +117,18 @@ impl ExpiryTracker {
         );
     }
 
-    /// The earliest moment at which an owned lease that is not expired yet will be, if its
-    /// counter does not move before then: a scan just after it finds the lease expired.
-    /// `None` when no owned lease is pending expiry.
+    /// The earliest moment at which an owned lease that was not expired at the latest scan
+    /// will be, if its counter does not move before then: a scan just after it finds the
+    /// lease expired. Leases already expired at the latest scan are not pending (a scan for
+    /// them would find nothing new), so this is never before the latest scan. `None` when no
+    /// owned lease is pending expiry.
     pub fn next_expiry(&self, failover: Duration) -> Option<Instant> {
         self.seen
             .values()
             .filter(|s| s.owned)
             .filter_map(|s| s.last_change)
             .map(|t| t + failover)
+            .filter(|at| self.last_scan.is_none_or(|scan| *at >= scan))
             .min()
     }
 
@@ -213,5 +219,23 @@ mod tests {
         let t1 = t0 + Duration::from_secs(1);
         tr.observe(t1, &[lease("a", Some("w"), 2), lease("c", Some("v"), 1)], F);
         assert_eq!(tr.next_expiry(F), Some(t1 + F));
+    }
+
+    #[test]
+    fn a_lease_already_expired_is_not_pending_expiry() {
+        // Used to be returned for ever: a dead worker's lease nobody takes (every live worker
+        // at its limit) made the taker wake at a moment already past, scanning back to back.
+        let t0 = Instant::now();
+        let mut tr = ExpiryTracker::new();
+        let dead = lease("a", Some("dead"), 1);
+        tr.observe(t0, [&dead], F);
+        let later = t0 + F + Duration::from_secs(1);
+        assert!(tr.observe(later, [&dead], F)[0].expired);
+        assert_eq!(tr.next_expiry(F), None);
+        // A live lease beside it is still watched.
+        let live = lease("b", Some("live"), 1);
+        let t2 = later + Duration::from_secs(1);
+        tr.observe(t2, [&dead, &live], F);
+        assert_eq!(tr.next_expiry(F), Some(t2 + F));
     }
 }

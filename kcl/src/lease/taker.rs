@@ -19,23 +19,31 @@ const MAX_SCANS_PER_ROUND: usize = 4;
 /// A scan right after a lease's expiry moment, not exactly at it (expiry is strict).
 const EXPIRY_NUDGE: Duration = Duration::from_millis(5);
 
+/// Rounds start at least `taker_interval / MIN_GAP_DIVISOR` apart, whatever the state: an
+/// expiry-timed scan may come soon after a periodic one, never back to back.
+const MIN_GAP_DIVISOR: u32 = 4;
+
 /// Runs until `stop` turns true. The first round runs at once.
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let interval = shared.config.taker_interval();
     let failover = shared.config.failover_time();
     let mut tracker = ExpiryTracker::new();
     let mut handoffs: HashMap<String, Instant> = HashMap::new();
+    let min_gap = interval / MIN_GAP_DIVISOR;
     let mut next_round = Instant::now();
+    let mut last_start: Option<Instant> = None;
     loop {
         let wake = tracker
             .next_expiry(failover)
             .map(|t| t + EXPIRY_NUDGE)
             .map_or(next_round, |t| t.min(next_round));
+        let wake = last_start.map_or(wake, |last| wake.max(last + min_gap));
         tokio::select! {
             _ = tokio::time::sleep_until(wake.into()) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let started = Instant::now();
+        last_start = Some(started);
         if started >= next_round {
             next_round = started + interval;
         }
