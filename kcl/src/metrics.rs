@@ -12,6 +12,7 @@
 //! | `kcl_lease_spillover` | gauge | leases | — | how far `max_leases_for_worker` lowered the target |
 //! | `kcl_lease_taker_rounds_total` | counter | rounds | — | taker rounds completed |
 //! | `kcl_lease_scans_total` | counter | scans | — | successful lease table scans |
+//! | `kcl_lease_table_items_skipped_total` | counter | items | `reason` (`not_a_lease`, `unreadable`) | lease table items a scan skipped: another kind of item (`entityType` not `LEASE`), or not parseable as a lease; never touched |
 //! | `kcl_lease_renewals_total` | counter | writes | — | renewal attempts |
 //! | `kcl_lease_takes_total` | counter | leases | — | leases taken (unowned, expired, reclaimed, handed over) |
 //! | `kcl_lease_steals_total` | counter | leases | — | graceful hand-offs started towards this worker |
@@ -62,6 +63,8 @@ pub const LEASE_SPILLOVER: &str = "kcl_lease_spillover";
 pub const LEASE_TAKER_ROUNDS: &str = "kcl_lease_taker_rounds_total";
 /// Counter: successful lease table scans.
 pub const LEASE_SCANS: &str = "kcl_lease_scans_total";
+/// Counter: lease table items a scan skipped (label `reason`: `not_a_lease`, `unreadable`).
+pub const LEASE_TABLE_ITEMS_SKIPPED: &str = "kcl_lease_table_items_skipped_total";
 /// Counter: renewal attempts.
 pub const LEASE_RENEWALS: &str = "kcl_lease_renewals_total";
 /// Counter: leases taken.

@@ -687,3 +687,108 @@ async fn throttling_is_retried_within_the_budget() -> TestResult {
     })
     .await
 }
+
+/// Items a lease table holds beside leases: what Java KCL 3.5 keeps there when an application
+/// moves to its single-table layout (`entityType` other than `LEASE`), and what operators
+/// leave behind (an item that is not a lease at all, a lease whose counter is corrupt).
+fn foreign_items() -> Vec<(&'static str, Vec<(&'static str, AttributeValue)>)> {
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let n = |v: &str| AttributeValue::N(v.to_owned());
+    vec![
+        (
+            "worker metrics",
+            vec![
+                ("leaseKey", s("WORKER_METRIC_STATS#worker-1")),
+                ("entityType", s("WORKER_METRIC_STATS")),
+                ("lut", n("1733300000")),
+            ],
+        ),
+        (
+            "leader",
+            vec![
+                ("leaseKey", s("Leader")),
+                ("entityType", s("LEADER")),
+                ("leaseOwner", s("worker-1")),
+                ("leaseCounter", n("7")),
+            ],
+        ),
+        (
+            "migration state",
+            vec![
+                ("leaseKey", s("Migration3.0")),
+                ("entityType", s("CLIENT_VERSION_MIGRATION")),
+                ("cv", s("CLIENT_VERSION_3X")),
+            ],
+        ),
+        (
+            "an operator's note",
+            vec![("leaseKey", s("README")), ("note", s("do not delete"))],
+        ),
+        (
+            "a corrupt lease",
+            vec![
+                ("leaseKey", s("shardId-000000000009")),
+                ("leaseCounter", s("not a number")),
+                ("checkpoint", s("TRIM_HORIZON")),
+            ],
+        ),
+    ]
+}
+
+/// Used to fail the whole listing at the first item that did not parse, which stopped
+/// taking, shard sync, clean-up and worker start-up.
+#[tokio::test]
+async fn listing_skips_items_that_are_not_readable_leases_and_leaves_them_untouched() -> TestResult
+{
+    bounded(async {
+        let (bed, table) = fresh_table().await?;
+        let leases = java_shaped_leases();
+        for lease in &leases {
+            table.create_lease_if_absent(lease).await?;
+        }
+        // A lease as Java 3.5 writes it, with its entity type.
+        let mut typed = Lease::new("shardId-000000000042", ExtendedSequenceNumber::TRIM_HORIZON);
+        typed.extra_attributes.insert(
+            "entityType".to_owned(),
+            AttributeValue::S("LEASE".to_owned()),
+        );
+        table.create_lease_if_absent(&typed).await?;
+        let client = bed.dynamodb();
+        for (_, item) in foreign_items() {
+            client
+                .put_item()
+                .table_name(table.table_name())
+                .set_item(Some(
+                    item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                ))
+                .send()
+                .await?;
+        }
+
+        let mut listed = table.list_leases().await?;
+        listed.sort_by(|a, b| a.lease_key.cmp(&b.lease_key));
+        let mut expected = leases.clone();
+        expected.push(typed);
+        expected.sort_by(|a, b| a.lease_key.cmp(&b.lease_key));
+        assert_eq!(listed, expected, "exactly the readable leases");
+
+        // Nothing else was touched.
+        for (what, item) in foreign_items() {
+            let key = item[0].1.clone();
+            let stored = client
+                .get_item()
+                .table_name(table.table_name())
+                .key("leaseKey", key)
+                .consistent_read(true)
+                .send()
+                .await?
+                .item
+                .ok_or(format!("{what} is gone"))?;
+            let expected: std::collections::HashMap<String, AttributeValue> =
+                item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            assert_eq!(stored, expected, "{what} was rewritten");
+        }
+        Ok(())
+    })
+    .await
+}

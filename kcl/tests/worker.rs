@@ -848,3 +848,77 @@ both_modes!(latest_and_at_timestamp_start_where_asked);
 both_modes!(one_worker_consumes_several_streams);
 both_modes!(failing_and_panicking_processors_restart_from_their_checkpoint);
 both_modes!(a_processor_that_never_checkpoints_shard_end_is_surfaced_and_children_wait);
+
+/// Used to stop at start-up: the first lease table item that did not parse as a lease failed
+/// every listing, so the worker took nothing, synced no shard and cleaned nothing up.
+async fn items_that_are_not_leases_are_skipped_and_left_untouched(mode: Mode) -> TestResult {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    bounded(async {
+        let bed = mode.bed().await?;
+        let stream = bed.create_stream(2).await?;
+        let application = bed.unique_table_name();
+        let table = LeaseTable::new(bed.dynamodb().clone(), &application);
+        table
+            .ensure_table(&kinesis_kcl::lease::TableOptions::default())
+            .await?;
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        // What Java KCL 3.5 keeps beside leases, an operator's note, a corrupt lease.
+        let foreign: Vec<HashMap<String, AttributeValue>> = [
+            vec![("leaseKey", s("Leader")), ("entityType", s("LEADER"))],
+            vec![
+                ("leaseKey", s("WORKER_METRIC_STATS#w1")),
+                ("entityType", s("WORKER_METRIC_STATS")),
+            ],
+            vec![("leaseKey", s("README")), ("note", s("hands off"))],
+            vec![
+                ("leaseKey", s("shardId-000000000077")),
+                ("leaseCounter", s("NaN")),
+            ],
+        ]
+        .into_iter()
+        .map(|item| item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        .collect();
+        for item in &foreign {
+            bed.dynamodb()
+                .put_item()
+                .table_name(&application)
+                .set_item(Some(item.clone()))
+                .send()
+                .await?;
+        }
+        let n = 2_000;
+        produce(&bed, &stream, 0..n, 100).await?;
+        let setup = Setup {
+            bed: &bed,
+            mode,
+            application: application.clone(),
+            streams: vec![stream.clone()],
+            position: InitialPosition::TrimHorizon,
+            log: Arc::new(Log::default()),
+        };
+        let worker = setup.start("worker-a", every_batch())?;
+        wait_for(Duration::from_secs(60), "every record", || {
+            setup.log.distinct_values().len() as u64 == n
+        })
+        .await?;
+        // Past a lease clean-up round (every second here) and a few shard syncs.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        worker.shutdown().await?;
+        assert_eq!(table.list_leases().await?.len(), 2, "one lease per shard");
+        for item in &foreign {
+            let stored = bed
+                .dynamodb()
+                .get_item()
+                .table_name(&application)
+                .key("leaseKey", item["leaseKey"].clone())
+                .consistent_read(true)
+                .send()
+                .await?
+                .item;
+            assert_eq!(stored.as_ref(), Some(item), "a non-lease item was changed");
+        }
+        Ok(())
+    })
+    .await
+}
+both_modes!(items_that_are_not_leases_are_skipped_and_left_untouched);

@@ -50,6 +50,14 @@ pub mod attr {
     /// `shardId` (S): the shard id of a multi-stream lease.
     pub const SHARD_ID: &str = "shardId";
 
+    /// `entityType` (S): written by Java KCL 3.5 on every item of a lease table that holds more
+    /// than leases (its single-table layout); leases carry [`LEASE_ENTITY`], and an item
+    /// without it is a lease (as Java 3.5 reads it). Not modelled: kept as an extra attribute
+    /// of a lease, never written by this crate.
+    pub const ENTITY_TYPE: &str = "entityType";
+    /// The [`ENTITY_TYPE`] of a lease.
+    pub const LEASE_ENTITY: &str = "LEASE";
+
     /// Every attribute name this crate models.
     pub const ALL: [&str; 17] = [
         LEASE_KEY,
@@ -526,4 +534,29 @@ pub(crate) fn ss_value(
         ));
     }
     Ok(AttributeValue::Ss(values.iter().cloned().collect()))
+}
+
+/// What one item of a lease table is, as a listing sees it.
+#[derive(Debug)]
+pub(crate) enum TableItem {
+    /// A lease.
+    Lease(Box<Lease>),
+    /// An item of another kind (`entityType` present and not `LEASE`): left alone.
+    NotALease,
+    /// An item that should be a lease and does not parse: left alone, and reported.
+    Unreadable(Error),
+}
+
+impl TableItem {
+    pub(crate) fn classify(item: &Item) -> Self {
+        match item.get(attr::ENTITY_TYPE) {
+            Some(AttributeValue::S(kind)) if kind == attr::LEASE_ENTITY => {}
+            Some(_) => return TableItem::NotALease,
+            None => {}
+        }
+        match Lease::from_item(item) {
+            Ok(lease) => TableItem::Lease(Box::new(lease)),
+            Err(error) => TableItem::Unreadable(error),
+        }
+    }
 }

@@ -32,7 +32,9 @@
 //! (default [`DEFAULT_RETRY_BUDGET`]); this is on top of the SDK client's own retry layer.
 //! Everything else is returned at once as [`Error::DynamoDb`].
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
@@ -43,17 +45,19 @@ use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ProvisionedThroughput,
-    ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, Tag,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ProvisionedThroughput, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TableStatus, Tag,
 };
 use backon::{ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 
-use super::item::{Item, attr};
+use super::item::{Item, TableItem, attr};
 use super::model::Lease;
 use super::ops::{CREATE_CONDITION_EXPRESSION, LeaseWrite, lease_key_item};
 use super::sequence::ExtendedSequenceNumber;
 use crate::error::{Error, Result};
+use crate::metrics as m;
 
 /// Default total time spent retrying one call on transient errors: 5 s.
 ///
@@ -224,6 +228,9 @@ pub struct LeaseTable {
     client: Client,
     table_name: String,
     retry: RetryPolicy,
+    /// Keys of unreadable items already reported at `warn` (later scans report them at
+    /// `debug`, so one corrupt item does not flood the log every second).
+    reported: Arc<Mutex<HashSet<String>>>,
 }
 
 impl LeaseTable {
@@ -234,6 +241,7 @@ impl LeaseTable {
             client,
             table_name: table_name.into(),
             retry: RetryPolicy::default(),
+            reported: Arc::default(),
         }
     }
 
@@ -365,10 +373,14 @@ impl LeaseTable {
 
     /// Every lease in the table: a strongly consistent `Scan`, following all pages.
     ///
+    /// Items that are not leases are skipped and never touched: those of another kind
+    /// (`entityType` present and not `LEASE`, as Java KCL 3.5 keeps beside its leases) and
+    /// those that do not parse as a lease (logged at `warn` once per key, and counted in
+    /// `kcl_lease_table_items_skipped_total` by `reason`: `not_a_lease`, `unreadable`).
+    ///
     /// # Errors
     ///
-    /// [`Error::DynamoDb`] for a failed request; the errors of [`Lease::from_item`] for an
-    /// item that is not a valid lease.
+    /// [`Error::DynamoDb`] for a failed request.
     pub async fn list_leases(&self) -> Result<Vec<Lease>> {
         let mut leases = Vec::new();
         let mut start: Option<Item> = None;
@@ -385,12 +397,42 @@ impl LeaseTable {
                 .await
                 .map_err(|e| self.sdk_error("Scan", e))?;
             for item in out.items() {
-                leases.push(Lease::from_item(item)?);
+                match TableItem::classify(item) {
+                    TableItem::Lease(lease) => leases.push(*lease),
+                    TableItem::NotALease => {
+                        metrics::counter!(m::LEASE_TABLE_ITEMS_SKIPPED, "reason" => "not_a_lease")
+                            .increment(1);
+                    }
+                    TableItem::Unreadable(error) => {
+                        metrics::counter!(m::LEASE_TABLE_ITEMS_SKIPPED, "reason" => "unreadable")
+                            .increment(1);
+                        self.report_unreadable(item, &error);
+                    }
+                }
             }
             match out.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
                 _ => return Ok(leases),
             }
+        }
+    }
+
+    fn report_unreadable(&self, item: &Item, error: &Error) {
+        let key = match item.get(attr::LEASE_KEY) {
+            Some(AttributeValue::S(key)) => key.clone(),
+            _ => String::from("(no leaseKey)"),
+        };
+        let first = self
+            .reported
+            .lock()
+            .map(|mut reported| reported.insert(key.clone()))
+            .unwrap_or(false);
+        if first {
+            tracing::warn!(table = %self.table_name, item = %key, %error,
+                "skipping a lease table item that is not a readable lease (left untouched)");
+        } else {
+            tracing::debug!(table = %self.table_name, item = %key, %error,
+                "skipping an unreadable lease table item");
         }
     }
 
