@@ -700,7 +700,7 @@ async fn a_silent_connection_is_replaced_without_gap_or_duplicate() -> TestResul
 }
 
 #[tokio::test]
-async fn fatal_errors_fail_start_or_end_the_reader() -> TestResult {
+async fn a_missing_shard_ends_at_once_and_errors_past_the_budget_end_the_reader() -> TestResult {
     let bed = TestBed::start_with_options(h2()).await?;
     let stream = bed.create_stream(1).await?;
     let retriever = FanOutRetriever::register(
@@ -709,15 +709,17 @@ async fn fatal_errors_fail_start_or_end_the_reader() -> TestResult {
         fast(&consumer_name()).build()?,
     )
     .await?;
-    // No such shard: not retried.
+    // No such shard (`ResourceNotFoundException`: trimmed, as the Java KCL reads it): the
+    // shard's end at once, with no children known, not retried.
     let started = Instant::now();
-    let result = retriever
+    let mut gone = retriever
         .start("shardId-000000000042", None, StartingPosition::TrimHorizon)
-        .await;
-    assert!(
-        matches!(result, Err(kinesis_kcl::Error::Kinesis { .. })),
-        "{result:?}"
-    );
+        .await?;
+    let batch = tokio::time::timeout(PATIENCE, gone.next())
+        .await?
+        .ok_or("the reader ended without a shard end")??;
+    assert!(batch.records.is_empty());
+    assert_eq!(batch.shard_end, Some(Vec::new()), "shard end, no children");
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // Retried errors past the budget end the reader with the error.

@@ -295,6 +295,16 @@ struct Setup<'a> {
 
 impl Setup<'_> {
     fn start(&self, worker_id: &str, behaviour: Behaviour) -> Result<Running, BoxError> {
+        self.start_with(worker_id, behaviour, self.bed.kinesis().clone())
+    }
+
+    /// As [`start`](Self::start), reaching Kinesis through `kinesis`.
+    fn start_with(
+        &self,
+        worker_id: &str,
+        behaviour: Behaviour,
+        kinesis: aws_sdk_kinesis::Client,
+    ) -> Result<Running, BoxError> {
         let log = Arc::clone(&self.log);
         let worker = worker_id.to_owned();
         let delivered = Arc::new(AtomicUsize::new(0));
@@ -307,7 +317,7 @@ impl Setup<'_> {
         };
         let worker = Worker::builder(
             &self.application,
-            self.bed.kinesis().clone(),
+            kinesis,
             self.bed.dynamodb().clone(),
             factory,
         )
@@ -922,3 +932,138 @@ async fn items_that_are_not_leases_are_skipped_and_left_untouched(mode: Mode) ->
     .await
 }
 both_modes!(items_that_are_not_leases_are_skipped_and_left_untouched);
+
+/// Makes one shard look trimmed (past its retention period): `GetShardIterator` for it is
+/// asked for a shard that does not exist (so the server answers `ResourceNotFoundException`),
+/// and `ListShards` no longer lists it; its children still name it as their parent.
+#[derive(Debug)]
+struct Trimmed(String);
+
+impl aws_sdk_kinesis::config::Intercept for Trimmed {
+    fn name(&self) -> &'static str {
+        "Trimmed"
+    }
+
+    fn modify_before_serialization(
+        &self,
+        context: &mut aws_sdk_kinesis::config::interceptors::BeforeSerializationInterceptorContextMut<'_>,
+        _runtime_components: &aws_sdk_kinesis::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_kinesis::config::ConfigBag,
+    ) -> Result<(), aws_sdk_kinesis::error::BoxError> {
+        use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorInput;
+        if let Some(input) = context.input_mut().downcast_mut::<GetShardIteratorInput>()
+            && input.shard_id.as_deref() == Some(self.0.as_str())
+        {
+            input.shard_id = Some("shardId-000000099999".to_owned());
+        }
+        Ok(())
+    }
+
+    fn modify_before_attempt_completion(
+        &self,
+        context: &mut aws_sdk_kinesis::config::interceptors::FinalizerInterceptorContextMut<'_>,
+        _runtime_components: &aws_sdk_kinesis::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_kinesis::config::ConfigBag,
+    ) -> Result<(), aws_sdk_kinesis::error::BoxError> {
+        use aws_sdk_kinesis::operation::list_shards::ListShardsOutput;
+        if let Some(Ok(output)) = context.output_or_error_mut()
+            && let Some(listing) = output.downcast_mut::<ListShardsOutput>()
+            && let Some(shards) = listing.shards.as_mut()
+        {
+            shards.retain(|s| s.shard_id != self.0);
+        }
+        Ok(())
+    }
+}
+
+/// Used to stall the lineage for ever: `ResourceNotFoundException` for a trimmed parent was
+/// fatal, so its consumer restarted every few seconds, the parent never reached `SHARD_END`,
+/// its children never started and its lease was never cleaned up. Polling only: the fan-out
+/// reader's handling of the same answer is covered by its classification tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trimmed_parent_ends_its_children_start_and_its_lease_is_removed() -> TestResult {
+    use kinesis_kcl::lease::{HashKeyRange, Lease};
+    bounded(async {
+        let bed = Mode::Polling.bed().await?;
+        let stream = bed.create_stream(1).await?;
+        let parent = "shardId-000000000000".to_owned();
+        let n = 1_000u64;
+        produce(&bed, &stream, 0..n, 50).await?;
+        let shards = shard_ids(&bed, &stream, true).await?;
+        let range = shards[0].hash_key_range().expect("range");
+        let (lo, hi): (u128, u128) = (
+            range.starting_hash_key().parse()?,
+            range.ending_hash_key().parse()?,
+        );
+        bed.kinesis()
+            .split_shard()
+            .stream_name(&stream)
+            .shard_to_split(&parent)
+            .new_starting_hash_key((lo + (hi - lo) / 2 + 1).to_string())
+            .send()
+            .await?;
+        bed.wait_for_stream_active(&stream).await?;
+        produce(&bed, &stream, n..2 * n, 50).await?;
+        let children = shard_ids(&bed, &stream, true).await?;
+
+        // The table as an earlier run left it: the parent's lease mid-shard, the children's
+        // leases waiting for it.
+        let application = bed.unique_table_name();
+        let table = LeaseTable::new(bed.dynamodb().clone(), &application);
+        table
+            .ensure_table(&kinesis_kcl::lease::TableOptions::default())
+            .await?;
+        table
+            .create_lease_if_absent(&Lease::new(&parent, ExtendedSequenceNumber::TRIM_HORIZON))
+            .await?;
+        for child in &children {
+            let r = child.hash_key_range().expect("range");
+            let mut lease = Lease::new(child.shard_id(), ExtendedSequenceNumber::TRIM_HORIZON);
+            lease.parent_shard_ids = BTreeSet::from([parent.clone()]);
+            lease.hash_key_range = Some(HashKeyRange::new(
+                r.starting_hash_key().parse()?,
+                r.ending_hash_key().parse()?,
+            )?);
+            table.create_lease_if_absent(&lease).await?;
+        }
+
+        let setup = Setup {
+            bed: &bed,
+            mode: Mode::Polling,
+            application: application.clone(),
+            streams: vec![stream.clone()],
+            position: InitialPosition::TrimHorizon,
+            log: Arc::new(Log::default()),
+        };
+        let kinesis = aws_sdk_kinesis::Client::from_conf(
+            bed.kinesis_config()
+                .interceptor(Trimmed(parent.clone()))
+                .build(),
+        );
+        let worker = setup.start_with("worker-a", every_batch(), kinesis)?;
+        // The children's records (the parent's are "trimmed": never delivered).
+        wait_for(Duration::from_secs(60), "the children's records", || {
+            setup.log.distinct_values() == (n..2 * n).collect()
+        })
+        .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while table.get_lease(&parent).await?.is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the trimmed parent's lease was never removed"
+            );
+            tokio::time::sleep(SAMPLE).await;
+        }
+        worker.shutdown().await?;
+        let left: BTreeSet<String> = table
+            .list_leases()
+            .await?
+            .into_iter()
+            .map(|l| l.lease_key)
+            .collect();
+        let expected: BTreeSet<String> = children.iter().map(|c| c.shard_id().to_owned()).collect();
+        assert_eq!(left, expected, "the children's leases remain");
+        Ok(())
+    })
+    .await
+}

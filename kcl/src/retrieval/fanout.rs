@@ -48,9 +48,13 @@
 //!   an event stream silent for [`FanOutConfig::idle_timeout`] are retried with an exponential
 //!   backoff with jitter from [`FanOutConfig::retry_min_delay`] to
 //!   [`FanOutConfig::retry_max_delay`], until [`FanOutConfig::retry_budget`] of failures in a
-//!   row (an event delivered ends the row). Then, and on any other error (no such shard or
-//!   consumer, access denied, a bad argument), the reader returns the error
-//!   ([`Error::Kinesis`]) and ends; a worker restarts the shard from its checkpoint.
+//!   row (an event delivered ends the row). Then, and on any other error (access denied, a
+//!   bad argument), the reader returns the error ([`Error::Kinesis`]) and ends; a worker
+//!   restarts the shard from its checkpoint.
+//! - **Shard not found** (`ResourceNotFoundException`: trimmed after its retention period,
+//!   or the stream deleted): as the Java `FanOutRecordsPublisher`, the shard's end, with no
+//!   children known (the worker finds them through `ListShards`). A missing *consumer* is
+//!   found at registration, before any subscription.
 //! - **Shard end.** The last event of a closed shard has no `ContinuationSequenceNumber` and
 //!   lists the shard's children (`ChildShards`); its batch carries them in
 //!   [`RecordBatch::shard_end`](super::RecordBatch::shard_end), from which the worker creates

@@ -31,8 +31,11 @@
 //! - **Transient errors** (HTTP 5xx, `InternalFailure`, `KMSThrottlingException`, timeouts,
 //!   I/O) are retried with the same backoff until [`PollingConfig::retry_budget`] of
 //!   consecutive failures; then, and on any other error, the reader returns the error
-//!   ([`Error::Kinesis`]) and ends. (The SDK client's own retry layer runs first.) Note: the
-//!   Java KCL treats `ResourceNotFoundException` as the shard's end; here it is an error.
+//!   ([`Error::Kinesis`]) and ends. (The SDK client's own retry layer runs first.)
+//! - **Shard not found** (`ResourceNotFoundException` from `GetShardIterator` or
+//!   `GetRecords`: the shard was trimmed after its retention period, or the stream deleted):
+//!   as the Java KCL (`KinesisDataFetcher`), the shard's end, reported with no children (the
+//!   worker finds them through `ListShards`).
 //! - **Shard end**: a response without `NextShardIterator` ends the shard; its batch carries
 //!   [`RecordBatch::shard_end`] with the `ChildShards` reported (possibly none).
 //!
@@ -420,9 +423,10 @@ impl PollingRetriever {
     ///
     /// # Errors
     ///
-    /// [`Error::Kinesis`] if `GetShardIterator` fails with an error that is not retried (no
-    /// such stream or shard, a sequence number of another shard, access denied, …) or transient
-    /// errors outlast [`PollingConfig::retry_budget`].
+    /// [`Error::Kinesis`] if `GetShardIterator` fails with an error that is not retried (a
+    /// sequence number of another shard, access denied, …) or transient errors outlast
+    /// [`PollingConfig::retry_budget`]. A shard that is not found is not an error: the reader
+    /// reports its end at once (see the module docs).
     pub async fn start(
         &self,
         shard_id: impl Into<String>,
@@ -543,6 +547,9 @@ enum Failure {
     Expired,
     InvalidArgument,
     Transient(&'static str),
+    /// `ResourceNotFoundException`: the shard is gone (trimmed after its retention, or its
+    /// stream deleted). As the Java KCL, that is the shard's end.
+    Gone,
     Fatal,
 }
 
@@ -567,6 +574,7 @@ fn classify<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Failu
             Some("ProvisionedThroughputExceededException") => Failure::Throttled,
             Some("ExpiredIteratorException") => Failure::Expired,
             Some("InvalidArgumentException") => Failure::InvalidArgument,
+            Some("ResourceNotFoundException") => Failure::Gone,
             Some(code) if TRANSIENT_CODES.contains(&code) => Failure::Transient(
                 TRANSIENT_CODES
                     .into_iter()
@@ -645,10 +653,26 @@ impl Fetcher {
                     "GetShardIterator failed, retrying"
                 );
             })
-            .await
-            .map_err(|error| self.kinesis_error("GetShardIterator", error))?;
+            .await;
+        let output = match output {
+            Ok(output) => output,
+            Err(error) if classify(&error) == Failure::Gone => {
+                self.gone();
+                return Ok(None);
+            }
+            Err(error) => return Err(self.kinesis_error("GetShardIterator", error)),
+        };
         tracing::debug!(kind = request.kind.as_str(), "got a shard iterator");
         Ok(output.shard_iterator)
+    }
+
+    /// The shard is not found: it ends here, with no children known (the worker finds them
+    /// through `ListShards`).
+    fn gone(&self) {
+        tracing::warn!(
+            "shard not found (trimmed after its retention, or its stream deleted): treating it \
+             as ended"
+        );
     }
 
     /// Fetches until the consumer goes away, the shard ends or an error ends the reader.
@@ -792,6 +816,11 @@ impl Fetcher {
                     self.pause = Some(delay);
                     self.iterator = Some(iterator);
                 }
+                Failure::Gone => {
+                    self.metrics.duration_error.record(elapsed);
+                    self.gone();
+                    self.shard_ended = true;
+                }
                 Failure::Fatal => {
                     self.metrics.duration_error.record(elapsed);
                     return Err(self.kinesis_error("GetRecords", error));
@@ -887,7 +916,7 @@ mod tests {
                 Failure::Transient("KMSThrottlingException"),
             ),
             ("SomethingNew", 503, Failure::Transient("http_5xx")),
-            ("ResourceNotFoundException", 400, Failure::Fatal),
+            ("ResourceNotFoundException", 400, Failure::Gone),
             ("AccessDeniedException", 400, Failure::Fatal),
         ];
         for (code, status, expected) in cases {

@@ -329,6 +329,17 @@ impl ShardSyncer {
         Ok(leases)
     }
 
+    /// The children of `shard_id` as `ListShards` lists them: for a shard whose end came
+    /// without its children (it was not found, being trimmed after its retention period),
+    /// as the Java `ShutdownTask` asks its shard detector. Empty if none is listed.
+    ///
+    /// # Errors
+    ///
+    /// As [`list_shards`](Self::list_shards).
+    pub async fn listed_children(&self, shard_id: &str) -> Result<Vec<ChildShard>> {
+        Ok(children_in_listing(shard_id, &self.list_shards().await?))
+    }
+
     /// Every shard of the stream still listed (open and closed), sorted by shard id,
     /// following all pages.
     ///
@@ -663,4 +674,25 @@ fn shard_info(shard: &aws_sdk_kinesis::types::Shard) -> Result<ShardInfo> {
             .map(SequenceNumber::new)
             .transpose()?,
     })
+}
+
+/// The shards of `listing` that name `shard_id` as a parent (split or merge), as children.
+fn children_in_listing(shard_id: &str, listing: &[ShardInfo]) -> Vec<ChildShard> {
+    listing
+        .iter()
+        .filter(|s| {
+            s.parent_shard_id.as_deref() == Some(shard_id)
+                || s.adjacent_parent_shard_id.as_deref() == Some(shard_id)
+        })
+        .map(|s| ChildShard {
+            shard_id: s.shard_id.clone(),
+            parent_shard_ids: s
+                .parent_shard_id
+                .iter()
+                .chain(s.adjacent_parent_shard_id.iter())
+                .cloned()
+                .collect(),
+            hash_key_range: Some(s.hash_key_range),
+        })
+        .collect()
 }

@@ -208,9 +208,22 @@ impl Consumer {
         &mut self,
         processor: &mut dyn ShardRecordProcessor,
         checkpointer: &mut Checkpointer,
-        children: Vec<ChildShard>,
+        mut children: Vec<ChildShard>,
     ) -> Exit {
         let snapshot = self.lease.lease().await;
+        if children.is_empty() {
+            // An end without children: the shard may have been trimmed (not found) or
+            // Kinesis did not say. Ask the listing, as the Java `ShutdownTask` does.
+            match self
+                .stream
+                .syncer
+                .listed_children(snapshot.shard_id())
+                .await
+            {
+                Ok(listed) => children = listed,
+                Err(e) => tracing::warn!(error = %e, "could not list the shard's children"),
+            }
+        }
         if !children.is_empty() {
             match self
                 .stream

@@ -51,6 +51,10 @@ pub(super) enum Failure {
     Connection,
     /// The event stream stayed silent for the idle timeout.
     Idle,
+    /// `ResourceNotFoundException`: the shard is gone (trimmed after its retention, or its
+    /// stream deleted). As the Java KCL's `FanOutRecordsPublisher`, the shard's end, with no
+    /// children known.
+    NotFound,
     /// Anything else: not retried.
     Fatal,
 }
@@ -66,6 +70,7 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::Connection => "connection",
             Failure::Idle => "idle",
+            Failure::NotFound => "not_found",
             Failure::Fatal => "fatal",
         }
     }
@@ -78,6 +83,7 @@ impl Failure {
                 Some(Failure::Internal)
             }
             "KMSThrottlingException" => Some(Failure::KmsThrottling),
+            "ResourceNotFoundException" => Some(Failure::NotFound),
             _ => None,
         }
     }
@@ -106,6 +112,8 @@ pub(super) fn classify_call(
                 Failure::Internal
             } else if err.is_kms_throttling_exception() {
                 Failure::KmsThrottling
+            } else if err.is_resource_not_found_exception() {
+                Failure::NotFound
             } else {
                 Failure::from_code(err.code()).unwrap_or(
                     if service.raw().status().is_server_error() {
@@ -203,6 +211,8 @@ pub(super) struct Subscriber {
     pause: Option<Duration>,
     /// Failures in a row (bounded by the retry budget); reset by an event.
     backoff: Option<ExponentialBackoff>,
+    /// The shard was not found: it ends with no children known.
+    gone: bool,
 }
 
 impl Subscriber {
@@ -232,6 +242,7 @@ impl Subscriber {
             last_subscribe: None,
             pause: None,
             backoff: None,
+            gone: false,
             config,
         }
     }
@@ -350,12 +361,24 @@ impl Subscriber {
                         code = error.code().unwrap_or("-"),
                         "SubscribeToShard failed"
                     );
+                    if failure == Failure::NotFound {
+                        self.shard_gone();
+                        return Ok(());
+                    }
                     if failure == Failure::Fatal || !self.back_off(failure) {
                         return Err(self.kinesis_error(error));
                     }
                 }
             }
         }
+    }
+
+    fn shard_gone(&mut self) {
+        tracing::warn!(
+            "shard not found (trimmed after its retention, or its stream deleted): treating it \
+             as ended"
+        );
+        self.gone = true;
     }
 
     /// Delivers events until the consumer goes away, the shard ends or an error ends the
@@ -388,8 +411,14 @@ impl Subscriber {
     /// Reads one event (subscribing first if needed): the batch to deliver with its bytes, or
     /// `None` if it left nothing to deliver (or the subscription ended and is to be renewed).
     async fn next_event(&mut self) -> Result<Option<(RecordBatch, usize)>> {
-        if self.events.is_none() {
+        if self.events.is_none() && !self.gone {
             self.subscribe().await?;
+        }
+        if self.gone {
+            return Ok(Some((
+                RecordBatch::new(Vec::new(), None, Some(Vec::new())),
+                0,
+            )));
         }
         let Some(events) = self.events.as_mut() else {
             return Ok(None);
@@ -424,6 +453,10 @@ impl Subscriber {
                 );
                 self.events = None;
                 self.metrics.failed(failure);
+                if failure == Failure::NotFound {
+                    self.shard_gone();
+                    return Ok(None);
+                }
                 if failure == Failure::Fatal || !self.back_off(failure) {
                     return Err(Error::Kinesis {
                         operation: "SubscribeToShard",
@@ -583,7 +616,7 @@ mod tests {
             ("InternalFailure", 500, Failure::Internal),
             ("KMSThrottlingException", 400, Failure::KmsThrottling),
             ("SomethingNew", 503, Failure::Internal),
-            ("ResourceNotFoundException", 400, Failure::Fatal),
+            ("ResourceNotFoundException", 400, Failure::NotFound),
             ("InvalidArgumentException", 400, Failure::Fatal),
             ("AccessDeniedException", 400, Failure::Fatal),
         ];
