@@ -851,3 +851,31 @@ proptest! {
         prop_assert!(rounds <= owners.len() + 1, "took {} rounds", rounds);
     }
 }
+
+/// Used to pick the same lease every scan until its hand-off ended: a lease already being
+/// handed over (its `checkpointOwner` set) was a steal candidate again.
+#[test]
+fn a_lease_in_a_handoff_is_not_stolen_again() {
+    // `t` holds 2 leases, one of them still being handed over to it; `u` holds 1; the
+    // observer none: it steals one of `t`'s, and never the one in hand-off, whatever its id
+    // (its id decides the spread order among candidates).
+    let snapshot = vec![
+        st(&key(0), Some("t"), 1, false).in_handoff(true),
+        st(&key(1), Some("t"), 1, false),
+        st(&key(2), Some("u"), 1, false),
+    ];
+    for n in 0..20 {
+        let me = format!("worker-{n}");
+        let decision = decide(&snapshot, &me, &cfg(None, 1));
+        assert_eq!(
+            decision.to_take.len(),
+            1,
+            "{me}: a steal is due: {decision:?}"
+        );
+        assert_eq!(
+            decision.to_take[0].lease_key,
+            key(1),
+            "{me} picked the lease in hand-off"
+        );
+    }
+}

@@ -16,6 +16,9 @@ pub struct LeaseState {
     pub counter: u64,
     /// Whether this worker considers the lease expired (computed on this worker's clock).
     pub expired: bool,
+    /// Whether a graceful hand-off of the lease is in progress (`checkpointOwner` set): it is
+    /// already moving, so it is not a steal candidate.
+    pub in_handoff: bool,
 }
 
 impl LeaseState {
@@ -31,7 +34,14 @@ impl LeaseState {
             owner: owner.map(str::to_owned),
             counter,
             expired,
+            in_handoff: false,
         }
+    }
+
+    /// The same state, marked as being handed over (or not).
+    pub fn in_handoff(mut self, in_handoff: bool) -> Self {
+        self.in_handoff = in_handoff;
+        self
     }
 
     /// Unowned or expired: free for any worker to take.
@@ -262,7 +272,7 @@ pub fn decide(snapshot: &[LeaseState], worker_id: &str, config: &AssignmentConfi
     let candidates: Vec<&LeaseState> = leases
         .iter()
         .copied()
-        .filter(|l| l.owner.as_deref() == Some(victim) && !l.is_available())
+        .filter(|l| l.owner.as_deref() == Some(victim) && !l.is_available() && !l.in_handoff)
         .collect();
     decision.to_take = pick(candidates, worker_id, steal, |_| TakeReason::Steal);
     decision

@@ -89,6 +89,7 @@ impl ExpiryTracker {
                 owner: owner.map(str::to_owned),
                 counter: lease.lease_counter,
                 expired,
+                in_handoff: lease.checkpoint_owner.is_some(),
             });
             next.insert(
                 lease.lease_key.clone(),
