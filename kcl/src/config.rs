@@ -38,7 +38,11 @@ pub struct LeaseConfig {
     handoff_timeout: Duration,
     max_leases_for_worker: Option<NonZeroUsize>,
     max_leases_to_steal_at_one_time: NonZeroUsize,
+    max_concurrent_renewals: NonZeroUsize,
 }
+
+/// The Java KCL's `maxLeaseRenewalThreads` default.
+const DEFAULT_MAX_CONCURRENT_RENEWALS: NonZeroUsize = NonZeroUsize::new(20).unwrap();
 
 impl Default for LeaseConfig {
     fn default() -> Self {
@@ -49,6 +53,7 @@ impl Default for LeaseConfig {
             handoff_timeout: DEFAULT_HANDOFF_TIMEOUT,
             max_leases_for_worker: None,
             max_leases_to_steal_at_one_time: NonZeroUsize::MIN,
+            max_concurrent_renewals: DEFAULT_MAX_CONCURRENT_RENEWALS,
         }
     }
 }
@@ -71,7 +76,9 @@ impl LeaseConfig {
     /// How often the holder renews (heartbeats) its leases.
     ///
     /// Default `failover_time / 3` (3 333 ms at the default failover), so two renewals can be
-    /// lost before a lease expires. The Java KCL renews every `failover / 3 - epsilon`
+    /// lost before a lease expires. At most 45 % of `failover_time`: a holder keeps a lease
+    /// for 90 % of the failover time after its last successful write, and one renewal may
+    /// fail. The Java KCL renews every `failover / 3 - epsilon`
     /// (`epsilonMillis` = 25 ms by default, so 3 308 ms); the difference does not matter for
     /// interoperation.
     pub fn renew_interval(&self) -> Duration {
@@ -127,6 +134,15 @@ impl LeaseConfig {
         self.max_leases_to_steal_at_one_time
     }
 
+    /// Most renewals in flight at once: a worker holding many leases renews them in waves
+    /// of this size rather than in one burst every renew interval.
+    ///
+    /// Default 20, equal to the Java KCL's `maxLeaseRenewalThreads`. With DynamoDB writes of
+    /// ~10 ms, 20 renew ~2 000 leases per second, far more than one worker holds.
+    pub fn max_concurrent_renewals(&self) -> NonZeroUsize {
+        self.max_concurrent_renewals
+    }
+
     /// The settings [`decide`](crate::lease::decide) uses.
     pub fn assignment(&self) -> AssignmentConfig {
         AssignmentConfig {
@@ -146,9 +162,16 @@ pub struct LeaseConfigBuilder {
     handoff_timeout: Option<Duration>,
     max_leases_for_worker: Option<usize>,
     max_leases_to_steal_at_one_time: Option<usize>,
+    max_concurrent_renewals: Option<usize>,
 }
 
 impl LeaseConfigBuilder {
+    /// See [`LeaseConfig::max_concurrent_renewals`].
+    pub fn max_concurrent_renewals(mut self, max: usize) -> Self {
+        self.max_concurrent_renewals = Some(max);
+        self
+    }
+
     /// See [`LeaseConfig::failover_time`].
     pub fn failover_time(mut self, failover_time: Duration) -> Self {
         self.failover_time = Some(failover_time);
@@ -190,7 +213,7 @@ impl LeaseConfigBuilder {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] if the failover time or an interval is zero, the renew
-    /// interval is not shorter than the failover time, or a maximum is 0.
+    /// interval is over 45 % of the failover time, or a maximum is 0.
     pub fn build(self) -> Result<LeaseConfig> {
         let failover_time = self.failover_time.unwrap_or(DEFAULT_FAILOVER_TIME);
         if failover_time.is_zero() {
@@ -200,11 +223,19 @@ impl LeaseConfigBuilder {
         if renew_interval.is_zero() {
             return Err(invalid("renew_interval", "must be positive"));
         }
-        if renew_interval >= failover_time {
-            return Err(invalid(
-                "renew_interval",
-                "must be shorter than failover_time, or leases expire between renewals",
-            ));
+        // A holder keeps a lease for 90 % of the failover time after its last successful
+        // write: renewing at most every half of that lets one renewal fail without losing it.
+        let longest_renew_interval = (failover_time - failover_time / 10) / 2;
+        if renew_interval > longest_renew_interval {
+            return Err(Error::InvalidConfig {
+                field: "renew_interval",
+                reason: format!(
+                    "{renew_interval:?} is over {longest_renew_interval:?}: at most 45 % of \
+                     failover_time ({failover_time:?}), as a lease is held for 90 % of it after \
+                     a renewal and one renewal may fail"
+                )
+                .into(),
+            });
         }
         let taker_interval = self.taker_interval.unwrap_or(failover_time / 10);
         if taker_interval.is_zero() {
@@ -222,7 +253,13 @@ impl LeaseConfigBuilder {
             Some(n) => NonZeroUsize::new(n)
                 .ok_or_else(|| invalid("max_leases_to_steal_at_one_time", "must be >= 1"))?,
         };
+        let max_concurrent_renewals = match self.max_concurrent_renewals {
+            None => DEFAULT_MAX_CONCURRENT_RENEWALS,
+            Some(n) => NonZeroUsize::new(n)
+                .ok_or_else(|| invalid("max_concurrent_renewals", "must be >= 1"))?,
+        };
         Ok(LeaseConfig {
+            max_concurrent_renewals,
             failover_time,
             renew_interval,
             taker_interval,
@@ -243,6 +280,26 @@ fn invalid(field: &'static str, reason: &'static str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_renew_interval_leaving_no_room_for_one_failed_renewal_is_refused() {
+        // Used to pass when shorter than the failover time: at 60 % a lease was dropped on
+        // the holder's own clock (held for 90 %) as soon as one renewal failed.
+        let failover = Duration::from_secs(10);
+        let at = |renew_ms: u64| {
+            LeaseConfig::builder()
+                .failover_time(failover)
+                .renew_interval(Duration::from_millis(renew_ms))
+                .build()
+        };
+        assert!(at(4_500).is_ok());
+        let error = at(6_000).unwrap_err().to_string();
+        assert!(
+            error.contains("renew_interval") && error.contains("6s") && error.contains("4.5s"),
+            "{error}"
+        );
+        assert!(at(9_999).is_err());
+    }
 
     #[test]
     fn defaults_match_java() {

@@ -723,3 +723,120 @@ async fn a_worker_at_its_lease_limit_beside_expired_leases_scans_at_its_interval
     })
     .await
 }
+
+/// Counts DynamoDB `UpdateItem` calls in flight, and the most seen at once.
+#[derive(Debug, Default)]
+struct InFlight {
+    now: AtomicU64,
+    most: AtomicU64,
+}
+
+#[derive(Debug)]
+struct CountInFlight(Arc<InFlight>);
+
+fn is_update(request: Option<&aws_sdk_dynamodb::config::http::HttpRequest>) -> bool {
+    request.is_some_and(|r| {
+        r.headers()
+            .get("x-amz-target")
+            .is_some_and(|t| t.ends_with(".UpdateItem"))
+    })
+}
+
+impl Intercept for CountInFlight {
+    fn name(&self) -> &'static str {
+        "CountInFlight"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if is_update(Some(context.request())) {
+            let now = self.0.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.0.most.fetch_max(now, Ordering::SeqCst);
+            _cfg.interceptor_state().store_put(Counted);
+        }
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        _context: &aws_sdk_dynamodb::config::interceptors::FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if cfg.load::<Counted>().is_some() {
+            self.0.now.fetch_sub(1, Ordering::SeqCst);
+            cfg.interceptor_state().unset::<Counted>();
+        }
+        Ok(())
+    }
+}
+
+/// Marks an attempt counted as in flight.
+#[derive(Clone, Debug)]
+struct Counted;
+
+impl aws_smithy_types::config_bag::Storable for Counted {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+/// Used to renew every held lease at once, one unbounded burst every renew interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renewals_are_bounded_in_concurrency() -> TestResult {
+    use kinesis_integration::faults::{Service, ServiceFaults, ServicePlan};
+    bounded(async {
+        let fx = Fixture::new(40).await?;
+        // Every UpdateItem takes up to 20 ms, so that renewals overlap.
+        let slow = ServiceFaults::new(
+            Service::DynamoDb,
+            ServicePlan {
+                latency: 1.0,
+                max_latency: Duration::from_millis(20),
+                ..ServicePlan::seeded(3)
+            }
+            .operations(["UpdateItem"]),
+        );
+        let in_flight = Arc::new(InFlight::default());
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            slow.dynamodb_config(&fx.bed)
+                .interceptor(CountInFlight(Arc::clone(&in_flight)))
+                .build(),
+        );
+        let config = LeaseConfig::builder()
+            .failover_time(FAILOVER)
+            .max_concurrent_renewals(4)
+            .build()?;
+        let (coordinator, acquired) =
+            LeaseCoordinator::start(LeaseTable::new(client, &fx.table_name), "w", config.clone());
+        let mut worker = Worker {
+            driver: Some(drive(acquired, None)),
+            coordinator: Some(coordinator),
+        };
+        wait_for(Duration::from_secs(20), "w to hold all 40", || async {
+            Ok(worker.active().len() == 40)
+        })
+        .await?;
+        // Takes are over: from now on the UpdateItems are renewals.
+        in_flight.most.store(0, Ordering::SeqCst);
+        let renewed = worker.c().stats().renewals;
+        wait_for(
+            4 * config.renew_interval(),
+            "two rounds of renewals",
+            || async { Ok(worker.c().stats().renewals >= renewed + 80) },
+        )
+        .await?;
+        let most = in_flight.most.load(Ordering::SeqCst);
+        eprintln!("REPORT renewals: 40 leases, at most {most} renewals in flight (bound 4)");
+        assert!(
+            most <= 4,
+            "{most} renewals in flight at once, over the bound of 4"
+        );
+        assert!(most >= 2, "renewals overlapped at all ({most})");
+        worker.shutdown().await?;
+        Ok(())
+    })
+    .await
+}

@@ -1,10 +1,10 @@
-//! The renewal loop: every renew interval, renew each held lease (concurrently), and stop
-//! any lease whose local deadline passes without a successful write.
+//! The renewal loop: every renew interval, renew each held lease (concurrently, within a
+//! bound), and stop any lease whose local deadline passes without a successful write.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::coordinator::Shared;
@@ -44,11 +44,18 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Renews every held lease, at most `max_concurrent_renewals` at a time.
 async fn renew_all(shared: &Arc<Shared>) {
+    let permits = Arc::new(Semaphore::new(
+        shared.config.max_concurrent_renewals().get(),
+    ));
     let mut renewals = JoinSet::new();
     for lease in shared.held() {
         let shared = Arc::clone(shared);
+        let permits = Arc::clone(&permits);
         renewals.spawn(async move {
+            // Never closed, so acquiring only waits.
+            let _permit = permits.acquire_owned().await;
             let was_active = lease.status().is_active();
             lease.renew().await;
             shared.stats.renewals.inc();
