@@ -792,3 +792,53 @@ async fn listing_skips_items_that_are_not_readable_leases_and_leaves_them_untouc
     })
     .await
 }
+
+/// Used to report a lease lost (and a landed checkpoint as `LeaseLost`): a write whose answer
+/// was lost after it landed was retried, and the retry failed its own condition.
+#[tokio::test]
+async fn a_write_that_landed_before_its_answer_was_lost_is_recovered() -> TestResult {
+    use kinesis_integration::faults::{Service, ServiceFaults, ServicePlan};
+    bounded(async {
+        let (bed, table) = fresh_table().await?;
+        let lease = created(&table, &java_shaped_leases()[0]).await?;
+        let faults = ServiceFaults::new(
+            Service::DynamoDb,
+            ServicePlan {
+                timeout: 0.4,
+                timeout_after: Duration::from_millis(20),
+                ..ServicePlan::seeded(17)
+            }
+            .operations(["UpdateItem"]),
+        );
+        let lossy = LeaseTable::new(
+            aws_sdk_dynamodb::Client::from_conf(faults.dynamodb_config(&bed).build()),
+            table.table_name(),
+        );
+        let mut mine = applied(lossy.take(&lease, "worker-a").await?)?;
+        let start = mine.lease_counter;
+        for round in 0..15u64 {
+            mine =
+                applied(lossy.renew(&mine).await?).map_err(|e| format!("renewal {round}: {e}"))?;
+            if round % 3 == 0 {
+                let checkpoint = seq(&format!("{}", 1_000 + round));
+                mine = applied(lossy.update_checkpoint(&mine, checkpoint.clone()).await?)
+                    .map_err(|e| format!("checkpoint {round}: {e}"))?;
+                assert_eq!(mine.checkpoint, checkpoint);
+            }
+        }
+        let lost = faults.stats().total.timed_out;
+        assert!(lost > 0, "no answer was lost");
+        // Each write landed exactly once: 15 renewals and 5 checkpoints after the take.
+        assert_eq!(mine.lease_counter, start + 20);
+        assert_eq!(table.get_lease(&mine.lease_key).await?, Some(mine.clone()));
+
+        // A real loss is still a loss: another worker takes the lease, and our renewal fails
+        // (the counter moved on, but not by our write).
+        faults.set_enabled(false);
+        applied(table.take(&mine, "worker-b").await?)?;
+        assert!(lossy.renew(&mine).await?.is_condition_failed());
+        eprintln!("REPORT ambiguous writes: 20 writes, {lost} answers lost, every write recovered");
+        Ok(())
+    })
+    .await
+}

@@ -706,21 +706,17 @@ async fn fatal_error_is_returned_once_then_the_reader_ends() -> TestResult {
             .is_none()
     );
 
-    // A shard that does not exist fails at start.
-    let err = retriever
+    // A shard that does not exist (`ResourceNotFoundException`: trimmed, as the Java KCL
+    // reads it) is not an error: its end comes at once, with no children known.
+    let mut gone = retriever
         .start("shardId-000000000009", None, StartingPosition::TrimHorizon)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            kinesis_kcl::Error::Kinesis {
-                operation: "GetShardIterator",
-                ..
-            }
-        ),
-        "{err}"
-    );
+        .await?;
+    let batch = tokio::time::timeout(PATIENCE, gone.next())
+        .await?
+        .ok_or("the reader ended without a shard end")??;
+    assert!(batch.records.is_empty());
+    assert_eq!(batch.shard_end, Some(Vec::new()), "shard end, no children");
+    assert!(tokio::time::timeout(PATIENCE, gone.next()).await?.is_none());
     Ok(())
 }
 

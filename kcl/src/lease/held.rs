@@ -348,7 +348,9 @@ impl HeldLease {
             self.expire_if_due(sent_at);
             return Err(self.lost_error());
         };
-        let outcome = match tokio::time::timeout(budget, self.table.apply(write)).await {
+        let holder = state.lease.lease_owner.clone();
+        let apply = self.table.apply_as(write, holder.as_deref());
+        let outcome = match tokio::time::timeout(budget, apply).await {
             Ok(result) => result?,
             Err(_) => {
                 self.expire_if_due(Instant::now());

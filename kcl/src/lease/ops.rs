@@ -218,6 +218,68 @@ impl LeaseWrite {
     }
 }
 
+impl LeaseWrite {
+    /// Whether `item` (the lease as the table holds it after this write's condition failed)
+    /// shows this very write applied: every `SET` value in place, every `REMOVE`d attribute
+    /// absent, and every `ADD`ed counter one step past the value the condition expected. That
+    /// is the signature of a write whose answer was lost after it landed, retried (by the SDK
+    /// or by us) and refused by its own condition: the Java KCL re-reads the lease and
+    /// recovers the same way. A write with an `ADD` but no condition on that attribute can
+    /// not be told apart and is never taken as applied.
+    pub fn is_applied_in(&self, item: &Item) -> bool {
+        // What the write conditioned on and does not change must still be as expected (a
+        // renewal changes only the counter: a take by another worker moves it too, and
+        // changes the owner the renewal expected).
+        let untouched = |attribute: &str| self.updates.iter().all(|u| u.attribute() != attribute);
+        let unchanged = self.conditions.iter().all(|condition| match condition {
+            Condition::Equals { attribute, value } if untouched(attribute) => item
+                .get(*attribute)
+                .is_some_and(|held| same_value(held, value)),
+            Condition::NotExists { attribute } if untouched(attribute) => {
+                !item.contains_key(*attribute)
+            }
+            _ => true,
+        });
+        unchanged && self.updates.iter().all(|update| match update {
+            UpdateAction::Set { attribute, value } => item
+                .get(*attribute)
+                .is_some_and(|held| same_value(held, value)),
+            UpdateAction::Remove { attribute } => !item.contains_key(*attribute),
+            UpdateAction::Add { attribute, value } => {
+                let expected = self.conditions.iter().find_map(|c| match c {
+                    Condition::Equals {
+                        attribute: a,
+                        value: AttributeValue::N(n),
+                    } if a == attribute => n.parse::<u64>().ok(),
+                    _ => None,
+                });
+                let held = match item.get(*attribute) {
+                    Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
+                    _ => None,
+                };
+                matches!((expected, held), (Some(e), Some(h)) if e.checked_add(*value) == Some(h))
+            }
+        })
+    }
+}
+
+/// Equal as DynamoDB compares values: numbers by value, string sets as sets.
+fn same_value(held: &AttributeValue, wanted: &AttributeValue) -> bool {
+    match (held, wanted) {
+        (AttributeValue::N(a), AttributeValue::N(b)) => {
+            a == b || matches!((a.parse::<f64>(), b.parse::<f64>()), (Ok(x), Ok(y)) if x == y)
+        }
+        (AttributeValue::Ss(a), AttributeValue::Ss(b)) => {
+            let mut a = a.clone();
+            let mut b = b.clone();
+            a.sort();
+            b.sort();
+            a == b
+        }
+        _ => held == wanted,
+    }
+}
+
 /// The key of a lease item: `{"leaseKey": S(lease_key)}`.
 pub fn lease_key_item(lease_key: &str) -> Item {
     HashMap::from([(

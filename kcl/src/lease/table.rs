@@ -34,11 +34,15 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
@@ -54,7 +58,7 @@ use tokio::time::Instant;
 
 use super::item::{Item, TableItem, attr};
 use super::model::Lease;
-use super::ops::{CREATE_CONDITION_EXPRESSION, LeaseWrite, lease_key_item};
+use super::ops::{CREATE_CONDITION_EXPRESSION, LeaseWrite, UpdateAction, lease_key_item};
 use super::sequence::ExtendedSequenceNumber;
 use crate::error::{Error, Result};
 use crate::metrics as m;
@@ -417,6 +421,20 @@ impl LeaseTable {
         }
     }
 
+    /// Whether `item` shows `write` applied, owned as it should be after it (asked only of a
+    /// write tried more than once).
+    fn landed(&self, write: &LeaseWrite, item: &Item, holder: Option<&str>) -> bool {
+        let sets_owner = write.updates.iter().any(|u| {
+            matches!(u, UpdateAction::Set { attribute, .. } | UpdateAction::Remove { attribute }
+                if *attribute == attr::LEASE_OWNER)
+        });
+        let owned = sets_owner
+            || holder.is_some_and(|holder| {
+                matches!(item.get(attr::LEASE_OWNER), Some(AttributeValue::S(o)) if o == holder)
+            });
+        owned && write.is_applied_in(item)
+    }
+
     fn report_unreadable(&self, item: &Item, error: &Error) {
         let key = match item.get(attr::LEASE_KEY) {
             Some(AttributeValue::S(key)) => key.clone(),
@@ -496,11 +514,29 @@ impl LeaseTable {
     /// [`Error::DynamoDb`] for a failed request; the errors of [`Lease::from_item`] when the
     /// returned item is not a valid lease.
     pub async fn apply(&self, write: &LeaseWrite) -> Result<WriteOutcome> {
+        self.apply_as(write, None).await
+    }
+
+    /// As [`apply`](Self::apply), for a write by `holder`, the lease's owner (a renewal or a
+    /// checkpoint; `None`: the write sets or removes the owner itself, as a take or a release
+    /// does). When the condition of a write tried more than once (by us or the SDK) fails
+    /// but the table shows exactly this write applied with the owner it leaves (see
+    /// [`LeaseWrite::is_applied_in`]), an earlier attempt landed and its answer was lost: the outcome is [`WriteOutcome::Applied`], as the Java KCL recovers
+    /// after re-reading the lease. Without a holder, a write that leaves the owner as it was
+    /// is never taken as applied that way (a take by another worker moves the counter too).
+    ///
+    /// # Errors
+    ///
+    /// As [`apply`](Self::apply).
+    pub async fn apply_as(&self, write: &LeaseWrite, holder: Option<&str>) -> Result<WriteOutcome> {
         let rendered = write.render();
         let values = (!rendered.expression_attribute_values.is_empty())
             .then_some(rendered.expression_attribute_values);
         let names = (!rendered.expression_attribute_names.is_empty())
             .then_some(rendered.expression_attribute_names);
+        // Every attempt, ours and the SDK's: only a write tried more than once can have landed
+        // without our knowing.
+        let attempts = Arc::new(AtomicU32::new(0));
         let result = self
             .retrying(|| {
                 self.client
@@ -515,9 +551,12 @@ impl LeaseTable {
                     .return_values_on_condition_check_failure(
                         ReturnValuesOnConditionCheckFailure::AllOld,
                     )
+                    .customize()
+                    .interceptor(CountAttempts(Arc::clone(&attempts)))
                     .send()
             })
             .await;
+        let retried = attempts.load(AtomicOrdering::Relaxed) > 1;
         match result {
             Ok(out) => {
                 let item = out.attributes.unwrap_or_default();
@@ -530,11 +569,22 @@ impl LeaseTable {
                     UpdateItemError::ConditionalCheckFailedException(c) => c.item(),
                     _ => None,
                 };
-                let current = match current {
-                    Some(item) if !item.is_empty() => Some(Lease::from_item(item)?),
-                    _ => None,
-                };
-                Ok(WriteOutcome::ConditionFailed { current })
+                match current {
+                    Some(item)
+                        if retried && !item.is_empty() && self.landed(write, item, holder) =>
+                    {
+                        // An earlier attempt landed and its answer was lost: this is our write.
+                        tracing::info!(
+                            lease = %write.lease_key,
+                            "a retried lease write had already landed; taking it as applied"
+                        );
+                        Ok(WriteOutcome::Applied(Lease::from_item(item)?))
+                    }
+                    Some(item) if !item.is_empty() => Ok(WriteOutcome::ConditionFailed {
+                        current: Some(Lease::from_item(item)?),
+                    }),
+                    _ => Ok(WriteOutcome::ConditionFailed { current: None }),
+                }
             }
             Err(e) => Err(self.sdk_error("UpdateItem", e)),
         }
@@ -546,7 +596,8 @@ impl LeaseTable {
     ///
     /// As [`Lease::renew_write`] and [`apply`](Self::apply).
     pub async fn renew(&self, lease: &Lease) -> Result<WriteOutcome> {
-        self.apply(&lease.renew_write()?).await
+        self.apply_as(&lease.renew_write()?, lease.lease_owner.as_deref())
+            .await
     }
 
     /// Takes (or steals) `lease` for `owner`: [`Lease::take_write`] through
@@ -595,7 +646,8 @@ impl LeaseTable {
         }
         let mut next = lease.clone();
         next.set_checkpoint(checkpoint);
-        self.apply(&next.update_write()?).await
+        self.apply_as(&next.update_write()?, next.lease_owner.as_deref())
+            .await
     }
 
     /// Deletes a lease (unconditionally, as the Java `deleteLease`), e.g. for a shard that
@@ -680,5 +732,25 @@ fn is_transient<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> b
                 || s.err().code().is_some_and(|c| TRANSIENT_CODES.contains(&c))
         }
         _ => false,
+    }
+}
+
+/// Counts the attempts of one request (the SDK's retries included).
+#[derive(Debug)]
+struct CountAttempts(Arc<AtomicU32>);
+
+impl Intercept for CountAttempts {
+    fn name(&self) -> &'static str {
+        "CountAttempts"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        self.0.fetch_add(1, AtomicOrdering::Relaxed);
+        Ok(())
     }
 }
