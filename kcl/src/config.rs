@@ -137,8 +137,9 @@ impl LeaseConfig {
     /// Most renewals in flight at once: a worker holding many leases renews them in waves
     /// of this size rather than in one burst every renew interval.
     ///
-    /// Default 20, equal to the Java KCL's `maxLeaseRenewalThreads`. With DynamoDB writes of
-    /// ~10 ms, 20 renew ~2 000 leases per second, far more than one worker holds.
+    /// Default 20, the Java KCL's `maxLeaseRenewalThreads` setting (its renewal pool, having
+    /// an unbounded queue, in practice runs only its 5 core threads at once). With DynamoDB
+    /// writes of ~10 ms, 20 renew ~2 000 leases per second, far more than one worker holds.
     pub fn max_concurrent_renewals(&self) -> NonZeroUsize {
         self.max_concurrent_renewals
     }
