@@ -31,13 +31,15 @@
 //! | `checkpointOwner` | S | only during a graceful hand-off (KCL 3.x) |
 //! | `streamName`, `shardId` | S | multi-stream leases only |
 //!
-//! Reading is as lenient as the Java reader where that is harmless (a missing
-//! sub-sequence number or owner-switch count reads as 0; a `pendingCheckpointSubSequenceNumber`
-//! without `pendingCheckpoint`, or one hash key without the other, is ignored by Java — here
-//! it is kept in [`Lease::extra_attributes`] so it is not lost), and strict where Java would
-//! fail or misread (a missing `leaseKey`/`leaseCounter`/`checkpoint`, a wrong DynamoDB type,
-//! a malformed number or checkpoint): those return an [`Error`](crate::Error) naming the
-//! attribute and value.
+//! Reading is lenient where that is harmless: a missing sub-sequence number reads as 0, as in
+//! Java; a missing owner-switch count reads as 0 too (Java 3.5 fails to read such an item and
+//! its listing skips it); a `pendingCheckpointSubSequenceNumber` without `pendingCheckpoint`,
+//! or one hash key without the other, is ignored by Java — here it is kept in
+//! [`Lease::extra_attributes`] so it is not lost. It is strict where Java fails or misreads: a
+//! missing `leaseKey` or `leaseCounter` (Java fails too), a missing `checkpoint` (Java reads a
+//! null checkpoint it cannot write back), a wrong DynamoDB type (Java reads a mistyped string
+//! as null), a malformed number or checkpoint. Those return an [`Error`](crate::Error) naming
+//! the attribute and value, and a table listing skips such an item.
 //!
 //! One deliberate difference: for `pendingCheckpointState` the Java `toDynamoRecord` (used
 //! only when creating a lease) writes the checkpoint's sub-sequence number, an `N` its own
