@@ -13,6 +13,7 @@
 //! | `kcl_lease_taker_rounds_total` | counter | rounds | — | taker rounds completed |
 //! | `kcl_lease_scans_total` | counter | scans | — | successful lease table scans |
 //! | `kcl_lease_table_items_skipped_total` | counter | items | `reason` (`not_a_lease`, `unreadable`) | lease table items a scan skipped: another kind of item (`entityType` not `LEASE`), or not parseable as a lease; never touched |
+//! | `kcl_leases_not_consumable` | gauge | leases | — | leases of the last scan that belong to streams this worker does not process (never taken by it) |
 //! | `kcl_lease_renewals_total` | counter | writes | — | renewal attempts |
 //! | `kcl_lease_takes_total` | counter | leases | — | leases taken (unowned, expired, reclaimed, handed over) |
 //! | `kcl_lease_steals_total` | counter | leases | — | graceful hand-offs started towards this worker |
@@ -24,6 +25,7 @@
 //! | `kcl_bytes_processed_total` | counter | bytes | `stream` | payload bytes processed successfully |
 //! | `kcl_process_records_seconds` | histogram | seconds | `stream` | time in `process_records` per batch |
 //! | `kcl_processor_restarts_total` | counter | restarts | — | shard consumers restarted after a processor or retrieval failure |
+//! | `kcl_processor_calls_abandoned_total` | counter | calls | `call` (`initialize`, `process_records`, `shard_ended`, `lease_lost`, `shutdown_requested`) | processor calls still running when the stop timeout ran out after processing had to stop (lost lease, hand-off, shutdown), dropped |
 //! | `kcl_shard_end_not_checkpointed_total` | counter | calls | — | `shard_ended` calls that did not checkpoint `SHARD_END` |
 //! | `kcl_shard_syncs_total` | counter | syncs | `stream` | shard syncs (ListShards + lease creation) |
 //! | `kcl_get_records_duration_seconds` | histogram | seconds | `stream`, `shard_id`, `outcome` (`ok`, `throttled`, `expired`, `error`) | latency of each `GetRecords` call |
@@ -65,6 +67,8 @@ pub const LEASE_TAKER_ROUNDS: &str = "kcl_lease_taker_rounds_total";
 pub const LEASE_SCANS: &str = "kcl_lease_scans_total";
 /// Counter: lease table items a scan skipped (label `reason`: `not_a_lease`, `unreadable`).
 pub const LEASE_TABLE_ITEMS_SKIPPED: &str = "kcl_lease_table_items_skipped_total";
+/// Gauge: leases of the last scan of streams this worker does not process.
+pub const LEASES_NOT_CONSUMABLE: &str = "kcl_leases_not_consumable";
 /// Counter: renewal attempts.
 pub const LEASE_RENEWALS: &str = "kcl_lease_renewals_total";
 /// Counter: leases taken.
@@ -87,6 +91,8 @@ pub const BYTES_PROCESSED: &str = "kcl_bytes_processed_total";
 pub const PROCESS_TIME: &str = "kcl_process_records_seconds";
 /// Counter: shard consumers restarted after a failure.
 pub const PROCESSOR_RESTARTS: &str = "kcl_processor_restarts_total";
+/// Counter: processor calls abandoned at the stop timeout (label `call`).
+pub const PROCESSOR_CALLS_ABANDONED: &str = "kcl_processor_calls_abandoned_total";
 /// Counter: `shard_ended` calls that did not checkpoint `SHARD_END`.
 pub const SHARD_END_NOT_CHECKPOINTED: &str = "kcl_shard_end_not_checkpointed_total";
 /// Counter: shard syncs.

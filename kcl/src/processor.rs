@@ -20,6 +20,18 @@
 //!      down, or another worker asked for the lease (a graceful hand-off). Checkpoint what is
 //!      done; the lease is released right after.
 //!
+//! # Stopping is not cancelling
+//!
+//! A call in flight when processing must stop (lost lease, hand-off, shutdown) is not
+//! dropped: it may finish its batch, and then the ending above is called, as in the Java KCL.
+//! Checkpoints it attempts after a loss fail with
+//! [`Error::LeaseLost`](crate::Error::LeaseLost). The call in flight and the
+//! ending together get
+//! [`processor_stop_timeout`](crate::WorkerBuilder::processor_stop_timeout) (30 s by default);
+//! what is still running then is dropped at its next `.await` and the processor hears nothing
+//! more. Keep blocking work off the async thread (`spawn_blocking`): a call that blocks its
+//! thread cannot be dropped.
+//!
 //! # Errors and panics
 //!
 //! If `process_records` returns an error or panics, the processor is dropped and the shard
@@ -119,7 +131,8 @@ pub trait ShardRecordProcessor: Send {
         checkpointer: &mut Checkpointer,
     ) -> Result<(), ProcessorError>;
 
-    /// The lease was lost to another worker: stop, do not checkpoint.
+    /// The lease was lost to another worker (or could not be renewed in time): stop, do not
+    /// checkpoint. Called after the `process_records` call in flight, if any, returned.
     async fn lease_lost(&mut self) {}
 
     /// The shard ended (split or merge) and every record was delivered. Must call

@@ -98,9 +98,25 @@ impl LeaseCoordinator {
         worker_id: impl Into<String>,
         config: LeaseConfig,
     ) -> (Self, AcquiredLeases) {
+        Self::start_filtered(table, worker_id, config, |_: &Lease| true)
+    }
+
+    /// As [`start`](Self::start), but only ever takes (or steals, or reclaims) the leases
+    /// `consumable` accepts: those of the streams this worker processes. The others are not
+    /// seen at all by the taker: they count neither towards the balance nor towards the live
+    /// workers, so a worker of an older deploy that does not know a newly added stream
+    /// balances only the streams it knows, and leaves the new stream's leases to the workers
+    /// that process it.
+    pub fn start_filtered(
+        table: LeaseTable,
+        worker_id: impl Into<String>,
+        config: LeaseConfig,
+        consumable: impl Fn(&Lease) -> bool + Send + Sync + 'static,
+    ) -> (Self, AcquiredLeases) {
         let (acquired_tx, acquired_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             table,
+            consumable: Consumable(Box::new(consumable)),
             worker_id: Arc::from(worker_id.into()),
             timing: HoldTiming::for_failover(config.failover_time()),
             config,
@@ -251,10 +267,26 @@ impl Drop for LeaseCoordinator {
     }
 }
 
+/// Which leases this worker may take.
+pub(crate) struct Consumable(Box<dyn Fn(&Lease) -> bool + Send + Sync>);
+
+impl Consumable {
+    pub(crate) fn accepts(&self, lease: &Lease) -> bool {
+        (self.0)(lease)
+    }
+}
+
+impl std::fmt::Debug for Consumable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Consumable(..)")
+    }
+}
+
 /// What the coordinator's tasks share.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) table: LeaseTable,
+    pub(crate) consumable: Consumable,
     pub(crate) worker_id: Arc<str>,
     pub(crate) config: LeaseConfig,
     pub(crate) timing: HoldTiming,

@@ -66,7 +66,13 @@ async fn round(
 ) -> bool {
     let failover = shared.config.failover_time();
     let leases = match shared.table.list_leases().await {
-        Ok(leases) => leases,
+        Ok(mut leases) => {
+            let listed = leases.len();
+            leases.retain(|l| shared.consumable.accepts(l));
+            metrics::gauge!(crate::metrics::LEASES_NOT_CONSUMABLE)
+                .set((listed - leases.len()) as f64);
+            leases
+        }
         Err(e) => {
             tracing::warn!(error = %e, "lease table scan failed; retrying next round");
             return false;

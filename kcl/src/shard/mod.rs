@@ -9,7 +9,7 @@
 
 use std::time::SystemTime;
 
-mod kinesis_retry;
+pub(crate) mod kinesis_retry;
 pub mod lineage;
 pub mod sync;
 

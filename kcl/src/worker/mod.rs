@@ -18,7 +18,10 @@
 //! Shutting down through a [`WorkerHandle`] stops taking leases, gives every processor its
 //! [`shutdown_requested`](crate::ShardRecordProcessor::shutdown_requested) (a chance to
 //! checkpoint), then releases every lease so that other workers take them over at their
-//! next scan.
+//! next scan. A processor call in flight when its shard must stop (shutdown, hand-off, lost
+//! lease) may finish, within
+//! [`processor_stop_timeout`](WorkerBuilder::processor_stop_timeout): a hung processor
+//! delays a shutdown or a hand-off by that much, never for ever.
 
 mod shard_consumer;
 mod state;
@@ -36,10 +39,10 @@ pub use state::ShardState;
 
 use self::shard_consumer::{ConsumerContext, Exit};
 use self::state::ShardStates;
-use self::stream::StreamContext;
+use self::stream::{Identity, StreamContext};
 use crate::config::LeaseConfig;
 use crate::error::{Error, Result};
-use crate::lease::{HeldLease, LeaseCoordinator, LeaseTable, TableOptions};
+use crate::lease::{HeldLease, LeaseCoordinator, LeaseTable, StreamIdentifier, TableOptions};
 use crate::processor::{ShardRecordProcessorFactory, SharedFactory};
 use crate::retrieval::{FanOutConfig, PollingConfig};
 use crate::shard::InitialPosition;
@@ -50,6 +53,10 @@ pub const DEFAULT_SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_PARENT_SHARD_POLL_INTERVAL: Duration = Duration::from_secs(10);
 /// Java KCL `completedLeaseCleanupIntervalMillis` default: 5 minutes.
 pub const DEFAULT_LEASE_CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
+/// How long a processor has to finish once processing must stop: 30 s, the Java KCL 3.x
+/// graceful hand-off timeout (`gracefulLeaseHandoffTimeoutMillis`), after which the new
+/// owner takes the lease whatever the old one is doing.
+pub const DEFAULT_PROCESSOR_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// First restart delay of a failed shard consumer; doubles per failure in a row.
 const RESTART_MIN_DELAY: Duration = Duration::from_secs(1);
@@ -101,6 +108,7 @@ pub struct WorkerBuilder {
     dynamodb: aws_sdk_dynamodb::Client,
     factory: SharedFactory,
     streams: Vec<String>,
+    identifiers: HashMap<String, StreamIdentifier>,
     multi_stream: Option<bool>,
     worker_id: Option<String>,
     table_name: Option<String>,
@@ -111,6 +119,7 @@ pub struct WorkerBuilder {
     shard_sync_interval: Duration,
     parent_shard_poll_interval: Duration,
     lease_cleanup_interval: Duration,
+    processor_stop_timeout: Duration,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -133,6 +142,11 @@ impl WorkerBuilder {
 
     /// Several streams (multi-stream mode: lease keys are
     /// `<account>:<stream>:<creation epoch>:<shard id>`, as the Java KCL's multi-stream mode).
+    ///
+    /// A worker takes only leases of the streams configured here. In a rolling deploy that
+    /// adds a stream, workers still running the old configuration leave the new stream's
+    /// leases to the workers that process it (and balance only the streams they know); the
+    /// Java KCL instead processes such leases with a default "orphan" configuration.
     pub fn streams<I, S>(mut self, streams: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -142,8 +156,34 @@ impl WorkerBuilder {
         self
     }
 
+    /// A stream whose multi-stream identifier (`<account>:<name>:<creation epoch>`, the
+    /// prefix of its lease keys) the application supplies, as with the Java KCL's
+    /// `StreamIdentifier.multiStreamInstance`: built with [`StreamIdentifier::new`] or parsed
+    /// from its serialized form with [`StreamIdentifier::parse`]. `stream` is the name or ARN
+    /// the worker reads by; it must name the identifier's stream (and, as an ARN, its account).
+    /// The worker then does not call `DescribeStreamSummary` for it and uses the identifier
+    /// as given: after a stream is deleted and re-created under the same name, the old
+    /// epoch keeps addressing the old leases (and their checkpoints), the new one starts
+    /// afresh. Implies multi-stream lease keys.
+    ///
+    /// Streams added with [`stream`](Self::stream) in multi-stream mode get their identifier
+    /// from `DescribeStreamSummary` at start-up (account from the ARN, creation time in
+    /// seconds), retried with backoff on throttling: its limit is 20 calls per second per
+    /// account, which a fleet starting together can exceed.
+    pub fn stream_with_identifier(
+        mut self,
+        stream: impl Into<String>,
+        identifier: StreamIdentifier,
+    ) -> Self {
+        let stream = stream.into();
+        self.identifiers.insert(stream.clone(), identifier);
+        self.streams.push(stream);
+        self
+    }
+
     /// Forces multi-stream lease keys even for one stream (default: multi-stream exactly when
-    /// more than one stream is configured).
+    /// more than one stream is configured, or an identifier is supplied with
+    /// [`stream_with_identifier`](Self::stream_with_identifier)).
     pub fn multi_stream(mut self, enabled: bool) -> Self {
         self.multi_stream = Some(enabled);
         self
@@ -209,6 +249,23 @@ impl WorkerBuilder {
         self
     }
 
+    /// How long a processor has to finish once processing of its shard must stop (the lease
+    /// was lost, another worker asked for it, or the worker shuts down). The call in flight
+    /// is not cancelled: it may finish its batch; then the processor gets
+    /// [`lease_lost`](crate::ShardRecordProcessor::lease_lost) or
+    /// [`shutdown_requested`](crate::ShardRecordProcessor::shutdown_requested). Both together
+    /// get this long; a call still running then is dropped (at its next `.await`: a call that
+    /// blocks its thread cannot be), logged, counted
+    /// (`kcl_processor_calls_abandoned_total`), and the lease is released or left to expire,
+    /// so a hung processor delays a hand-off or a shutdown by this much at most. A processor
+    /// that hangs while its lease is simply held is not interrupted (neither is it in the
+    /// Java KCL, which has no per-call timeout): its shard's state stays
+    /// [`ShardState::Processing`]. Default 30 s ([`DEFAULT_PROCESSOR_STOP_TIMEOUT`]).
+    pub fn processor_stop_timeout(mut self, timeout: Duration) -> Self {
+        self.processor_stop_timeout = timeout;
+        self
+    }
+
     /// Checks the configuration and builds the worker.
     ///
     /// # Errors
@@ -235,10 +292,21 @@ impl WorkerBuilder {
                 self.parent_shard_poll_interval,
             ),
             ("lease_cleanup_interval", self.lease_cleanup_interval),
+            ("processor_stop_timeout", self.processor_stop_timeout),
         ] {
             if d.is_zero() {
                 return Err(Error::Worker(format!("`{name}` must be positive").into()));
             }
+        }
+        if !self.identifiers.is_empty() && self.multi_stream == Some(false) {
+            return Err(Error::Worker(
+                "a stream identifier was supplied (`stream_with_identifier`) but multi-stream \
+                 lease keys are turned off (`multi_stream(false)`)"
+                    .into(),
+            ));
+        }
+        for (stream, id) in &self.identifiers {
+            check_identifier(stream, id)?;
         }
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         if worker_id.is_empty() {
@@ -256,12 +324,15 @@ impl WorkerBuilder {
             table_name: self
                 .table_name
                 .unwrap_or_else(|| self.application_name.clone()),
-            multi_stream: self.multi_stream.unwrap_or(self.streams.len() > 1),
+            multi_stream: self
+                .multi_stream
+                .unwrap_or(self.streams.len() > 1 || !self.identifiers.is_empty()),
             application_name: self.application_name,
             kinesis: self.kinesis,
             dynamodb: self.dynamodb,
             factory: self.factory,
             streams: self.streams,
+            identifiers: self.identifiers,
             table_options: self.table_options,
             initial_position: self.initial_position,
             retrieval: self.retrieval,
@@ -269,6 +340,7 @@ impl WorkerBuilder {
             shard_sync_interval: self.shard_sync_interval,
             parent_shard_poll_interval: self.parent_shard_poll_interval,
             lease_cleanup_interval: self.lease_cleanup_interval,
+            processor_stop_timeout: self.processor_stop_timeout,
             handle,
         })
     }
@@ -321,6 +393,7 @@ pub struct Worker {
     dynamodb: aws_sdk_dynamodb::Client,
     factory: SharedFactory,
     streams: Vec<String>,
+    identifiers: HashMap<String, StreamIdentifier>,
     multi_stream: bool,
     table_name: String,
     table_options: TableOptions,
@@ -330,6 +403,7 @@ pub struct Worker {
     shard_sync_interval: Duration,
     parent_shard_poll_interval: Duration,
     lease_cleanup_interval: Duration,
+    processor_stop_timeout: Duration,
     handle: WorkerHandle,
 }
 
@@ -360,6 +434,7 @@ impl Worker {
             dynamodb,
             factory: Arc::new(factory),
             streams: Vec::new(),
+            identifiers: HashMap::new(),
             multi_stream: None,
             worker_id: None,
             table_name: None,
@@ -370,6 +445,7 @@ impl Worker {
             shard_sync_interval: DEFAULT_SHARD_SYNC_INTERVAL,
             parent_shard_poll_interval: DEFAULT_PARENT_SHARD_POLL_INTERVAL,
             lease_cleanup_interval: DEFAULT_LEASE_CLEANUP_INTERVAL,
+            processor_stop_timeout: DEFAULT_PROCESSOR_STOP_TIMEOUT,
         }
     }
 
@@ -413,16 +489,24 @@ impl Worker {
                 self.initial_position,
                 &self.retrieval,
                 &self.application_name,
-                self.multi_stream,
+                match self.identifiers.get(name) {
+                    Some(id) => Identity::Given(id.clone()),
+                    None if self.multi_stream => Identity::Describe,
+                    None => Identity::SingleStream,
+                },
             )
             .await?;
             ctx.syncer.sync().await?;
             streams.push(Arc::new(ctx));
         }
-        let (coordinator, acquired) = LeaseCoordinator::start(
+        // Only leases of the streams configured here: in a rolling deploy that adds a
+        // stream, the workers that do not know it yet leave its leases alone.
+        let owners = streams.clone();
+        let (coordinator, acquired) = LeaseCoordinator::start_filtered(
             table,
             self.handle.worker_id.to_string(),
             self.lease_config.clone(),
+            move |lease| owners.iter().any(|s| s.owns(lease)),
         );
         tracing::info!(
             worker = %self.handle.worker_id,
@@ -437,6 +521,7 @@ impl Worker {
             states: self.handle.states.clone(),
             parent_poll_interval: self.parent_shard_poll_interval,
             shard_end_retry: RESTART_MIN_DELAY,
+            stop_timeout: self.processor_stop_timeout,
             sync_now,
         };
         let mut run = Running {
@@ -488,8 +573,10 @@ impl WorkerHandle {
 
     /// Shuts the worker down gracefully and resolves once it is done: every processor has
     /// been told ([`shutdown_requested`](crate::ShardRecordProcessor::shutdown_requested),
-    /// where it checkpoints) and every lease has been released for the other workers. Also
-    /// resolves if the worker already stopped.
+    /// where it checkpoints) and every lease has been released for the other workers. A
+    /// processor that does not return holds this up by at most
+    /// [`processor_stop_timeout`](WorkerBuilder::processor_stop_timeout). Also resolves if the
+    /// worker already stopped.
     pub async fn shutdown(&self) {
         self.request_shutdown();
         self.wait_finished().await;
@@ -594,7 +681,11 @@ impl Running {
         }
         let snapshot = lease.lease().await;
         let Some(stream) = self.streams.iter().find(|s| s.owns(&snapshot)).cloned() else {
-            tracing::warn!(lease = %key, "lease of a stream this worker does not consume; holding it idle");
+            // The taker never takes these; guard anyway rather than hold one idle.
+            tracing::warn!(lease = %key, "lease of a stream this worker does not consume; releasing it");
+            if let Err(e) = lease.release().await {
+                tracing::warn!(lease = %key, error = %e, "could not release the lease; it will expire");
+            }
             return;
         };
         self.start(lease, stream, 0, Duration::ZERO);
@@ -740,6 +831,31 @@ impl Running {
         tracing::info!("worker stopped");
         result
     }
+}
+
+/// An identifier supplied for `stream` must name it (and its account, for an ARN).
+fn check_identifier(stream: &str, id: &StreamIdentifier) -> Result<()> {
+    let target = crate::shard::StreamTarget::parse(stream);
+    if target.stream_name() != Some(id.stream_name()) {
+        return Err(Error::invalid_value(
+            "stream identifier",
+            &id.to_string(),
+            format!("it names stream `{}`, not `{stream}`", id.stream_name()),
+        ));
+    }
+    if let crate::shard::StreamTarget::Arn(arn) = &target
+        && arn.split(':').nth(4) != Some(id.account_id())
+    {
+        return Err(Error::invalid_value(
+            "stream identifier",
+            &id.to_string(),
+            format!(
+                "its account `{}` is not the account of `{arn}`",
+                id.account_id()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `host-pid-random`.

@@ -1,6 +1,19 @@
 //! One held lease's processing: wait for the parents, run the processor over the shard's
 //! records, and handle the shard's end, a lost lease, a hand-off or a shutdown.
+//!
+//! # When processing must stop
+//!
+//! A processor call in flight when the lease is lost, a hand-off is asked for or the worker
+//! shuts down is not cancelled: it may finish its batch (as in the Java KCL, which calls
+//! `leaseLost` only after `processRecords` returned). Then the processor hears why it stops
+//! (`lease_lost`, or `shutdown_requested` to checkpoint). The call in flight and that last call
+//! together get at most the worker's
+//! [`processor_stop_timeout`](super::WorkerBuilder::processor_stop_timeout); a call still
+//! running then is dropped (cancelled at its next `.await`), counted in
+//! `kcl_processor_calls_abandoned_total`, logged as an error, and the processor hears nothing
+//! more: a hand-off releases the lease with the last checkpoint written, a shutdown goes on.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,8 +24,7 @@ use super::stream::StreamContext;
 use crate::checkpoint::Checkpointer;
 use crate::lease::{HeldLease, Lease, LeaseStatus};
 use crate::processor::{
-    InitializationInput, ProcessRecordsInput, ProcessorError, ShardContext, ShardRecordProcessor,
-    SharedFactory,
+    InitializationInput, ProcessRecordsInput, ShardContext, ShardRecordProcessor, SharedFactory,
 };
 use crate::retrieval::{RecordBatch, ShardReader, StartingPosition};
 use crate::shard::ChildShard;
@@ -34,6 +46,8 @@ pub(crate) struct ConsumerContext {
     pub(crate) states: ShardStates,
     pub(crate) parent_poll_interval: Duration,
     pub(crate) shard_end_retry: Duration,
+    /// How long a processor has to finish once processing must stop.
+    pub(crate) stop_timeout: Duration,
     /// Asks the worker to sync a stream's shards now (a shard of it ended).
     pub(crate) sync_now: tokio::sync::mpsc::UnboundedSender<Arc<StreamContext>>,
 }
@@ -67,10 +81,24 @@ struct Consumer {
 }
 
 /// Why processing stopped before its natural end.
+#[derive(Clone, Copy, Debug)]
 enum Interrupt {
     Lost,
     Handoff,
     Shutdown,
+}
+
+/// What became of one processor call.
+enum Called<T> {
+    /// It returned while the lease was plainly held.
+    Returned(T),
+    /// Processing had to stop while it ran; it was given until `deadline` and returned
+    /// (`Some`) or was dropped (`None`).
+    Stopped {
+        interrupt: Interrupt,
+        deadline: Instant,
+        returned: Option<T>,
+    },
 }
 
 impl Consumer {
@@ -99,15 +127,31 @@ impl Consumer {
             &self.stream.name,
             &snapshot.lease_key,
         ));
-        processor
-            .initialize(InitializationInput {
-                shard_id: shard_id.clone(),
-                stream: self.stream.name.clone(),
-                checkpoint: snapshot.checkpoint.clone(),
-                pending_checkpoint: snapshot.pending_checkpoint.clone(),
-                pending_checkpoint_state: snapshot.pending_checkpoint_state.clone(),
-            })
-            .await;
+        let mut checkpointer = Checkpointer::new(Arc::clone(&self.lease));
+        let input = InitializationInput {
+            shard_id: shard_id.clone(),
+            stream: self.stream.name.clone(),
+            checkpoint: snapshot.checkpoint.clone(),
+            pending_checkpoint: snapshot.pending_checkpoint.clone(),
+            pending_checkpoint_state: snapshot.pending_checkpoint_state.clone(),
+        };
+        match self.call("initialize", processor.initialize(input)).await {
+            Called::Returned(()) => {}
+            Called::Stopped {
+                interrupt,
+                deadline,
+                returned: Some(()),
+            } => {
+                return self
+                    .end(&mut *processor, &mut checkpointer, interrupt, deadline)
+                    .await;
+            }
+            Called::Stopped {
+                interrupt,
+                returned: None,
+                ..
+            } => return self.abandon(interrupt).await,
+        }
         let reader = match self
             .stream
             .retriever
@@ -118,7 +162,6 @@ impl Consumer {
             Err(e) => return Exit::Failed(format!("cannot start reading: {e}")),
         };
         self.set_state(ShardState::Processing);
-        let mut checkpointer = Checkpointer::new(Arc::clone(&self.lease));
         self.process(&mut *processor, reader, &mut checkpointer)
             .await
     }
@@ -134,7 +177,8 @@ impl Consumer {
                 biased;
                 interrupt = self.interrupted() => {
                     reader.close().await;
-                    return self.end(processor, checkpointer, interrupt).await;
+                    let deadline = Instant::now() + self.ctx.stop_timeout;
+                    return self.end(processor, checkpointer, interrupt, deadline).await;
                 }
                 next = reader.next() => next,
             };
@@ -163,7 +207,8 @@ impl Consumer {
         }
     }
 
-    /// Hands one batch to the processor. A lost lease cancels processing at once.
+    /// Hands one batch to the processor. If processing must stop meanwhile, the call may
+    /// finish (see the [module docs](self)) and the consumer then ends.
     async fn deliver(
         &mut self,
         processor: &mut dyn ShardRecordProcessor,
@@ -181,25 +226,43 @@ impl Consumer {
             millis_behind_latest: batch.millis_behind_latest,
         };
         let started = Instant::now();
-        let result = tokio::select! {
-            result = processor.process_records(input, checkpointer) => result,
-            () = lost(self.status.clone()) => {
-                processor.lease_lost().await;
-                return Err(Exit::Done);
-            }
+        let called = self
+            .call(
+                "process_records",
+                processor.process_records(input, checkpointer),
+            )
+            .await;
+        let (result, stop) = match called {
+            Called::Returned(result) => (result, None),
+            Called::Stopped {
+                interrupt,
+                deadline,
+                returned: Some(result),
+            } => (result, Some((interrupt, deadline))),
+            Called::Stopped {
+                interrupt,
+                returned: None,
+                ..
+            } => return Err(self.abandon(interrupt).await),
         };
         let labels = [("stream", self.stream.name.clone())];
         metrics::histogram!(crate::metrics::PROCESS_TIME, &labels)
             .record(started.elapsed().as_secs_f64());
-        match result {
+        match &result {
             Ok(()) => {
                 metrics::counter!(crate::metrics::RECORDS_PROCESSED, &labels)
                     .increment(count as u64);
                 metrics::counter!(crate::metrics::BYTES_PROCESSED, &labels).increment(bytes as u64);
-                Ok(())
             }
-            Err(e) => Err(Exit::Failed(format!("process_records failed: {e}"))),
+            Err(e) if stop.is_some() => {
+                tracing::warn!(error = %e, "process_records failed while processing was stopping");
+            }
+            Err(_) => {}
         }
+        if let Some((interrupt, deadline)) = stop {
+            return Err(self.end(processor, checkpointer, interrupt, deadline).await);
+        }
+        result.map_err(|e| Exit::Failed(format!("process_records failed: {e}")))
     }
 
     /// The shard is closed and every record was delivered: record the children, then have
@@ -252,12 +315,27 @@ impl Consumer {
         checkpointer.reached_shard_end();
         let mut attempt = 0u32;
         loop {
-            let result = tokio::select! {
-                result = processor.shard_ended(checkpointer) => result,
-                () = lost(self.status.clone()) => {
-                    processor.lease_lost().await;
-                    return Exit::Done;
+            let result = match self
+                .call("shard_ended", processor.shard_ended(checkpointer))
+                .await
+            {
+                Called::Returned(result) => result,
+                Called::Stopped {
+                    interrupt,
+                    deadline,
+                    returned: Some(_),
+                } => {
+                    if self.lease.lease().await.is_shard_end() {
+                        let _ = self.ctx.sync_now.send(Arc::clone(&self.stream));
+                        return self.abandon(interrupt).await;
+                    }
+                    return self.end(processor, checkpointer, interrupt, deadline).await;
                 }
+                Called::Stopped {
+                    interrupt,
+                    returned: None,
+                    ..
+                } => return self.abandon(interrupt).await,
             };
             if self.lease.lease().await.is_shard_end() {
                 // The children may start: find them now rather than at the next sync.
@@ -279,7 +357,8 @@ impl Consumer {
             tokio::select! {
                 _ = tokio::time::sleep(self.ctx.shard_end_retry) => {}
                 interrupt = self.interrupted() => {
-                    return self.end(processor, checkpointer, interrupt).await;
+                    let deadline = Instant::now() + self.ctx.stop_timeout;
+                    return self.end(processor, checkpointer, interrupt, deadline).await;
                 }
             }
         }
@@ -295,38 +374,91 @@ impl Consumer {
         }
     }
 
-    /// Tells the processor why processing stops, and releases the lease on a hand-off.
+    /// Tells the processor why processing stops (its call must return by `deadline`), and
+    /// releases the lease on a hand-off.
     async fn end(
         &mut self,
         processor: &mut dyn ShardRecordProcessor,
         checkpointer: &mut Checkpointer,
         interrupt: Interrupt,
+        deadline: Instant,
     ) -> Exit {
+        // A hand-off or shutdown that turned into a loss meanwhile is a loss: checkpoints
+        // would be refused.
+        let interrupt = if self.status.borrow().is_lost() {
+            Interrupt::Lost
+        } else {
+            interrupt
+        };
         match interrupt {
             Interrupt::Lost => {
-                processor.lease_lost().await;
+                self.finish_by(deadline, "lease_lost", processor.lease_lost())
+                    .await;
                 Exit::Done
             }
-            Interrupt::Handoff => {
-                self.shutdown_requested(processor, checkpointer).await;
-                self.release().await
-            }
-            Interrupt::Shutdown => {
-                // The coordinator releases every lease once all consumers have ended.
-                self.shutdown_requested(processor, checkpointer).await;
-                Exit::Done
+            Interrupt::Handoff | Interrupt::Shutdown => {
+                let call = processor.shutdown_requested(checkpointer);
+                if let Some(Err(e)) = self.finish_by(deadline, "shutdown_requested", call).await {
+                    tracing::warn!(error = %e, "shutdown_requested failed; releasing the lease anyway");
+                }
+                self.abandon(interrupt).await
             }
         }
     }
 
-    async fn shutdown_requested(
-        &mut self,
-        processor: &mut dyn ShardRecordProcessor,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let result: Result<(), ProcessorError> = processor.shutdown_requested(checkpointer).await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "shutdown_requested failed; releasing the lease anyway");
+    /// Ends without a further processor call: releases the lease on a hand-off (the
+    /// coordinator releases every lease once all consumers have ended on a shutdown).
+    async fn abandon(&mut self, interrupt: Interrupt) -> Exit {
+        match interrupt {
+            Interrupt::Handoff if !self.status.borrow().is_lost() => self.release().await,
+            _ => Exit::Done,
+        }
+    }
+
+    /// Runs one processor call. If processing must stop while it runs, the call gets until
+    /// the stop timeout to finish.
+    async fn call<T>(&mut self, name: &'static str, call: impl Future<Output = T>) -> Called<T> {
+        tokio::pin!(call);
+        let interrupt = tokio::select! {
+            biased;
+            value = &mut call => return Called::Returned(value),
+            interrupt = self.interrupted() => interrupt,
+        };
+        tracing::debug!(
+            call = name,
+            ?interrupt,
+            "processing must stop; letting the call finish"
+        );
+        let deadline = Instant::now() + self.ctx.stop_timeout;
+        let returned = self.finish_by(deadline, name, call).await;
+        Called::Stopped {
+            interrupt,
+            deadline,
+            returned,
+        }
+    }
+
+    /// Awaits a processor call until `deadline`; drops it (and says so) if it is still
+    /// running then.
+    async fn finish_by<T>(
+        &self,
+        deadline: Instant,
+        name: &'static str,
+        call: impl Future<Output = T>,
+    ) -> Option<T> {
+        match tokio::time::timeout_at(deadline.into(), call).await {
+            Ok(value) => Some(value),
+            Err(_) => {
+                tracing::error!(
+                    call = name,
+                    stop_timeout = ?self.ctx.stop_timeout,
+                    "the processor did not return within the stop timeout once processing had \
+                     to stop; its call is abandoned"
+                );
+                metrics::counter!(crate::metrics::PROCESSOR_CALLS_ABANDONED, "call" => name)
+                    .increment(1);
+                None
+            }
         }
     }
 
@@ -377,11 +509,6 @@ impl Consumer {
     fn set_state(&self, state: ShardState) {
         self.ctx.states.set(self.lease.lease_key(), state);
     }
-}
-
-/// Resolves once the lease is lost.
-pub(crate) async fn lost(mut status: watch::Receiver<LeaseStatus>) {
-    let _ = status.wait_for(LeaseStatus::is_lost).await;
 }
 
 /// Resolves once the lease is no longer plainly held, with the new status.

@@ -1,11 +1,14 @@
 //! One consumed stream: how its shards are synced into leases and read.
 
+use std::time::Duration;
+
 use aws_sdk_kinesis::Client;
 
 use super::Retrieval;
 use crate::error::{Error, Result};
-use crate::lease::{HashKeyRange, Lease, LeaseTable, StreamIdentifier};
+use crate::lease::{HashKeyRange, Lease, LeaseTable, RetryPolicy, StreamIdentifier};
 use crate::retrieval::{FanOutRetriever, PollingRetriever, ShardReader, StartingPosition};
+use crate::shard::kinesis_retry::retrying;
 use crate::shard::{InitialPosition, ShardSyncer, StreamTarget};
 
 /// How one stream's shards are read: polling or enhanced fan-out.
@@ -47,6 +50,17 @@ impl Retriever {
     }
 }
 
+/// How a stream's leases are keyed.
+#[derive(Debug)]
+pub(crate) enum Identity {
+    /// Single-stream mode: the lease key is the shard id.
+    SingleStream,
+    /// Multi-stream mode, with the identifier the application supplied.
+    Given(StreamIdentifier),
+    /// Multi-stream mode, the identifier found by `DescribeStreamSummary`.
+    Describe,
+}
+
 /// Everything the worker needs per stream.
 #[derive(Debug)]
 pub(crate) struct StreamContext {
@@ -70,12 +84,12 @@ impl StreamContext {
         initial_position: InitialPosition,
         retrieval: &Retrieval,
         application: &str,
-        multi_stream: bool,
+        identity: Identity,
     ) -> Result<Self> {
-        let identifier = if multi_stream {
-            Some(describe_identifier(kinesis, stream).await?)
-        } else {
-            None
+        let identifier = match identity {
+            Identity::SingleStream => None,
+            Identity::Given(id) => Some(id),
+            Identity::Describe => Some(describe_identifier(kinesis, stream).await?),
         };
         let mut syncer = ShardSyncer::new(
             kinesis.clone(),
@@ -127,17 +141,28 @@ impl StreamContext {
     }
 }
 
+/// How long `DescribeStreamSummary` is retried at start-up (throttling, server errors): its
+/// limit is 20 calls per second per account, so a fleet of 100 workers of 5 streams each
+/// starting at once needs some 25 s.
+const DESCRIBE_RETRY: RetryPolicy = RetryPolicy {
+    budget: Duration::from_secs(60),
+    min_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(5),
+};
+
 /// `account:name:epoch` of a stream, from `DescribeStreamSummary`.
 async fn describe_identifier(kinesis: &Client, stream: &str) -> Result<StreamIdentifier> {
     let request = match StreamTarget::parse(stream) {
         StreamTarget::Arn(arn) => kinesis.describe_stream_summary().stream_arn(arn),
         StreamTarget::Name(name) => kinesis.describe_stream_summary().stream_name(name),
     };
-    let out = request.send().await.map_err(|e| Error::Kinesis {
-        operation: "DescribeStreamSummary",
-        stream: stream.to_owned(),
-        source: Box::new(e.into()),
-    })?;
+    let out = retrying(DESCRIBE_RETRY, stream, || request.clone().send())
+        .await
+        .map_err(|e| Error::Kinesis {
+            operation: "DescribeStreamSummary",
+            stream: stream.to_owned(),
+            source: Box::new(e.into()),
+        })?;
     let summary = out.stream_description_summary().ok_or_else(|| {
         Error::Worker(format!("DescribeStreamSummary of `{stream}` returned no summary").into())
     })?;
