@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
@@ -106,9 +106,11 @@ impl Fixture {
     fn worker_with(&self, id: &str, config: LeaseConfig, blockable: bool) -> Worker {
         let (coordinator, acquired) =
             LeaseCoordinator::start(self.table_client(blockable), id, config);
+        let holdings = Holdings::default();
         Worker {
-            driver: Some(drive(acquired, None)),
+            driver: Some(drive(acquired, None, Arc::clone(&holdings))),
             coordinator: Some(coordinator),
+            holdings,
         }
     }
 
@@ -159,7 +161,13 @@ impl Intercept for Gate {
 struct Worker {
     coordinator: Option<LeaseCoordinator>,
     driver: Option<JoinHandle<()>>,
+    holdings: Holdings,
 }
+
+/// Every acquisition a driver saw: (lease key, from, until), `until` unset while still held.
+/// `from` is when the acquisition was announced, `until` when the lease stopped being active
+/// (lost or released): the interval a processor would have run.
+type Holdings = Arc<Mutex<Vec<(String, Instant, Option<Instant>)>>>;
 
 impl Worker {
     fn c(&self) -> &LeaseCoordinator {
@@ -202,11 +210,23 @@ impl Worker {
 fn drive(
     mut acquired: AcquiredLeases,
     handoff_checkpoint: Option<ExtendedSequenceNumber>,
+    holdings: Holdings,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut leases = tokio::task::JoinSet::new();
         while let Some(lease) = acquired.recv().await {
             let checkpoint = handoff_checkpoint.clone();
+            let holdings = Arc::clone(&holdings);
+            let entry = {
+                let mut h = holdings.lock().unwrap();
+                h.push((lease.lease_key().to_owned(), Instant::now(), None));
+                h.len() - 1
+            };
+            let mut status = lease.subscribe();
+            leases.spawn(async move {
+                let _ = status.wait_for(|s| !s.is_active()).await;
+                holdings.lock().unwrap()[entry].2 = Some(Instant::now());
+            });
             leases.spawn(async move {
                 if let LeaseStatus::HandoffRequested { .. } = lease.wait_not_held().await {
                     if let Some(cp) = checkpoint {
@@ -443,7 +463,8 @@ async fn handoff_carries_the_checkpoint_and_beats_failover() -> TestResult {
         let (coordinator, acquired) =
             LeaseCoordinator::start(fx.table_client(false), "a", config(1));
         let a = Worker {
-            driver: Some(drive(acquired, Some(seq("4200")))),
+            driver: Some(drive(acquired, Some(seq("4200")), Holdings::default())),
+            holdings: Holdings::default(),
             coordinator: Some(coordinator),
         };
         wait_for(Duration::from_secs(20), "a to hold both", || async {
@@ -504,7 +525,8 @@ async fn racing_workers_exactly_one_wins() -> TestResult {
         );
         assert_eq!(now.lease_counter, won.lease_counter);
 
-        // Coordinator level: 6 workers start together; one ends up holding it, never two.
+        // Coordinator level: 6 workers start together; one ends up holding it, never two at
+        // once: every acquisition and its end are recorded, and the intervals are compared.
         let workers: Vec<Worker> = (0..6)
             .map(|i| fx.worker(&format!("w{i}"), config(1)))
             .collect();
@@ -514,10 +536,32 @@ async fn racing_workers_exactly_one_wins() -> TestResult {
             Ok(holders() == 1)
         })
         .await?;
-        let until = Instant::now() + FAILOVER;
-        while Instant::now() < until {
-            assert_eq!(holders(), 1, "two workers held the lease at once");
-            tokio::time::sleep(SAMPLE).await;
+        // Two more failovers: a second holder would have had the time to take it.
+        tokio::time::sleep(FAILOVER * 2).await;
+        let now = Instant::now();
+        let mut intervals = Vec::new();
+        for (i, w) in workers.iter().enumerate() {
+            for (key, from, until) in w.holdings.lock().unwrap().iter() {
+                intervals.push((i, key.clone(), *from, until.unwrap_or(now)));
+            }
+        }
+        assert!(!intervals.is_empty(), "nobody acquired the lease");
+        for (i, a) in intervals.iter().enumerate() {
+            for b in &intervals[i + 1..] {
+                if a.0 != b.0 && a.1 == b.1 {
+                    assert!(
+                        a.3 <= b.2 || b.3 <= a.2,
+                        "w{} and w{} held {} at once: {:?}..{:?} and {:?}..{:?}",
+                        a.0,
+                        b.0,
+                        a.1,
+                        a.2,
+                        a.3,
+                        b.2,
+                        b.3
+                    );
+                }
+            }
         }
         let total_conflicts: u64 = workers.iter().map(|w| w.c().stats().take_conflicts).sum();
         let total_takes: u64 = workers.iter().map(|w| w.c().stats().takes).sum();
@@ -812,7 +856,8 @@ async fn renewals_are_bounded_in_concurrency() -> TestResult {
         let (coordinator, acquired) =
             LeaseCoordinator::start(LeaseTable::new(client, &fx.table_name), "w", config.clone());
         let mut worker = Worker {
-            driver: Some(drive(acquired, None)),
+            driver: Some(drive(acquired, None, Holdings::default())),
+            holdings: Holdings::default(),
             coordinator: Some(coordinator),
         };
         wait_for(Duration::from_secs(20), "w to hold all 40", || async {

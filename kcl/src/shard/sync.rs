@@ -445,7 +445,8 @@ impl ShardSyncer {
     /// `TRIM_HORIZON`, with their parents and hash key ranges, keyed like `parent`.
     ///
     /// As the Java `ShutdownTask`: when the only child is a merge whose other parent has no
-    /// lease, nothing is created ([`ChildLeases::Deferred`]).
+    /// lease, and the child has none either, nothing is created ([`ChildLeases::Deferred`]);
+    /// the worker then keeps the parent short of `SHARD_END` and calls again every second.
     ///
     /// # Errors
     ///
@@ -479,7 +480,13 @@ impl ShardSyncer {
                     missing = Some(key);
                 }
             }
-            if let (1, Some(missing_parent_lease_key)) = (present, missing) {
+            // Deferred only while the child has no lease either: one that exists (the other
+            // parent ended first and created it, and its lease may be gone since, trimmed
+            // and cleaned up) cannot be made to wait for a lease that will never come back.
+            let child_key = sibling_lease_key(parent, &child.shard_id);
+            if let (1, Some(missing_parent_lease_key)) = (present, missing)
+                && self.table.get_lease(&child_key).await?.is_none()
+            {
                 return Ok(ChildLeases::Deferred {
                     child_shard_id: child.shard_id.clone(),
                     missing_parent_lease_key,

@@ -27,7 +27,7 @@ use crate::processor::{
     InitializationInput, ProcessRecordsInput, ShardContext, ShardRecordProcessor, SharedFactory,
 };
 use crate::retrieval::{RecordBatch, ShardReader, StartingPosition};
-use crate::shard::ChildShard;
+use crate::shard::{ChildLeases, ChildShard};
 
 /// How a consumer ended.
 #[derive(Debug)]
@@ -288,15 +288,50 @@ impl Consumer {
             }
         }
         if !children.is_empty() {
-            match self
-                .stream
-                .syncer
-                .create_child_leases(&snapshot, &children)
-                .await
-            {
-                Ok(created) => tracing::info!(?created, "child leases at shard end"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not create child leases; shard sync will")
+            let mut deferrals = 0u32;
+            loop {
+                match self
+                    .stream
+                    .syncer
+                    .create_child_leases(&snapshot, &children)
+                    .await
+                {
+                    Ok(ChildLeases::Deferred {
+                        child_shard_id,
+                        missing_parent_lease_key,
+                    }) => {
+                        deferrals += 1;
+                        if deferrals == 1 || deferrals.is_multiple_of(60) {
+                            tracing::warn!(
+                                child = %child_shard_id,
+                                missing_parent = %missing_parent_lease_key,
+                                deferrals,
+                                "the merged child's other parent has no lease yet; \
+                                 SHARD_END waits for it"
+                            );
+                        }
+                        self.set_state(ShardState::ChildLeaseDeferred {
+                            child_shard_id,
+                            missing_parent_lease_key,
+                        });
+                        // The periodic sync creates missing leases: ask for one now.
+                        let _ = self.ctx.sync_now.send(Arc::clone(&self.stream));
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.ctx.shard_end_retry) => continue,
+                            interrupt = self.interrupted() => {
+                                let deadline = Instant::now() + self.ctx.stop_timeout;
+                                return self.end(processor, checkpointer, interrupt, deadline).await;
+                            }
+                        }
+                    }
+                    Ok(created) => {
+                        tracing::info!(?created, "child leases at shard end");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not create child leases; shard sync will");
+                        break;
+                    }
                 }
             }
             let ids: std::collections::BTreeSet<String> =

@@ -21,6 +21,15 @@ pub enum ShardState {
         /// Calls of `shard_ended` so far.
         attempts: u32,
     },
+    /// The shard ended into a merge whose other parent has no lease yet: the child's lease is
+    /// not created and `SHARD_END` not checkpointed until it has (as the Java `ShutdownTask`,
+    /// `BlockedOnParentShardException`), retried every second meanwhile.
+    ChildLeaseDeferred {
+        /// The merged child.
+        child_shard_id: String,
+        /// The other parent's missing lease.
+        missing_parent_lease_key: String,
+    },
     /// Fully processed (checkpoint `SHARD_END`); the lease stays until clean-up deletes it.
     ShardEnded,
     /// The processor or retrieval failed; the shard restarts from its last checkpoint after
