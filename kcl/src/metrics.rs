@@ -18,6 +18,7 @@
 //! | `kcl_lease_takes_total` | counter | leases | — | leases taken (unowned, expired, reclaimed, handed over) |
 //! | `kcl_lease_steals_total` | counter | leases | — | graceful hand-offs started towards this worker |
 //! | `kcl_lease_take_conflicts_total` | counter | writes | — | takes and steals that lost a race |
+//! | `kcl_duplicate_worker_id_total` | counter | detections | — | another live process renews leases under this worker id; this worker stopped taking (see [`CoordinatorStats::duplicate_worker_id`](crate::lease::CoordinatorStats::duplicate_worker_id)) |
 //! | `kcl_leases_lost_total` | counter | leases | — | leases lost (taken away or not renewed in time) |
 //! | `kcl_checkpoints_total` | counter | writes | — | checkpoints written |
 //! | `kcl_checkpoints_prepared_total` | counter | writes | — | two-phase checkpoints prepared |
@@ -77,6 +78,8 @@ pub const LEASE_TAKES: &str = "kcl_lease_takes_total";
 pub const LEASE_STEALS: &str = "kcl_lease_steals_total";
 /// Counter: takes and steals that lost a race.
 pub const LEASE_TAKE_CONFLICTS: &str = "kcl_lease_take_conflicts_total";
+/// Counter: another live process was found using this worker id.
+pub const DUPLICATE_WORKER_ID: &str = "kcl_duplicate_worker_id_total";
 /// Counter: leases lost.
 pub const LEASES_LOST: &str = "kcl_leases_lost_total";
 /// Counter: checkpoints written.

@@ -885,3 +885,60 @@ async fn renewals_are_bounded_in_concurrency() -> TestResult {
     })
     .await
 }
+
+/// Used to fight: a second process started with a worker id already in use took back every
+/// lease of the first at its next scan (they are "left to this worker id"), the first lost
+/// them and took them back, and so on every second. Now the newcomer sees their counters move
+/// while it does not hold them, reports the duplicate id and takes nothing; the first keeps
+/// every lease throughout. A process restarted with its crashed predecessor's id still takes
+/// the leases back (their counters stand still), well before they would expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_process_with_the_same_worker_id_refuses_to_fight() -> TestResult {
+    bounded(async {
+        let fx = Fixture::new(4).await?;
+        let mut first = fx.worker("same-id", config(1));
+        wait_for(
+            Duration::from_secs(10),
+            "the first process holding all",
+            || async { Ok(first.active().len() == 4) },
+        )
+        .await?;
+        let mut second = fx.worker("same-id", config(1));
+        wait_for(
+            Duration::from_secs(10),
+            "the duplicate id detected",
+            || async { Ok(second.c().stats().duplicate_worker_id) },
+        )
+        .await?;
+        // Three failovers in which a fight would have moved every lease many times.
+        let until = Instant::now() + FAILOVER * 3;
+        while Instant::now() < until {
+            assert_eq!(first.active().len(), 4, "the first process lost leases");
+            assert!(second.active().is_empty(), "the second process took leases");
+            tokio::time::sleep(SAMPLE).await;
+        }
+        assert_eq!(first.c().stats().lost, 0);
+        assert_eq!(second.c().stats().takes, 0);
+        second.shutdown().await?;
+
+        // A crash, then a restart under the same id: the leases come back before expiry.
+        first.kill();
+        let restarted_at = Instant::now();
+        let mut restarted = fx.worker("same-id", config(1));
+        wait_for(
+            Duration::from_secs(10),
+            "the restart holding all",
+            || async { Ok(restarted.active().len() == 4) },
+        )
+        .await?;
+        let took = restarted_at.elapsed();
+        assert!(
+            took < FAILOVER,
+            "reclaiming took {took:?}, as long as expiry"
+        );
+        assert!(!restarted.c().stats().duplicate_worker_id);
+        restarted.shutdown().await?;
+        Ok(())
+    })
+    .await
+}

@@ -19,8 +19,12 @@
 //!   [releases](super::HeldLease::release) the lease, after which this worker's next scan
 //!   takes it. A hand-off not completed within
 //!   [`handoff_timeout`](crate::LeaseConfig::handoff_timeout) is completed by force.
-//! - **Leases left to this worker id** (by an earlier run, or by a completed hand-off) are
-//!   taken back at the next scan without waiting for expiry.
+//! - **Leases left to this worker id** by a completed hand-off are taken at the next scan;
+//!   those left by an earlier run with the same id once their counter has stood still for a
+//!   renew interval, without waiting for expiry. If such a counter moves, another live
+//!   process uses this worker id: the coordinator logs an error, reports it
+//!   ([`CoordinatorStats::duplicate_worker_id`], `kcl_duplicate_worker_id_total`) and takes
+//!   nothing more, rather than fight the other process over every lease.
 //! - **Shutdown**: [`LeaseCoordinator::shutdown`] stops taking and releases every lease
 //!   (removing `leaseOwner`), so other workers take them at their next scan instead of
 //!   after the failover time. Dropping the coordinator without `shutdown` stops everything
@@ -381,6 +385,7 @@ pub(crate) struct Stats {
     pub(crate) steals: Counter,
     pub(crate) take_conflicts: Counter,
     pub(crate) lost: Counter,
+    pub(crate) duplicate_worker_id: Counter,
 }
 
 impl Default for Stats {
@@ -394,6 +399,7 @@ impl Default for Stats {
             steals: Counter::new(m::LEASE_STEALS),
             take_conflicts: Counter::new(m::LEASE_TAKE_CONFLICTS),
             lost: Counter::new(m::LEASES_LOST),
+            duplicate_worker_id: Counter::new(m::DUPLICATE_WORKER_ID),
         }
     }
 }
@@ -413,6 +419,7 @@ impl Stats {
             steals: self.steals.get(),
             take_conflicts: self.take_conflicts.get(),
             lost: self.lost.get(),
+            duplicate_worker_id: self.duplicate_worker_id.get() > 0,
         }
     }
 }
@@ -435,4 +442,8 @@ pub struct CoordinatorStats {
     pub take_conflicts: u64,
     /// Leases lost (taken by another worker, or not renewed in time).
     pub lost: u64,
+    /// Another running process uses this worker id (it renews leases the table gives to
+    /// this id that this coordinator does not hold): taking stopped for good, to avoid a
+    /// fight over every such lease. Logged as an error.
+    pub duplicate_worker_id: bool,
 }

@@ -28,7 +28,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let interval = shared.config.taker_interval();
     let failover = shared.config.failover_time();
     let mut tracker = ExpiryTracker::new();
-    let mut handoffs: HashMap<String, Instant> = HashMap::new();
+    let mut memory = Memory::default();
     let min_gap = interval / MIN_GAP_DIVISOR;
     let mut next_round = Instant::now();
     let mut last_start: Option<Instant> = None;
@@ -50,7 +50,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         // A take or steal that lost a race is retried at once on a fresh scan, not a
         // period later (the winner's write is visible by then); a few times at most.
         for _ in 0..MAX_SCANS_PER_ROUND {
-            if !round(&shared, &mut tracker, &mut handoffs).await {
+            if !round(&shared, &mut tracker, &mut memory).await {
                 break;
             }
         }
@@ -58,12 +58,20 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// What the taker remembers between rounds.
+#[derive(Default)]
+struct Memory {
+    /// Hand-offs this worker started (steals), by lease key, with their start.
+    handoffs: HashMap<String, Instant>,
+    /// Leases the table gives to this worker id that it does not hold (left by an earlier
+    /// run), with when they were first seen so and the counter then.
+    reclaims: HashMap<String, (Instant, u64)>,
+    /// Another process renews leases under this worker id: taking stopped for good.
+    duplicate_id: bool,
+}
+
 /// One scan and the takes it leads to. Returns whether a take or steal lost a race.
-async fn round(
-    shared: &Shared,
-    tracker: &mut ExpiryTracker,
-    handoffs: &mut HashMap<String, Instant>,
-) -> bool {
+async fn round(shared: &Shared, tracker: &mut ExpiryTracker, memory: &mut Memory) -> bool {
     let failover = shared.config.failover_time();
     let leases = match shared.table.list_leases().await {
         Ok(mut leases) => {
@@ -85,30 +93,64 @@ async fn round(
     let held = shared.held_keys();
     let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.lease_key.as_str(), l)).collect();
 
-    // Leases the table gives to this worker that it does not hold: left by an earlier run
-    // with the same worker id, or handed over to it (the hand-off is complete once the old
-    // owner has cleared `checkpointOwner`). Also hand-offs that timed out.
-    handoffs.retain(|key, _| {
+    if memory.duplicate_id {
+        return false;
+    }
+    // Leases the table gives to this worker that it does not hold. Handed over to it: taken
+    // once the old owner has cleared `checkpointOwner` (or the hand-off timed out). Left by
+    // an earlier run with the same worker id: taken back once their counter has stood still
+    // for a renew interval, without waiting for expiry. A counter that moves meanwhile means
+    // another live process renews them under this worker id: taking them would start a fight
+    // in which both lose and retake every lease every second (or, worse, both believe they
+    // hold it), so this worker refuses, says so and takes nothing more.
+    let stolen: std::collections::HashSet<String> = memory.handoffs.keys().cloned().collect();
+    memory.handoffs.retain(|key, _| {
         by_key
             .get(key.as_str())
             .is_some_and(|l| l.lease_owner.as_deref() == Some(me) && l.checkpoint_owner.is_some())
     });
+    memory.reclaims.retain(|key, _| {
+        by_key.get(key.as_str()).is_some_and(|l| {
+            l.lease_owner.as_deref() == Some(me)
+                && l.checkpoint_owner.is_none()
+                && !held.contains(key)
+        })
+    });
+    let settle = shared.config.renew_interval() + EXPIRY_NUDGE;
     for lease in &leases {
         if lease.lease_owner.as_deref() != Some(me) || held.contains(&lease.lease_key) {
             continue;
         }
         match &lease.checkpoint_owner {
-            None => {
+            None if stolen.contains(&lease.lease_key) => {
                 take(shared, tracker, lease, TakeReason::Unowned).await;
             }
+            None => {
+                let (since, counter) = *memory
+                    .reclaims
+                    .entry(lease.lease_key.clone())
+                    .or_insert((scan_time, lease.lease_counter));
+                if lease.lease_counter != counter {
+                    duplicate_worker_id(shared, lease);
+                    memory.duplicate_id = true;
+                    return false;
+                }
+                if scan_time.duration_since(since) >= settle {
+                    memory.reclaims.remove(&lease.lease_key);
+                    take(shared, tracker, lease, TakeReason::Unowned).await;
+                }
+            }
             Some(_) => {
-                let since = *handoffs.entry(lease.lease_key.clone()).or_insert(scan_time);
+                let since = *memory
+                    .handoffs
+                    .entry(lease.lease_key.clone())
+                    .or_insert(scan_time);
                 if scan_time.duration_since(since) >= shared.config.handoff_timeout() {
                     tracing::warn!(
                         lease = %lease.lease_key,
                         "graceful hand-off timed out; taking the lease"
                     );
-                    handoffs.remove(&lease.lease_key);
+                    memory.handoffs.remove(&lease.lease_key);
                     take(shared, tracker, lease, TakeReason::Expired).await;
                 }
             }
@@ -131,7 +173,7 @@ async fn round(
             }
             TakeReason::Steal => match steal(shared, lease).await {
                 Took::Yes => {
-                    handoffs.insert(lease.lease_key.clone(), scan_time);
+                    memory.handoffs.insert(lease.lease_key.clone(), scan_time);
                 }
                 Took::Conflict => conflicted = true,
                 Took::Failed => {}
@@ -139,6 +181,18 @@ async fn round(
         }
     }
     conflicted
+}
+
+/// Another process renews `lease` under this worker's id.
+fn duplicate_worker_id(shared: &Shared, lease: &Lease) {
+    tracing::error!(
+        worker = %shared.worker_id,
+        lease = %lease.lease_key,
+        "another running process uses this worker id: it renews a lease the table gives to \
+         this id and this process does not hold; this worker takes no more leases (give every \
+         process a unique worker id, then restart this one)"
+    );
+    shared.stats.duplicate_worker_id.inc();
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
