@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
+use aws_sdk_dynamodb::types::AttributeValue;
 use kinesis_integration::TestBed;
 use kinesis_kcl::lease::{
     AcquiredLeases, ExtendedSequenceNumber, Lease, LeaseCoordinator, LeaseStatus, LeaseTable,
@@ -29,6 +30,10 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 const SAMPLE: Duration = Duration::from_millis(10);
 
 async fn bounded(body: impl Future<Output = TestResult>) -> TestResult {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     tokio::time::timeout(TEST_TIMEOUT, body)
         .await
         .map_err(|_| format!("test did not finish within {TEST_TIMEOUT:?}"))?
@@ -938,6 +943,100 @@ async fn a_second_process_with_the_same_worker_id_refuses_to_fight() -> TestResu
         );
         assert!(!restarted.c().stats().duplicate_worker_id);
         restarted.shutdown().await?;
+        Ok(())
+    })
+    .await
+}
+
+/// A Java KCL 2.x worker: renews the leases the table gives it, every failover/3, with 2.x's
+/// condition (`leaseOwner` and `leaseCounter` as last seen). It knows nothing of
+/// `checkpointOwner`, so a graceful hand-off (which changes `leaseOwner`) just makes it stop
+/// renewing that lease.
+fn java_2x_worker(fx: &Fixture, id: &'static str) -> JoinHandle<()> {
+    let (client, table) = (fx.bed.dynamodb().clone(), fx.table_name.clone());
+    tokio::spawn(async move {
+        let plain = LeaseTable::new(client.clone(), &table);
+        loop {
+            for lease in plain.list_leases().await.unwrap_or_default() {
+                if lease.lease_owner.as_deref() != Some(id) {
+                    continue;
+                }
+                let _ = client
+                    .update_item()
+                    .table_name(&table)
+                    .key("leaseKey", AttributeValue::S(lease.lease_key.clone()))
+                    .condition_expression("leaseOwner = :owner AND leaseCounter = :counter")
+                    .update_expression("SET leaseCounter = :next")
+                    .expression_attribute_values(":owner", AttributeValue::S(id.to_owned()))
+                    .expression_attribute_values(
+                        ":counter",
+                        AttributeValue::N(lease.lease_counter.to_string()),
+                    )
+                    .expression_attribute_values(
+                        ":next",
+                        AttributeValue::N((lease.lease_counter + 1).to_string()),
+                    )
+                    .send()
+                    .await;
+            }
+            tokio::time::sleep(FAILOVER / 3).await;
+        }
+    })
+}
+
+/// A Java 2.x victim never completes a graceful hand-off: it loses the lease at its next
+/// renewal and stops renewing it, so the lease comes only at its expiry, a failover later
+/// (the old code did take it then, not at the hand-off timeout). Once a worker has shown it
+/// does not honour hand-offs, later steals from it are outright takes, as 2.x steals: this
+/// used to cost a failover per rebalancing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stealing_from_a_worker_that_ignores_hand_offs_takes_outright_once_detected() -> TestResult
+{
+    bounded(async {
+        let fx = Fixture::new(4).await?;
+        let table = fx.plain_table();
+        for lease in table.list_leases().await? {
+            assert!(table.take(&lease, "java-2x").await?.applied().is_some());
+        }
+        let java = java_2x_worker(&fx, "java-2x");
+        let handoff_timeout = Duration::from_secs(60);
+        let config = LeaseConfig::builder()
+            .failover_time(FAILOVER)
+            .handoff_timeout(handoff_timeout)
+            .build()?;
+        let started = Instant::now();
+        let mut worker = fx.worker("rust", config);
+        wait_for(Duration::from_secs(30), "the first two steals", || async {
+            Ok(worker.active().len() == 2)
+        })
+        .await?;
+        let first = started.elapsed();
+        assert!(
+            first < FAILOVER * 3,
+            "the first steals took {first:?} (hand-off timeout {handoff_timeout:?})"
+        );
+
+        // Two more shards, both the 2.x worker's: the balance needs one more steal.
+        for i in 4..6 {
+            table
+                .create_lease_if_absent(&Lease::new(key(i), ExtendedSequenceNumber::TRIM_HORIZON))
+                .await?;
+            let lease = table.get_lease(&key(i)).await?.expect("created");
+            assert!(table.take(&lease, "java-2x").await?.applied().is_some());
+        }
+        let again = Instant::now();
+        wait_for(Duration::from_secs(30), "the third steal", || async {
+            Ok(worker.active().len() == 3)
+        })
+        .await?;
+        let third = again.elapsed();
+        eprintln!("REPORT steals from a 2.x worker: first two after {first:?}, the next {third:?}");
+        assert!(
+            third < FAILOVER / 2,
+            "the next steal took {third:?}: it waited for a hand-off the 2.x worker never completes"
+        );
+        java.abort();
+        worker.shutdown().await?;
         Ok(())
     })
     .await

@@ -68,6 +68,10 @@ struct Memory {
     reclaims: HashMap<String, (Instant, u64)>,
     /// Another process renews leases under this worker id: taking stopped for good.
     duplicate_id: bool,
+    /// Workers that stopped renewing a lease when asked to hand it off instead of finishing
+    /// the hand-off (Java KCL 2.x workers ignore `checkpointOwner`; their renewal fails once
+    /// `leaseOwner` changed): their leases are stolen outright from now on, as 2.x steals.
+    no_handoff: std::collections::HashSet<String>,
 }
 
 /// One scan and the takes it leads to. Returns whether a take or steal lost a race.
@@ -117,6 +121,11 @@ async fn round(shared: &Shared, tracker: &mut ExpiryTracker, memory: &mut Memory
         })
     });
     let settle = shared.config.renew_interval() + EXPIRY_NUDGE;
+    let expired: std::collections::HashSet<&str> = states
+        .iter()
+        .filter(|s| s.expired)
+        .map(|s| s.lease_key.as_str())
+        .collect();
     for lease in &leases {
         if lease.lease_owner.as_deref() != Some(me) || held.contains(&lease.lease_key) {
             continue;
@@ -140,12 +149,25 @@ async fn round(shared: &Shared, tracker: &mut ExpiryTracker, memory: &mut Memory
                     take(shared, tracker, lease, TakeReason::Unowned).await;
                 }
             }
-            Some(_) => {
+            Some(previous) => {
                 let since = *memory
                     .handoffs
                     .entry(lease.lease_key.clone())
                     .or_insert(scan_time);
-                if scan_time.duration_since(since) >= shared.config.handoff_timeout() {
+                if expired.contains(lease.lease_key.as_str()) {
+                    // Nobody renewed it for a failover time: the previous owner dropped it
+                    // when asked to hand it off (a Java KCL 2.x worker) or stopped.
+                    tracing::warn!(
+                        lease = %lease.lease_key,
+                        previous_owner = %previous,
+                        "the previous owner stopped renewing the lease instead of handing it \
+                         off (a worker that ignores hand-offs, e.g. Java KCL 2.x, or a dead \
+                         one); taking it, and stealing from it outright from now on"
+                    );
+                    memory.no_handoff.insert(previous.clone());
+                    memory.handoffs.remove(&lease.lease_key);
+                    take(shared, tracker, lease, TakeReason::Expired).await;
+                } else if scan_time.duration_since(since) >= shared.config.handoff_timeout() {
                     tracing::warn!(
                         lease = %lease.lease_key,
                         "graceful hand-off timed out; taking the lease"
@@ -169,6 +191,14 @@ async fn round(shared: &Shared, tracker: &mut ExpiryTracker, memory: &mut Memory
         };
         match to_take.reason {
             TakeReason::Unowned | TakeReason::Expired => {
+                conflicted |= take(shared, tracker, lease, to_take.reason).await == Took::Conflict;
+            }
+            TakeReason::Steal
+                if lease
+                    .lease_owner
+                    .as_ref()
+                    .is_some_and(|o| memory.no_handoff.contains(o)) =>
+            {
                 conflicted |= take(shared, tracker, lease, to_take.reason).await == Took::Conflict;
             }
             TakeReason::Steal => match steal(shared, lease).await {
