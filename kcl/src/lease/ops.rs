@@ -6,9 +6,7 @@ use std::fmt::Write as _;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::item::{
-    Item, attr, b_value, f_value, n_value, pending_attributes, render, s_value, ss_value,
-};
+use super::item::{Item, attr, b_value, n_value, pending_attributes, render, s_value, ss_value};
 use super::model::Lease;
 use crate::error::{Error, Result};
 
@@ -345,11 +343,14 @@ impl Lease {
     ///
     /// Like Java 3.x, the write also requires `checkpointOwner` to be absent unless this
     /// lease already records a hand-off, so a renewal fails (and the caller re-reads) when a
-    /// KCL 3.x leader has started a graceful hand-off. `throughputKBps` is written when set.
+    /// KCL 3.x leader has started a graceful hand-off. `throughputKBps` is left untouched:
+    /// this crate does not measure it, and re-writing the figure read at the take would show
+    /// a Java 3.x leader's load balancing a stale load as current (Java 3.x writes the
+    /// throughput it measured since the last renewal).
     ///
     /// # Errors
     ///
-    /// [`Error::AttributeValue`] for a non-finite throughput.
+    /// None today; the `Result` leaves room for fields that can be invalid.
     pub fn renew_write(&self) -> Result<LeaseWrite> {
         let mut conditions = self.counter_expectation();
         if self.checkpoint_owner.is_none() {
@@ -357,14 +358,10 @@ impl Lease {
                 attribute: attr::CHECKPOINT_OWNER,
             });
         }
-        let mut updates = vec![set(attr::LEASE_COUNTER, n_value(self.lease_counter + 1))];
-        if let Some(kbps) = self.throughput_kbps {
-            updates.push(set(attr::THROUGHPUT_KBPS, f_value(kbps)?));
-        }
         Ok(LeaseWrite {
             lease_key: self.lease_key.clone(),
             conditions,
-            updates,
+            updates: vec![set(attr::LEASE_COUNTER, n_value(self.lease_counter + 1))],
         })
     }
 
