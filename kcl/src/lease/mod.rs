@@ -54,7 +54,7 @@
 //! | operation | condition | update |
 //! |---|---|---|
 //! | create | `leaseKey` absent | full item (`PutItem`) |
-//! | renew | `leaseCounter = c`, and `checkpointOwner` absent unless we know a hand-off is under way | `leaseCounter := c+1`, `throughputKBps := t` when known |
+//! | renew | `leaseCounter = c`, and `checkpointOwner` absent unless we know a hand-off is under way | `leaseCounter := c+1` (`throughputKBps` untouched: not measured here) |
 //! | take | `leaseCounter = c` | `leaseCounter := c+1`, `leaseOwner := me`, remove `checkpointOwner`, `ownerSwitchesSinceCheckpoint += 1` when the owner changes |
 //! | evict | `leaseOwner` and `checkpointOwner` as last read (absent if absent), `leaseKey` exists | remove `leaseOwner` (unless a hand-off is under way), remove `checkpointOwner`, `leaseCounter += 1` |
 //! | update (checkpoint, prepare) | `leaseCounter = c` | `leaseCounter := c+1`, checkpoint, owner switches, pending checkpoint and state (removed when absent), child shards and hash range when present, multi-stream identity |
