@@ -3,10 +3,13 @@
 //! switched in then would find a finished parent and a child without a lease. The Java
 //! `ShutdownTask` retries (`BlockedOnParentShardException`); so does the worker.
 
+#[path = "support/timing.rs"]
+mod timing;
+
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::config::interceptors::{
     BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextMut,
@@ -24,20 +27,7 @@ use kinesis_kcl::{
     Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
     Retrieval, ShardRecordProcessor, ShardState, Worker,
 };
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type TestResult = Result<(), BoxError>;
-
-async fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) -> TestResult {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        if Instant::now() >= deadline {
-            return Err(format!("timed out after {limit:?} waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
+use timing::{TestResult, bounded, wait_for};
 
 /// While `on`: `GetItem` finds no lease `hidden` (as if it did not exist), and the `PutItem`
 /// creating lease `child` is refused (so nothing but the shard end could create it).
@@ -133,11 +123,7 @@ async fn put(bed: &TestBed, stream: &str, n: usize) -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_merge_with_a_parent_lacking_a_lease_holds_shard_end_until_the_child_has_a_lease()
 -> TestResult {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let test = async {
+    bounded(Duration::from_secs(120), async {
         let bed = TestBed::start().await?;
         let stream = bed.create_stream(2).await?;
         put(&bed, &stream, 40).await?;
@@ -251,9 +237,7 @@ async fn a_merge_with_a_parent_lacking_a_lease_holds_shard_end_until_the_child_h
         );
         handle.shutdown().await;
         task.await??;
-        Ok::<(), BoxError>(())
-    };
-    tokio::time::timeout(Duration::from_secs(120), test)
-        .await
-        .map_err(|_| "test did not finish within 120 s")?
+        Ok(())
+    })
+    .await
 }

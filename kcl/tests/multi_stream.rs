@@ -2,10 +2,12 @@
 //! identifiers the application supplies, and a fleet starting together against the
 //! `DescribeStreamSummary` limit.
 
+#[path = "support/timing.rs"]
+mod timing;
+
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
 use kinesis_integration::TestBed;
@@ -16,33 +18,10 @@ use kinesis_kcl::{
     Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
     Retrieval, ShardRecordProcessor, Worker, WorkerBuilder, WorkerHandle,
 };
+use timing::{BoxError, TestResult, bounded, wait_for};
 use tokio::task::JoinHandle;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type TestResult = Result<(), BoxError>;
-
 const TEST_TIMEOUT: Duration = Duration::from_secs(180);
-
-async fn bounded(body: impl Future<Output = TestResult>) -> TestResult {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .map_err(|_| format!("test did not finish within {TEST_TIMEOUT:?}"))?
-}
-
-async fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) -> TestResult {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        if Instant::now() >= deadline {
-            return Err(format!("timed out after {limit:?} waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
 
 /// (worker, lease key) of every batch with records.
 type Seen = Arc<Mutex<BTreeSet<(String, String)>>>;
@@ -150,7 +129,7 @@ fn run(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_deploy_adding_a_stream_leaves_its_leases_to_the_workers_that_know_it()
 -> TestResult {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let bed = TestBed::start().await?;
         let (a, b) = (bed.create_stream(2).await?, bed.create_stream(2).await?);
         put_some(&bed, &a).await?;
@@ -291,7 +270,7 @@ async fn a_rolling_deploy_adding_a_stream_leaves_its_leases_to_the_workers_that_
 /// its choosing): the lease keys use it as given and `DescribeStreamSummary` is not called.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_supplied_stream_identifier_keys_the_leases_and_skips_describe() -> TestResult {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let bed = TestBed::start().await?;
         let stream = bed.create_stream(1).await?;
         put_some(&bed, &stream).await?;
@@ -399,7 +378,7 @@ async fn a_supplied_identifier_must_name_the_stream() -> TestResult {
 /// helps): every worker starts and the fleet processes every shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fleet_starting_together_rides_out_describe_stream_summary_throttling() -> TestResult {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let bed = TestBed::start().await?;
         let (a, b) = (bed.create_stream(1).await?, bed.create_stream(1).await?);
         put_some(&bed, &a).await?;

@@ -3,8 +3,10 @@
 //! not dropped mid-batch); a processor that never returns holds things up for the stop timeout
 //! at most, never for ever.
 
+#[path = "support/timing.rs"]
+mod timing;
+
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,34 +18,11 @@ use kinesis_kcl::{
     Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
     Retrieval, ShardRecordProcessor, Worker, WorkerHandle,
 };
+use timing::{BoxError, TestResult, bounded, wait_for};
 use tokio::task::JoinHandle;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type TestResult = Result<(), BoxError>;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(1);
-
-async fn bounded(body: impl Future<Output = TestResult>) -> TestResult {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .map_err(|_| format!("test did not finish within {TEST_TIMEOUT:?}"))?
-}
-
-async fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) -> TestResult {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        if Instant::now() >= deadline {
-            return Err(format!("timed out after {limit:?} waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
 
 /// What a processor does in `process_records` and `shutdown_requested`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -263,7 +242,7 @@ fn failover_2s() -> Result<LeaseConfig, BoxError> {
 /// call mid-batch would leave the application's work half done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_lease_lets_the_call_in_flight_finish_then_says_lease_lost() -> TestResult {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let fx = Fixture::new(1).await?;
         let shard = fx.shards[0].clone();
         let scripts = BTreeMap::from([(shard.clone(), Script::FinishAfterLoss)]);
@@ -313,7 +292,7 @@ async fn a_lost_lease_lets_the_call_in_flight_finish_then_says_lease_lost() -> T
 /// still shuts down, within the stop timeout, and releases both leases.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hung_processors_delay_a_shutdown_by_the_stop_timeout_only() -> TestResult {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let fx = Fixture::new(2).await?;
         let (hung, stuck) = (fx.shards[0].clone(), fx.shards[1].clone());
         let scripts = BTreeMap::from([
@@ -357,7 +336,7 @@ async fn hung_processors_delay_a_shutdown_by_the_stop_timeout_only() -> TestResu
 /// stop timeout, not after the (much longer) hand-off timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hung_processor_hands_its_lease_off_after_the_stop_timeout() -> TestResult {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let fx = Fixture::new(2).await?;
         let scripts: BTreeMap<String, Script> = fx
             .shards

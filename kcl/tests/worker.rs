@@ -4,8 +4,10 @@
 //! Every test runs once per retrieval mode (`<test>::polling`, `<test>::fan_out`): the same
 //! assertions hold whether records are polled or pushed by enhanced fan-out.
 
+#[path = "support/timing.rs"]
+mod timing;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -21,13 +23,10 @@ use kinesis_kcl::{
     ProcessorError, Retrieval, ShardRecordProcessor, ShardState, Worker, WorkerHandle,
 };
 use kinesis_kpl::{Producer, UserRecord};
+use timing::{BoxError, SAMPLE, TestResult, bounded, wait_for};
 use tokio::task::JoinHandle;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type TestResult = Result<(), BoxError>;
-
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
-const SAMPLE: Duration = Duration::from_millis(20);
 
 /// How the workers of a test fetch records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,28 +87,6 @@ macro_rules! both_modes {
             }
         }
     };
-}
-
-async fn bounded(body: impl Future<Output = TestResult>) -> TestResult {
-    // `RUST_LOG=kinesis_kcl=debug` shows what the workers do.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .map_err(|_| format!("test did not finish within {TEST_TIMEOUT:?}"))?
-}
-
-async fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) -> TestResult {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        if Instant::now() >= deadline {
-            return Err(format!("timed out after {limit:?} waiting for {what}").into());
-        }
-        tokio::time::sleep(SAMPLE).await;
-    }
-    Ok(())
 }
 
 /// One delivered user record.
@@ -404,7 +381,7 @@ fn check_key_order(deliveries: &[Delivery]) -> Result<usize, BoxError> {
 }
 
 async fn two_workers_deliver_every_record_in_key_order(mode: Mode) -> TestResult {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let bed = mode.bed().await?;
         let stream = bed.create_stream(4).await?;
         let n = bed.scaled(50_000) as u64;
@@ -458,7 +435,7 @@ async fn two_workers_deliver_every_record_in_key_order(mode: Mode) -> TestResult
 }
 
 async fn restart_resumes_right_after_a_sub_sequence_checkpoint(mode: Mode) -> TestResult {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let bed = mode.bed().await?;
         let stream = bed.create_stream(1).await?;
         let n = 300;
@@ -545,7 +522,7 @@ async fn shard_ids(
 }
 
 async fn split_and_merge_children_start_after_their_parents_end(mode: Mode) -> TestResult {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let bed = mode.bed().await?;
         let stream = bed.create_stream(2).await?;
         let setup = Setup {
@@ -641,7 +618,7 @@ async fn split_and_merge_children_start_after_their_parents_end(mode: Mode) -> T
 }
 
 async fn latest_and_at_timestamp_start_where_asked(mode: Mode) -> TestResult {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let bed = mode.bed().await?;
         let stream = bed.create_stream(2).await?;
         produce(&bed, &stream, 0..100, 10).await?;
@@ -696,7 +673,7 @@ async fn latest_and_at_timestamp_start_where_asked(mode: Mode) -> TestResult {
 }
 
 async fn one_worker_consumes_several_streams(mode: Mode) -> TestResult {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let bed = mode.bed().await?;
         let s1 = bed.create_stream(2).await?;
         let s2 = bed.create_stream(1).await?;
@@ -740,7 +717,7 @@ async fn one_worker_consumes_several_streams(mode: Mode) -> TestResult {
 }
 
 async fn failing_and_panicking_processors_restart_from_their_checkpoint(mode: Mode) -> TestResult {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let bed = mode.bed().await?;
         let stream = bed.create_stream(4).await?;
         let n = 2000;
@@ -796,7 +773,7 @@ async fn failing_and_panicking_processors_restart_from_their_checkpoint(mode: Mo
 async fn a_processor_that_never_checkpoints_shard_end_is_surfaced_and_children_wait(
     mode: Mode,
 ) -> TestResult {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let bed = mode.bed().await?;
         let stream = bed.create_stream(1).await?;
         produce(&bed, &stream, 0..50, 5).await?;
@@ -863,7 +840,7 @@ both_modes!(a_processor_that_never_checkpoints_shard_end_is_surfaced_and_childre
 /// every listing, so the worker took nothing, synced no shard and cleaned nothing up.
 async fn items_that_are_not_leases_are_skipped_and_left_untouched(mode: Mode) -> TestResult {
     use aws_sdk_dynamodb::types::AttributeValue;
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let bed = mode.bed().await?;
         let stream = bed.create_stream(2).await?;
         let application = bed.unique_table_name();
@@ -983,7 +960,7 @@ impl aws_sdk_kinesis::config::Intercept for Trimmed {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_trimmed_parent_ends_its_children_start_and_its_lease_is_removed() -> TestResult {
     use kinesis_kcl::lease::{HashKeyRange, Lease};
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let bed = Mode::Polling.bed().await?;
         let stream = bed.create_stream(1).await?;
         let parent = "shardId-000000000000".to_owned();
