@@ -924,12 +924,39 @@ async fn a_second_process_with_the_same_worker_id_refuses_to_fight() -> TestResu
         }
         assert_eq!(first.c().stats().lost, 0);
         assert_eq!(second.c().stats().takes, 0);
+        // Its shutdown leaves the other process's leases alone (it used to release every
+        // lease given to the id).
         second.shutdown().await?;
+        let renewals = first.c().stats().renewals;
+        wait_for(
+            Duration::from_secs(10),
+            "two rounds of renewals",
+            || async { Ok(first.c().stats().renewals >= renewals + 8) },
+        )
+        .await?;
+        assert_eq!(first.active().len(), 4, "the first process lost leases");
+        assert_eq!(first.c().stats().lost, 0);
 
         // A crash, then a restart under the same id: the leases come back before expiry.
         first.kill();
         let restarted_at = Instant::now();
         let mut restarted = fx.worker("same-id", config(1));
+        // A renewal of the crashed run lands late (its answer was lost), after the restarted
+        // process first saw the lease: one step is not a duplicate.
+        wait_for(
+            Duration::from_secs(5),
+            "the restart's first scan",
+            || async { Ok(restarted.rounds() >= 1) },
+        )
+        .await?;
+        let late = fx.plain_table().get_lease(&key(0)).await?.expect("exists");
+        assert!(
+            fx.plain_table()
+                .apply(&late.renew_write()?)
+                .await?
+                .applied()
+                .is_some()
+        );
         wait_for(
             Duration::from_secs(10),
             "the restart holding all",

@@ -205,7 +205,11 @@ impl LeaseCoordinator {
                 first_error.get_or_insert(e);
             }
         }
-        if let Err(e) = self.release_unheld().await {
+        // With another live process on this worker id, the leases the table gives to the id
+        // are that process's: releasing them would take them from under it.
+        if self.shared.stats.duplicate_worker_id.get() == 0
+            && let Err(e) = self.release_unheld().await
+        {
             tracing::warn!(error = %e, "could not release leases assigned to this worker");
             first_error.get_or_insert(e);
         }

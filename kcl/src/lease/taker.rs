@@ -64,8 +64,8 @@ struct Memory {
     /// Hand-offs this worker started (steals), by lease key, with their start.
     handoffs: HashMap<String, Instant>,
     /// Leases the table gives to this worker id that it does not hold (left by an earlier
-    /// run), with when they were first seen so and the counter then.
-    reclaims: HashMap<String, (Instant, u64)>,
+    /// run), watched before they are taken back.
+    reclaims: HashMap<String, Reclaim>,
     /// Another process renews leases under this worker id: taking stopped for good.
     duplicate_id: bool,
     /// Workers that stopped renewing a lease when asked to hand it off instead of finishing
@@ -73,6 +73,22 @@ struct Memory {
     /// `leaseOwner` changed): their leases are stolen outright from now on, as 2.x steals.
     no_handoff: std::collections::HashSet<String>,
 }
+
+/// A lease given to this worker id that it does not hold, as watched so far.
+struct Reclaim {
+    /// Since when its counter has stood still.
+    still_since: Instant,
+    /// Its counter then.
+    counter: u64,
+    /// How far its counter moved while watched.
+    moved: u64,
+}
+
+/// Counter steps seen on a lease this worker does not hold before another process is taken
+/// to renew it under this worker id. This worker's own writes still in flight when it let
+/// the lease go (a renewal and a checkpoint whose answers were lost, landing late) account
+/// for two at most; a live duplicate renews once per renew interval.
+const DUPLICATE_ID_STEPS: u64 = 3;
 
 /// One scan and the takes it leads to. Returns whether a take or steal lost a race.
 async fn round(shared: &Shared, tracker: &mut ExpiryTracker, memory: &mut Memory) -> bool {
@@ -135,16 +151,24 @@ async fn round(shared: &Shared, tracker: &mut ExpiryTracker, memory: &mut Memory
                 take(shared, tracker, lease, TakeReason::Unowned).await;
             }
             None => {
-                let (since, counter) = *memory
+                let watched = memory
                     .reclaims
                     .entry(lease.lease_key.clone())
-                    .or_insert((scan_time, lease.lease_counter));
-                if lease.lease_counter != counter {
-                    duplicate_worker_id(shared, lease);
-                    memory.duplicate_id = true;
-                    return false;
-                }
-                if scan_time.duration_since(since) >= settle {
+                    .or_insert(Reclaim {
+                        still_since: scan_time,
+                        counter: lease.lease_counter,
+                        moved: 0,
+                    });
+                if lease.lease_counter != watched.counter {
+                    watched.moved += lease.lease_counter.abs_diff(watched.counter);
+                    watched.counter = lease.lease_counter;
+                    watched.still_since = scan_time;
+                    if watched.moved >= DUPLICATE_ID_STEPS {
+                        duplicate_worker_id(shared, lease);
+                        memory.duplicate_id = true;
+                        return false;
+                    }
+                } else if scan_time.duration_since(watched.still_since) >= settle {
                     memory.reclaims.remove(&lease.lease_key);
                     take(shared, tracker, lease, TakeReason::Unowned).await;
                 }
