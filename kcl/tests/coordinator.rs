@@ -1044,12 +1044,12 @@ async fn stealing_from_a_worker_that_ignores_hand_offs_takes_outright_once_detec
         );
 
         // Two more shards, both the 2.x worker's: the balance needs one more steal.
+        // (Created owned, so that the Rust worker cannot take them while they are unowned.)
         for i in 4..6 {
-            table
-                .create_lease_if_absent(&Lease::new(key(i), ExtendedSequenceNumber::TRIM_HORIZON))
-                .await?;
-            let lease = table.get_lease(&key(i)).await?.expect("created");
-            assert!(table.take(&lease, "java-2x").await?.applied().is_some());
+            let mut lease = Lease::new(key(i), ExtendedSequenceNumber::TRIM_HORIZON);
+            lease.lease_owner = Some("java-2x".to_owned());
+            lease.lease_counter = 1;
+            assert!(table.create_lease_if_absent(&lease).await?);
         }
         let again = Instant::now();
         wait_for(Duration::from_secs(30), "the third steal", || async {
