@@ -1,45 +1,69 @@
 //! A Kinesis consumer library in the style of the Java Kinesis Client Library (KCL).
 //!
-//! Shard leases are coordinated through a DynamoDB table laid out exactly as the Java KCL
-//! lays it out, so an application can move between the Java KCL and this crate on the same
-//! lease table without losing its position.
+//! Write a [`ShardRecordProcessor`], hand a factory of them to a [`Worker`], run it: the
+//! worker leases the stream's shards with the application's other workers (through a DynamoDB
+//! table laid out exactly as the Java KCL lays it out), reads each leased shard by polling or
+//! enhanced fan-out, deaggregates KPL records, and calls your processor batch by batch.
 //!
-//! What exists so far is the lease layer (the worker, retrieval and processors build on it):
+//! ```no_run
+//! use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker};
+//! use kinesis_kcl::shard::InitialPosition;
 //!
-//! - [`lease::Lease`] with [`lease::Lease::from_item`] / [`lease::Lease::to_item`]: the
-//!   Java-compatible item layout, preserving attributes it does not know;
-//! - the conditional writes (renew, take, evict, checkpoint) as data ([`lease::LeaseWrite`]);
-//! - [`lease::ExpiryTracker`]: lease expiry on this worker's monotonic clock;
-//! - [`lease::decide`]: the deterministic lease assignment;
-//! - [`lease::LeaseTable`]: the DynamoDB I/O (table creation, scans, conditional writes with
-//!   retries on throttling);
-//! - [`lease::LeaseCoordinator`]: one worker's side of the protocol (renewal, expiry, taking,
-//!   balancing, graceful hand-off, shutdown), handing out [`lease::HeldLease`]s to checkpoint
-//!   through;
-//! - [`LeaseConfig`]: the settings, with the Java KCL's defaults.
+//! struct Count(u64);
 //!
+//! #[async_trait::async_trait]
+//! impl ShardRecordProcessor for Count {
+//!     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
+//!         self.0 += input.records.len() as u64;
+//!         cp.checkpoint().await?; // everything delivered so far is done
+//!         Ok(())
+//!     }
+//!     async fn shard_ended(&mut self, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
+//!         Ok(cp.checkpoint().await?) // SHARD_END: the shard's children may start
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), kinesis_kcl::Error> {
+//! let config = aws_config::load_from_env().await;
+//! let worker = Worker::builder(
+//!     "clickstream-counter", // the application: also the lease table's name
+//!     aws_sdk_kinesis::Client::new(&config),
+//!     aws_sdk_dynamodb::Client::new(&config),
+//!     |_: &kinesis_kcl::processor::ShardContext| Count(0),
+//! )
+//! .stream("clickstream")
+//! .initial_position(InitialPosition::TrimHorizon)
+//! .build()?;
+//! let handle = worker.handle();
+//! tokio::spawn(async move {
+//!     tokio::signal::ctrl_c().await.ok();
+//!     handle.shutdown().await; // processors checkpoint, leases go to the other workers
+//! });
+//! worker.run().await
+//! # }
 //! ```
-//! use std::time::Instant;
-//! use kinesis_kcl::LeaseConfig;
-//! use kinesis_kcl::lease::{ExpiryTracker, ExtendedSequenceNumber, Lease, decide};
 //!
-//! let config = LeaseConfig::default();
-//! // A scan of the lease table found two fresh, unowned leases.
-//! let leases = [
-//!     Lease::new("shardId-000000000000", ExtendedSequenceNumber::TRIM_HORIZON),
-//!     Lease::new("shardId-000000000001", ExtendedSequenceNumber::TRIM_HORIZON),
-//! ];
-//! let mut tracker = ExpiryTracker::new();
-//! let snapshot = tracker.observe(Instant::now(), &leases, config.failover_time());
-//! let decision = decide(&snapshot, "worker-a", &config.assignment());
-//! assert_eq!(decision.to_take.len(), 2); // a lone worker takes everything
+//! What a processor can count on:
 //!
-//! // The conditional write that takes the first one:
-//! let write = leases[0].take_write("worker-a")?;
-//! let request = write.render();
-//! assert_eq!(request.condition_expression.as_deref(), Some("#a0 = :v0"));
-//! # Ok::<(), kinesis_kcl::Error>(())
-//! ```
+//! - **At least once, in order per shard.** After a restart, a lease move or a failed batch,
+//!   processing resumes right after the last checkpoint (to the user record inside an
+//!   aggregate); what came after it is delivered again.
+//! - **One worker per shard.** Leases are counter-fenced and given up before any other worker
+//!   may take them; a checkpoint from a worker that lost the lease is refused
+//!   ([`Error::LeaseLost`]).
+//! - **Parents before children.** After a split or a merge, a child shard is processed only
+//!   once its parents were checkpointed at `SHARD_END`.
+//! - **Stopping is not cancelling.** A call in flight when the lease is lost, handed off or
+//!   the worker shuts down may finish, within
+//!   [`processor_stop_timeout`](WorkerBuilder::processor_stop_timeout) (see [`processor`]).
+//!
+//! The modules, from the top down: [`worker`] (the worker and its settings), [`processor`]
+//! (what you implement), [`retrieval`] (polling and enhanced fan-out), [`shard`] (shard
+//! listing, lineage and lease creation), [`lease`] (the lease table and protocol:
+//! [`lease::LeaseCoordinator`] runs it for one worker, [`lease::decide`] is the pure
+//! assignment, [`lease::Lease`] the Java-compatible item), [`record`] and [`metrics`].
+//! The README's "Moving from the Java KCL" says which Java versions can share or take over a
+//! lease table.
 
 #![warn(missing_docs)]
 
