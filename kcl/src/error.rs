@@ -56,8 +56,8 @@ pub enum Error {
         reason: Cow<'static, str>,
     },
 
-    /// A configuration value is out of range.
-    #[error("invalid lease configuration: `{field}` {reason}")]
+    /// A configuration value is out of range (lease, polling, fan-out or worker settings).
+    #[error("invalid configuration: `{field}` {reason}")]
     InvalidConfig {
         /// The configuration field.
         field: &'static str,
