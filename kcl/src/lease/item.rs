@@ -50,10 +50,13 @@ pub mod attr {
     /// `shardId` (S): the shard id of a multi-stream lease.
     pub const SHARD_ID: &str = "shardId";
 
-    /// `entityType` (S): written by Java KCL 3.5 on every item of a lease table that holds more
-    /// than leases (its single-table layout); leases carry [`LEASE_ENTITY`], and an item
-    /// without it is a lease (as Java 3.5 reads it). Not modelled: kept as an extra attribute
-    /// of a lease, never written by this crate.
+    /// `entityType` (S): Java KCL 3.5 writes it on every item it creates: [`LEASE_ENTITY`] on
+    /// leases, other values on the leader, worker-metrics and migration items of its
+    /// single-table layout. An item without it is a lease (one created before 3.5, as Java
+    /// 3.5 reads it). [`Lease::to_item`](super::Lease::to_item) writes [`LEASE_ENTITY`], as
+    /// Java 3.5's serializer does, so the leases this crate creates carry it; reading drops
+    /// that marker (it is implied) and keeps any other value as an extra attribute. Updates
+    /// never touch it, so a lease created before 3.5 stays without it, as under Java.
     pub const ENTITY_TYPE: &str = "entityType";
     /// The [`ENTITY_TYPE`] of a lease.
     pub const LEASE_ENTITY: &str = "LEASE";
@@ -339,9 +342,15 @@ impl Lease {
             None => None,
         };
 
+        // `entityType` = `LEASE` only says what the item is: `to_item` writes it again.
+        let lease_marker = |name: &str, value: &AttributeValue| {
+            name == attr::ENTITY_TYPE && *value == AttributeValue::S(attr::LEASE_ENTITY.to_owned())
+        };
         let extra_attributes = item
             .iter()
-            .filter(|(name, _)| !consumed.contains(&name.as_str()))
+            .filter(|(name, value)| {
+                !consumed.contains(&name.as_str()) && !lease_marker(name, value)
+            })
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
 
@@ -364,8 +373,9 @@ impl Lease {
     }
 
     /// Writes the full item (for a `PutItem`), in the layout the Java KCL reads: the same
-    /// names, types and omissions as the Java `toDynamoRecord`, plus every preserved unknown
-    /// attribute. Typed fields win over an extra attribute of the same name.
+    /// names, types and omissions as the Java 3.5 `toDynamoRecord` (`entityType` = `LEASE`
+    /// included, which older versions ignore), plus every preserved unknown attribute. Typed
+    /// fields win over an extra attribute of the same name.
     ///
     /// # Errors
     ///
@@ -382,6 +392,8 @@ impl Lease {
         for (name, value) in self.stored_attributes()? {
             item.insert(name.to_owned(), value);
         }
+        item.entry(attr::ENTITY_TYPE.to_owned())
+            .or_insert_with(|| AttributeValue::S(attr::LEASE_ENTITY.to_owned()));
         Ok(item)
     }
 

@@ -30,6 +30,7 @@
 //! | `throughputKBps` | N | only when known (KCL 3.x) |
 //! | `checkpointOwner` | S | only during a graceful hand-off (KCL 3.x) |
 //! | `streamName`, `shardId` | S | multi-stream leases only |
+//! | `entityType` | S | always `LEASE` on the leases this crate creates (as Java KCL 3.5); never updated |
 //!
 //! Reading is lenient where that is harmless: a missing sub-sequence number reads as 0, as in
 //! Java; a missing owner-switch count reads as 0 too (Java 3.5 fails to read such an item and
