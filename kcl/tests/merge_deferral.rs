@@ -3,6 +3,8 @@
 //! switched in then would find a finished parent and a child without a lease. The Java
 //! `ShutdownTask` retries (`BlockedOnParentShardException`); so does the worker.
 
+#[path = "support/quick_worker.rs"]
+mod quick_worker;
 #[path = "support/timing.rs"]
 mod timing;
 
@@ -24,9 +26,9 @@ use kinesis_integration::TestBed;
 use kinesis_kcl::lease::{ExtendedSequenceNumber, LeaseTable};
 use kinesis_kcl::processor::ShardContext;
 use kinesis_kcl::{
-    Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
-    Retrieval, ShardRecordProcessor, ShardState, Worker,
+    Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, ShardState, Worker,
 };
+use quick_worker::quick;
 use timing::{TestResult, bounded, wait_for};
 
 /// While `on`: `GetItem` finds no lease `hidden` (as if it did not exist), and the `PutItem`
@@ -148,23 +150,12 @@ async fn a_merge_with_a_parent_lacking_a_lease_holds_shard_end_until_the_child_h
             let seen = Arc::clone(&seen);
             move |shard: &ShardContext| Recorder(shard.lease_key.clone(), Arc::clone(&seen))
         };
-        let worker = Worker::builder(&application, bed.kinesis().clone(), dynamodb, factory)
-            .stream(&stream)
-            .worker_id("w")
-            .initial_position(InitialPosition::TrimHorizon)
-            .lease_config(
-                LeaseConfig::builder()
-                    .failover_time(Duration::from_secs(2))
-                    .build()?,
-            )
-            .retrieval(Retrieval::Polling(
-                PollingConfig::builder()
-                    .idle_time_between_reads(Duration::from_millis(50))
-                    .build()?,
-            ))
-            .shard_sync_interval(Duration::from_millis(500))
-            .parent_shard_poll_interval(Duration::from_millis(100))
-            .build()?;
+        let worker = quick(
+            Worker::builder(&application, bed.kinesis().clone(), dynamodb, factory)
+                .stream(&stream)
+                .worker_id("w"),
+        )?
+        .build()?;
         let handle = worker.handle();
         let task = tokio::spawn(worker.run());
         wait_for(Duration::from_secs(30), "both parents processing", || {

@@ -2,6 +2,8 @@
 //! identifiers the application supplies, and a fleet starting together against the
 //! `DescribeStreamSummary` limit.
 
+#[path = "support/quick_worker.rs"]
+mod quick_worker;
 #[path = "support/timing.rs"]
 mod timing;
 
@@ -15,9 +17,10 @@ use kinesis_integration::faults::{Service, ServiceFaults, ServicePlan};
 use kinesis_kcl::lease::{LeaseTable, StreamIdentifier};
 use kinesis_kcl::processor::ShardContext;
 use kinesis_kcl::{
-    Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
-    Retrieval, ShardRecordProcessor, Worker, WorkerBuilder, WorkerHandle,
+    Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorError, ShardRecordProcessor,
+    Worker, WorkerBuilder, WorkerHandle,
 };
+use quick_worker::quick;
 use timing::{BoxError, TestResult, bounded, wait_for};
 use tokio::task::JoinHandle;
 
@@ -96,22 +99,11 @@ fn builder(
         lease: shard.lease_key.clone(),
         seen: Arc::clone(&seen),
     };
-    Ok(Worker::builder(application, kinesis, dynamodb, factory)
-        .worker_id(worker_id)
-        .multi_stream(true)
-        .initial_position(InitialPosition::TrimHorizon)
-        .lease_config(
-            LeaseConfig::builder()
-                .failover_time(Duration::from_secs(2))
-                .build()?,
-        )
-        .retrieval(Retrieval::Polling(
-            PollingConfig::builder()
-                .idle_time_between_reads(Duration::from_millis(50))
-                .build()?,
-        ))
-        .shard_sync_interval(Duration::from_millis(500))
-        .parent_shard_poll_interval(Duration::from_millis(100)))
+    quick(
+        Worker::builder(application, kinesis, dynamodb, factory)
+            .worker_id(worker_id)
+            .multi_stream(true),
+    )
 }
 
 fn run(
