@@ -21,8 +21,10 @@
 //!   [`handoff_timeout`](crate::LeaseConfig::handoff_timeout) is completed by force. A victim
 //!   that stops renewing the lease instead (a Java KCL 2.x worker ignores `checkpointOwner`:
 //!   its renewal fails once `leaseOwner` changed) loses it at its expiry, a failover later;
-//!   from then on this worker steals from that victim outright with a counter-fenced take, as
-//!   Java 2.x steals, rather than wait a failover per steal.
+//!   if that victim still renews its other leases, this worker steals from it outright from
+//!   then on, with a counter-fenced take as Java 2.x steals, rather than wait a failover per
+//!   steal. (An outright steal, like Java 2.x's, lets the victim's batch in flight overlap the
+//!   thief's first one until the victim's next renewal fails.)
 //! - **Leases left to this worker id** by a completed hand-off are taken at the next scan;
 //!   those left by an earlier run with the same id once their counter has stood still for a
 //!   renew interval, without waiting for expiry. If such a counter moves, another live

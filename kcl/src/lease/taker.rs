@@ -180,15 +180,28 @@ async fn round(shared: &Shared, tracker: &mut ExpiryTracker, memory: &mut Memory
                     .or_insert(scan_time);
                 if expired.contains(lease.lease_key.as_str()) {
                     // Nobody renewed it for a failover time: the previous owner dropped it
-                    // when asked to hand it off (a Java KCL 2.x worker) or stopped.
+                    // when asked to hand it off, or stopped. Only one that still renews its
+                    // other leases is taken for a worker that ignores hand-offs (Java KCL
+                    // 2.x); a dead or unreachable one is not marked.
+                    let alive = states
+                        .iter()
+                        .any(|s| s.owner.as_deref() == Some(previous.as_str()) && !s.expired);
                     tracing::warn!(
                         lease = %lease.lease_key,
                         previous_owner = %previous,
+                        ignores_handoffs = alive,
                         "the previous owner stopped renewing the lease instead of handing it \
-                         off (a worker that ignores hand-offs, e.g. Java KCL 2.x, or a dead \
-                         one); taking it, and stealing from it outright from now on"
+                         off; taking it{}",
+                        if alive {
+                            ", and stealing from that worker outright from now on (it renews \
+                             its other leases: it ignores hand-offs, as Java KCL 2.x does)"
+                        } else {
+                            ""
+                        }
                     );
-                    memory.no_handoff.insert(previous.clone());
+                    if alive {
+                        memory.no_handoff.insert(previous.clone());
+                    }
                     memory.handoffs.remove(&lease.lease_key);
                     take(shared, tracker, lease, TakeReason::Expired).await;
                 } else if scan_time.duration_since(since) >= shared.config.handoff_timeout() {
