@@ -30,6 +30,12 @@
 //! operations'. [`ServiceFaults::set_enabled`] switches injection on and off;
 //! [`ServiceFaults::stats`] counts what was injected, per operation.
 //!
+//! An opt-in call log ([`ServiceFaults::log_calls`], read with [`ServiceFaults::calls`])
+//! keeps every attempt with its timings, request body, what was injected and what the
+//! server and the caller got: enough for a test to tell, for example, which conditional
+//! writes of a client landed and when its caller last heard of a success. Off by default;
+//! it changes nothing in what the layer does.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -60,7 +66,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
@@ -211,6 +217,46 @@ pub struct ServiceFaultStats {
     pub by_operation: BTreeMap<String, ServiceCounts>,
 }
 
+/// A fault the layer injected into one attempt (see [`ServiceCall::fault`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectedFault {
+    /// An HTTP 400 throttling answer; the server never saw the request.
+    Throttle,
+    /// An HTTP 500 answer; the server never saw the request.
+    ServerError,
+    /// An I/O error before the request reached the server.
+    DroppedConnection,
+    /// The server applied the request; its answer was lost (a timeout error to the caller).
+    Timeout,
+}
+
+/// One call attempt, as kept by the call log ([`ServiceFaults::log_calls`]).
+#[derive(Clone, Debug)]
+pub struct ServiceCall {
+    /// The operation (`UpdateItem`, `GetRecords`, …).
+    pub operation: String,
+    /// When the layer saw the attempt (before any injected delay).
+    pub started: Instant,
+    /// The delay injected before sending, if any.
+    pub delay: Option<Duration>,
+    /// The fault injected, if any (`None`: sent untouched, or injection was off).
+    pub fault: Option<InjectedFault>,
+    /// The request body, when it is in memory (it is for the JSON protocols of Kinesis and
+    /// DynamoDB).
+    pub request: Option<Vec<u8>>,
+    /// The HTTP status the server answered with, when the request reached it (sent
+    /// untouched, or [`InjectedFault::Timeout`]: applied, its answer then lost).
+    pub server_status: Option<u16>,
+    /// When the server's answer (or the real connector's error) came back.
+    pub server_answered: Option<Instant>,
+    /// The HTTP status handed to the caller (`None`: the caller got an error — a dropped
+    /// connection, a timeout, the real connector's error — or nothing yet).
+    pub status: Option<u16>,
+    /// When the caller got its answer or error. `None`: the caller dropped the attempt
+    /// before (its own timeout, for example), or it is still running.
+    pub ended: Option<Instant>,
+}
+
 /// The fault layer: an [`HttpClient`] wrapping the real one. Clones share the generators, the
 /// switch and the statistics.
 #[derive(Clone, Debug)]
@@ -225,6 +271,10 @@ struct ServiceState {
     enabled: bool,
     generators: BTreeMap<String, SplitMix64>,
     stats: BTreeMap<String, ServiceCounts>,
+    /// Whether new attempts are logged.
+    logging: bool,
+    /// The call log, in the order the attempts started.
+    calls: Vec<ServiceCall>,
 }
 
 /// The decision for one attempt.
@@ -247,6 +297,8 @@ impl ServiceFaults {
                 enabled: true,
                 generators: BTreeMap::new(),
                 stats: BTreeMap::new(),
+                logging: false,
+                calls: Vec::new(),
             })),
         }
     }
@@ -276,6 +328,61 @@ impl ServiceFaults {
         ServiceFaultStats {
             total,
             by_operation: state.stats.clone(),
+        }
+    }
+
+    /// Turns the call log on or off (off by default). While on, every attempt — faulted or
+    /// not, targeted or not, injection enabled or not — is kept as a [`ServiceCall`];
+    /// turning it off keeps what was logged (attempts in flight are still completed).
+    pub fn log_calls(&self, on: bool) {
+        self.lock().logging = on;
+    }
+
+    /// The attempts logged so far, in the order they started.
+    pub fn calls(&self) -> Vec<ServiceCall> {
+        self.lock().calls.clone()
+    }
+
+    /// Logs the start of an attempt; returns its index in the log, `None` if not logging.
+    fn log_start(
+        &self,
+        operation: &str,
+        started: Instant,
+        delay: Option<Duration>,
+        fault: Fault,
+        request: &HttpRequest,
+    ) -> Option<usize> {
+        let mut state = self.lock();
+        if !state.logging {
+            return None;
+        }
+        let fault = match fault {
+            Fault::None => None,
+            Fault::Throttle(_) => Some(InjectedFault::Throttle),
+            Fault::ServerError => Some(InjectedFault::ServerError),
+            Fault::Drop => Some(InjectedFault::DroppedConnection),
+            Fault::Timeout => Some(InjectedFault::Timeout),
+        };
+        state.calls.push(ServiceCall {
+            operation: operation.to_owned(),
+            started,
+            delay,
+            fault,
+            request: request.body().bytes().map(<[u8]>::to_vec),
+            server_status: None,
+            server_answered: None,
+            status: None,
+            ended: None,
+        });
+        Some(state.calls.len() - 1)
+    }
+
+    /// Updates a logged attempt (nothing if it is not logged).
+    fn log_update(&self, index: Option<usize>, update: impl FnOnce(&mut ServiceCall)) {
+        if let Some(index) = index
+            && let Some(call) = self.lock().calls.get_mut(index)
+        {
+            update(call);
         }
     }
 
@@ -442,16 +549,31 @@ struct FaultyConnector {
 
 impl HttpConnector for FaultyConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let started = Instant::now();
         let operation = operation_of(&request);
         let (delay, fault) = self.faults.decide(&operation);
+        let logged = self
+            .faults
+            .log_start(&operation, started, delay, fault, &request);
         let faults = self.faults.clone();
         let inner = self.inner.clone();
         HttpConnectorFuture::new(async move {
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
             }
-            match fault {
-                Fault::None => inner.call(request).await,
+            let server_answered = |result: &Result<HttpResponse, ConnectorError>| {
+                let status = result.as_ref().ok().map(|r| r.status().as_u16());
+                faults.log_update(logged, |call| {
+                    call.server_status = status;
+                    call.server_answered = Some(Instant::now());
+                });
+            };
+            let result = match fault {
+                Fault::None => {
+                    let result = inner.call(request).await;
+                    server_answered(&result);
+                    result
+                }
                 Fault::Throttle(code) => Ok(faults.error_response(400, code)),
                 Fault::ServerError => {
                     Ok(faults.error_response(500, faults.service.server_error_code()))
@@ -461,13 +583,20 @@ impl HttpConnector for FaultyConnector {
                 )),
                 Fault::Timeout => {
                     // The server applies the request; its answer never arrives.
-                    let _ = inner.call(request).await;
+                    let applied = inner.call(request).await;
+                    server_answered(&applied);
                     tokio::time::sleep(faults.plan.timeout_after).await;
                     Err(ConnectorError::timeout(
                         format!("{operation}: no answer in time (injected)").into(),
                     ))
                 }
-            }
+            };
+            let status = result.as_ref().ok().map(|r| r.status().as_u16());
+            faults.log_update(logged, |call| {
+                call.status = status;
+                call.ended = Some(Instant::now());
+            });
+            result
         })
     }
 }
@@ -648,5 +777,56 @@ mod tests {
         faults.set_enabled(false);
         put(&client, "e").await.expect("through once switched off");
         assert_eq!(item_count(&bed, &table).await, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_call_log_is_opt_in_and_keeps_each_attempt() {
+        let bed = TestBed::start_with(Backend::Embedded, BedOptions::default())
+            .await
+            .expect("bed");
+        let table = bed.create_table("k").await.expect("table");
+        let (faults, client) = dynamodb_with(
+            &bed,
+            ServicePlan {
+                timeout: 1.0,
+                timeout_after: Duration::from_millis(10),
+                ..ServicePlan::seeded(1)
+            },
+        )
+        .await;
+        let put = |key: &str| {
+            client
+                .put_item()
+                .table_name(&table)
+                .item("k", AttributeValue::S(key.to_owned()))
+                .send()
+        };
+        put("before").await.unwrap_err();
+        assert!(faults.calls().is_empty(), "off by default");
+        faults.log_calls(true);
+        let before = Instant::now();
+        put("lost").await.unwrap_err();
+        faults.set_enabled(false);
+        put("through").await.expect("through once switched off");
+        faults.log_calls(false);
+        put("unlogged").await.expect("through");
+        let calls = faults.calls();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        let (lost, through) = (&calls[0], &calls[1]);
+        assert_eq!(lost.operation, "PutItem");
+        assert_eq!(lost.fault, Some(InjectedFault::Timeout));
+        assert_eq!(lost.server_status, Some(200), "applied");
+        assert_eq!(lost.status, None, "the caller got a timeout");
+        let body = String::from_utf8(lost.request.clone().expect("an in-memory body")).unwrap();
+        assert!(body.contains(r#""S":"lost""#), "{body}");
+        let (answered, ended) = (lost.server_answered.unwrap(), lost.ended.unwrap());
+        assert!(before <= lost.started && lost.started <= answered);
+        assert!(ended >= answered + Duration::from_millis(10));
+        assert_eq!(through.fault, None);
+        assert_eq!(
+            (through.server_status, through.status),
+            (Some(200), Some(200))
+        );
+        assert!(through.started >= ended);
     }
 }
