@@ -33,6 +33,8 @@ enum Script {
     /// The first call checkpoints until the checkpoint is refused (the lease is lost), does
     /// a little more work, and returns.
     FinishAfterLoss,
+    /// The first call checkpoints until the checkpoint is refused and returns that error.
+    FailOnLoss,
     /// The first call never returns.
     HangInProcess,
     /// `shutdown_requested` never returns.
@@ -105,6 +107,16 @@ impl ShardRecordProcessor for Scripted {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 self.log.push(&self.worker, &self.lease, "returned");
                 Ok(())
+            }
+            Script::FailOnLoss if first && !input.records.is_empty() => {
+                self.log.push(&self.worker, &self.lease, "in call");
+                loop {
+                    if let Err(e) = checkpointer.checkpoint().await {
+                        self.log.push(&self.worker, &self.lease, "returned error");
+                        return Err(e.into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
             Script::HangInProcess if first => {
                 self.log.push(&self.worker, &self.lease, "hung");
@@ -376,6 +388,49 @@ async fn a_hung_processor_hands_its_lease_off_after_the_stop_timeout() -> TestRe
             handle.shutdown().await;
             task.await??;
         }
+        Ok(())
+    })
+    .await
+}
+
+/// Used to drop the processor without a word: a call that returned the refused checkpoint's
+/// `LeaseLost` error ended the consumer as a failure, and `lease_lost` was never called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_failing_on_the_loss_still_hears_lease_lost() -> TestResult {
+    bounded(TEST_TIMEOUT, async {
+        let fx = Fixture::new(1).await?;
+        let shard = fx.shards[0].clone();
+        let scripts = BTreeMap::from([(shard.clone(), Script::FailOnLoss)]);
+        let (handle, task) = fx.start("worker-a", scripts, failover_2s()?)?;
+        wait_for(Duration::from_secs(30), "the first batch", || {
+            fx.log.has("worker-a", &shard, "in call")
+        })
+        .await?;
+        let table = fx.lease_table();
+        loop {
+            let lease = table
+                .list_leases()
+                .await?
+                .into_iter()
+                .find(|l| l.lease_key == shard)
+                .ok_or("no lease")?;
+            if let WriteOutcome::Applied(_) = table.take(&lease, "intruder").await? {
+                break;
+            }
+        }
+        wait_for(Duration::from_secs(20), "lease_lost", || {
+            fx.log.has("worker-a", &shard, "lease_lost")
+        })
+        .await?;
+        let events = fx.log.of("worker-a", &shard);
+        let lost_at = events.iter().position(|e| e == "lease_lost").unwrap();
+        assert_eq!(
+            &events[..=lost_at],
+            ["process_records", "in call", "returned error", "lease_lost"],
+            "{events:?}"
+        );
+        handle.shutdown().await;
+        task.await??;
         Ok(())
     })
     .await

@@ -824,7 +824,8 @@ async fn scenario() -> TestResult {
     eprintln!(
         "REPORT scenario 3 (DynamoDB faults): {n} records, {SHARDS} shards, 4 workers (one \
          joined, one left gracefully); lost {lost}, duplicates {duplicates}; {} processors, \
-         {lease_lost} lease_lost, {} losses by cause {causes:?}: {losses:#?}; {} checkpoints \
+         {lease_lost} lease_lost, {} losses by cause {causes:?}: {losses:#?}, without a cause: \
+         {spurious:#?}; {} checkpoints \
          acknowledged, {} refused or failed ({refusals:?}); ownership overlaps {} (closest \
          succession of two workers' processors on a shard, by how the first ended: \
          {closest:?}; failover {FAILOVER:?}); zombie checkpoints {}; checkpoint regressions {} \

@@ -262,6 +262,14 @@ impl Consumer {
         if let Some((interrupt, deadline)) = stop {
             return Err(self.end(processor, checkpointer, interrupt, deadline).await);
         }
+        if result.is_err() && self.status.borrow().is_lost() {
+            // It failed because the lease was lost meanwhile (a checkpoint refused): it still
+            // hears why processing stops.
+            let deadline = Instant::now() + self.ctx.stop_timeout;
+            return Err(self
+                .end(processor, checkpointer, Interrupt::Lost, deadline)
+                .await);
+        }
         result.map_err(|e| Exit::Failed(format!("process_records failed: {e}")))
     }
 
