@@ -1,9 +1,13 @@
-//! What the example binaries share: how they connect to Kinesis and DynamoDB.
+//! What the example binaries share: how they connect to Kinesis and DynamoDB, and how they
+//! report an error.
 //!
-//! Every binary takes the same connection flags. With `--embedded` it starts the test bed's
-//! in-process servers; with `--kinesis-endpoint` / `--dynamodb-endpoint` it talks to those
-//! (LocalStack, kinesis-mock, DynamoDB Local…); with neither it uses real AWS through the default
-//! credential chain and region.
+//! Every binary takes the same connection flags ([`ConnectArgs`]). With `--kinesis-endpoint` /
+//! `--dynamodb-endpoint` it talks to those servers (LocalStack, kinesis-mock, DynamoDB Local,
+//! the test bed…); without them it uses real AWS through the default credential chain and
+//! region. Only the demo can also start the test bed's in-process servers
+//! ([`Connection::embedded`]): it creates its stream and lease table itself, whereas the other
+//! binaries work on a stream or table that must already exist, which fresh, empty servers never
+//! hold.
 
 #![warn(missing_docs)]
 
@@ -14,13 +18,11 @@ use kinesis_integration::{Backend, BedOptions, TestBed};
 pub mod demo;
 pub mod metrics_server;
 pub mod ops;
+pub mod timestamp;
 
 /// Connection flags shared by the examples.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ConnectArgs {
-    /// Start in-process Kinesis and DynamoDB servers (ferrokinesis, dynoxide) and use them.
-    #[arg(long, conflicts_with_all = ["kinesis_endpoint", "dynamodb_endpoint"])]
-    pub embedded: bool,
     /// Kinesis endpoint URL, e.g. http://127.0.0.1:4566 (default: real AWS).
     #[arg(long, env = "KINESIS_ENDPOINT")]
     pub kinesis_endpoint: Option<String>,
@@ -44,22 +46,27 @@ pub struct Connection {
     pub bed: Option<TestBed>,
 }
 
+impl Connection {
+    /// Starts in-process Kinesis and DynamoDB servers (ferrokinesis, dynoxide: fresh and
+    /// empty) and connects to them; they stop when the connection is dropped.
+    pub async fn embedded() -> Result<Connection, Box<dyn std::error::Error + Send + Sync>> {
+        let bed = TestBed::start_with(Backend::Embedded, BedOptions::default()).await?;
+        Ok(Connection {
+            kinesis: bed.kinesis().clone(),
+            dynamodb: bed.dynamodb().clone(),
+            description: format!(
+                "embedded servers (Kinesis {}, DynamoDB {})",
+                bed.kinesis_endpoint().unwrap_or("?"),
+                bed.dynamodb_endpoint().unwrap_or("?")
+            ),
+            bed: Some(bed),
+        })
+    }
+}
+
 impl ConnectArgs {
-    /// Connects as the flags say.
+    /// Connects as the flags say: to the endpoints given, real AWS for the others.
     pub async fn connect(&self) -> Result<Connection, Box<dyn std::error::Error + Send + Sync>> {
-        if self.embedded {
-            let bed = TestBed::start_with(Backend::Embedded, BedOptions::default()).await?;
-            return Ok(Connection {
-                kinesis: bed.kinesis().clone(),
-                dynamodb: bed.dynamodb().clone(),
-                description: format!(
-                    "embedded servers (Kinesis {}, DynamoDB {})",
-                    bed.kinesis_endpoint().unwrap_or("?"),
-                    bed.dynamodb_endpoint().unwrap_or("?")
-                ),
-                bed: Some(bed),
-            });
-        }
         let config = self.sdk_config().await;
         let mut kinesis = aws_sdk_kinesis::config::Builder::from(&config);
         if let Some(url) = &self.kinesis_endpoint {
@@ -101,6 +108,131 @@ impl ConnectArgs {
             }
         }
         loader.load().await
+    }
+}
+
+/// An error and its causes on one line, `error: <error>: <cause>: <cause>…`, for a binary to
+/// print on standard error. A cause whose text the line already holds (SDK errors often repeat
+/// their source's message) is left out, as is a repeat of the part just before it; line
+/// breaks become spaces. The `Debug` dump that `aws_smithy_types`' `DisplayErrorContext`
+/// appends (response headers, request ids) is cut off where a message embeds one.
+///
+/// ```
+/// let io = std::io::Error::other("connection refused");
+/// let error: Box<dyn std::error::Error + Send + Sync> = Box::new(io);
+/// assert_eq!(kinesis_examples::error_line(error.as_ref()), "error: connection refused");
+/// ```
+pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = without_sdk_debug(&error.to_string()).to_owned();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        let text = without_sdk_debug(&text);
+        if !text.is_empty() && !line.contains(text) {
+            line.push_str(": ");
+            line.push_str(text);
+        }
+        source = cause.source();
+    }
+    let line = line
+        .lines()
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!("error: {}", without_repeats(&line))
+}
+
+/// `text` up to the `Debug` dump `DisplayErrorContext` appends to an SDK error, if any.
+fn without_sdk_debug(text: &str) -> &str {
+    const DUMPS: [&str; 5] = [
+        " (ServiceError(",
+        " (DispatchFailure(",
+        " (TimeoutError(",
+        " (ResponseError(",
+        " (ConstructionFailure(",
+    ];
+    DUMPS
+        .iter()
+        .filter_map(|dump| text.find(dump))
+        .min()
+        .map_or(text, |at| &text[..at])
+}
+
+/// `a: b: b: c` as `a: b: c`: a run of `: `-separated parts repeated right after itself is
+/// kept once (`service error: X: msg: X: msg` reads `service error: X: msg`).
+fn without_repeats(line: &str) -> String {
+    let mut parts: Vec<&str> = line.split(": ").collect();
+    let mut run = 1;
+    while run <= parts.len() / 2 {
+        let mut i = 0;
+        let mut removed = false;
+        while i + 2 * run <= parts.len() {
+            if parts[i..i + run] == parts[i + run..i + 2 * run] {
+                parts.drain(i + run..i + 2 * run);
+                removed = true;
+            } else {
+                i += 1;
+            }
+        }
+        if !removed {
+            run += 1;
+        }
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{message}")]
+    struct Layer {
+        message: &'static str,
+        #[source]
+        source: Option<Box<Layer>>,
+    }
+
+    fn layer(message: &'static str, source: Option<Layer>) -> Layer {
+        Layer {
+            message,
+            source: source.map(Box::new),
+        }
+    }
+
+    #[test]
+    fn sdk_debug_dumps_and_repeats_are_cut() {
+        let error = layer(
+            "ListShards for stream s failed: service error: ResourceNotFoundException: Stream s \
+             not found.: ResourceNotFoundException: Stream s not found. (ServiceError(\
+             ServiceError { source: ResourceNotFoundException { message: Some(\"x\") } }))",
+            Some(layer("service error", None)),
+        );
+        assert_eq!(
+            error_line(&error),
+            "error: ListShards for stream s failed: service error: ResourceNotFoundException: \
+             Stream s not found."
+        );
+        assert_eq!(without_repeats("a: b: b: b: c"), "a: b: c");
+        assert_eq!(without_repeats("a: b: c: b: c: d"), "a: b: c: d");
+        assert_eq!(without_repeats("a: b: a: c"), "a: b: a: c");
+    }
+
+    #[test]
+    fn an_error_line_holds_every_cause_once_on_one_line() {
+        let error = layer(
+            "Kinesis ListShards on stream `s` failed",
+            Some(layer(
+                "ResourceNotFoundException: Stream s\nnot found",
+                Some(layer("Stream s\nnot found", None)),
+            )),
+        );
+        assert_eq!(
+            error_line(&error),
+            "error: Kinesis ListShards on stream `s` failed: ResourceNotFoundException: \
+             Stream s not found"
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! The main job: a `kinesis-kpl` producer puts records into a new stream while `kinesis-kcl`
 //! workers consume them with checkpoints; live progress bars, then a summary of what was
-//! produced, consumed, lost and duplicated. Exits non-zero when a record was lost.
+//! produced, consumed, lost and duplicated. Exits non-zero when a record was lost. The demo
+//! itself is `examples/src/demo/mod.rs`.
 //!
 //! ```text
 //! cargo run --release -p kinesis-examples --bin demo
@@ -11,7 +12,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kinesis_examples::demo::{self, DemoArgs};
+use kinesis_examples::demo::{self, DemoArgs, NEXT_STEPS};
+use kinesis_examples::error_line;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -23,6 +25,9 @@ async fn main() -> ExitCode {
     match demo::run(&args).await {
         Ok(summary) => {
             println!("{summary}");
+            if !args.no_progress {
+                eprintln!("\n{NEXT_STEPS}");
+            }
             if summary.ok() {
                 ExitCode::SUCCESS
             } else {
@@ -30,7 +35,7 @@ async fn main() -> ExitCode {
             }
         }
         Err(error) => {
-            eprintln!("demo failed: {error}");
+            eprintln!("{}", error_line(error.as_ref()));
             ExitCode::from(2)
         }
     }

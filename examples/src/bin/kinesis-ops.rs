@@ -131,14 +131,9 @@ struct DecodeArgs {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Prints an error with its causes to standard error.
+/// Prints an error with its causes to standard error, on one line.
 fn report(error: &(dyn std::error::Error + 'static)) {
-    eprintln!("error: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
-        source = cause.source();
-    }
+    eprintln!("{}", kinesis_examples::error_line(error));
 }
 
 #[tokio::main]

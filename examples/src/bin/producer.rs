@@ -1,15 +1,17 @@
 //! Puts records to a stream through `kinesis-kpl`: each line of standard input, or a synthetic
-//! load at a given rate. Prints a summary of what was stored and what failed.
+//! load at a given rate. Prints a summary of what was stored and what failed; exits 1 when a
+//! put failed or on an error (printed as one line on standard error, with its causes).
 //!
 //! ```text
-//! printf 'a\nb\n' | cargo run -p kinesis-examples --bin producer -- --embedded --create-shards 2 --stream demo
+//! printf 'a\nb\n' | cargo run -p kinesis-examples --bin producer -- --kinesis-endpoint http://127.0.0.1:4566 --create-shards 2 --stream demo
 //! cargo run -p kinesis-examples --bin producer -- --stream orders --synthetic 10000 --rate 2000
 //! ```
 
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use kinesis_examples::ConnectArgs;
+use kinesis_examples::{ConnectArgs, error_line};
 use kinesis_kpl::{Config, Producer, UserRecord};
 use tokio::io::AsyncBufReadExt;
 
@@ -38,13 +40,26 @@ struct Args {
     partition_key: Option<String>,
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    match run(Args::parse()).await {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_failed) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("{}", error_line(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Puts the records; how many puts failed.
+async fn run(args: Args) -> Result<u64, BoxError> {
     let connection = args.connect.connect().await?;
     eprintln!("connected to {}", connection.description);
     if let Some(shards) = args.create_shards {
@@ -107,7 +122,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             Err(error) => {
                 failed += 1;
                 if failed <= 10 {
-                    eprintln!("failed: {error}");
+                    eprintln!(
+                        "failed: {}",
+                        error_line(&error).trim_start_matches("error: ")
+                    );
                 }
             }
         }
@@ -117,8 +135,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "put {put} records: {stored} stored, {failed} failed in {seconds:.2} s ({:.0} records/s)",
         stored as f64 / seconds.max(1e-9)
     );
-    if failed > 0 {
-        std::process::exit(1);
-    }
-    Ok(())
+    Ok(failed)
 }

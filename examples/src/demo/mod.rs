@@ -31,7 +31,7 @@ use kinesis_kpl::{Producer, UserRecord};
 use tokio::task::JoinSet;
 
 use crate::{ConnectArgs, Connection};
-use progress::{Bars, Monitor};
+use progress::{Bars, Monitor, ProgressMode};
 pub use summary::{Summary, WorkerShare};
 use tracker::Tracker;
 
@@ -46,9 +46,19 @@ const MAX_IN_FLIGHT: usize = 20_000;
 /// How many put errors the summary lists.
 const PUT_ERRORS_SHOWN: usize = 5;
 
+/// Where to read on, printed after the run and in `--help`.
+pub const NEXT_STEPS: &str = "\
+The demo's code: examples/src/demo/mod.rs (the binary: examples/src/bin/demo.rs). A worker of \
+your own is about 35 lines: see \"A worker\" in README.md, or run examples/src/bin/worker.rs \
+(`cargo run -p kinesis-examples --bin worker -- --help`).";
+
 const TIMING_HELP: &str = "\
-Without --embedded, --kinesis-endpoint/--dynamodb-endpoint or --aws the demo starts the embedded \
-Kinesis and DynamoDB servers in-process: no AWS account, Docker or network needed.
+Without --kinesis-endpoint/--dynamodb-endpoint or --aws the demo starts the embedded Kinesis \
+and DynamoDB servers in-process (as --embedded does): no AWS account, Docker or network needed.
+
+Progress: live progress bars on standard error when standard output and standard error are \
+terminals; otherwise one plain `progress` line on standard error every 5 seconds and one at \
+the end; none with --no-progress. The summary goes to standard output.
 
 Timing: the workers use a 3 s lease failover (--failover-ms; renewals every 1 s, lease table \
 scans every 300 ms; the KCL's default failover is 10 s) and poll a shard with nothing new again \
@@ -57,16 +67,21 @@ within seconds and the run ends shortly after the last record is put. At most 5 
 calls per shard and second are made either way (200 ms between calls, as the KCL).
 
 Exit status: 0 when every stored record was consumed and every put succeeded; 1 when records \
-were lost (never consumed before --timeout) or puts failed; 2 when the demo could not run.";
+were lost (never consumed before --timeout) or puts failed; 2 when the demo could not run \
+(the error is printed as one line on standard error).";
 
 /// Produce records through kinesis-kpl, consume them with kinesis-kcl workers, and report what
 /// arrived.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "demo", after_help = TIMING_HELP)]
+#[command(name = "demo", after_help = format!("{TIMING_HELP}\n\n{NEXT_STEPS}"))]
 pub struct DemoArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connect: ConnectArgs,
+    /// Start in-process Kinesis and DynamoDB servers (ferrokinesis, dynoxide) and run on them:
+    /// the default without endpoints or --aws. They vanish with the run.
+    #[arg(long, conflicts_with_all = ["kinesis_endpoint", "dynamodb_endpoint"])]
+    pub embedded: bool,
     /// Use real AWS (the default credential chain and region) instead of the embedded servers.
     #[arg(long, conflicts_with_all = ["embedded", "kinesis_endpoint", "dynamodb_endpoint"])]
     pub aws: bool,
@@ -89,7 +104,7 @@ pub struct DemoArgs {
     /// Application name, also the lease table's (default: `<stream>-app`).
     #[arg(long)]
     pub application: Option<String>,
-    /// No progress bars (for CI and tests); the summary is printed all the same.
+    /// No progress bars or lines (for CI and tests); the summary is printed all the same.
     #[arg(long)]
     pub no_progress: bool,
     /// Seconds to wait for every record before counting the missing ones as lost.
@@ -108,14 +123,26 @@ pub struct DemoArgs {
 }
 
 impl DemoArgs {
-    /// The connection flags in effect: the embedded servers unless endpoints or `--aws` say
-    /// otherwise.
-    pub fn connect_args(&self) -> ConnectArgs {
-        let mut connect = self.connect.clone();
-        if !self.aws && connect.kinesis_endpoint.is_none() && connect.dynamodb_endpoint.is_none() {
-            connect.embedded = true;
+    /// Whether the demo runs on embedded servers: with `--embedded`, or unless endpoints or
+    /// `--aws` say otherwise.
+    pub fn uses_embedded(&self) -> bool {
+        self.embedded
+            || (!self.aws
+                && self.connect.kinesis_endpoint.is_none()
+                && self.connect.dynamodb_endpoint.is_none())
+    }
+
+    /// How progress is shown: bars when standard output and standard error are terminals,
+    /// plain lines otherwise, nothing with `--no-progress`.
+    pub fn progress_mode(&self) -> ProgressMode {
+        use std::io::IsTerminal;
+        if self.no_progress {
+            ProgressMode::Off
+        } else if std::io::stdout().is_terminal() && std::io::stderr().is_terminal() {
+            ProgressMode::Bars
+        } else {
+            ProgressMode::Lines
         }
-        connect
     }
 }
 
@@ -126,7 +153,11 @@ impl DemoArgs {
 /// When the servers cannot be reached or started, the stream cannot be created, or a worker
 /// stops on its own. Lost records are no error: they are in the [`Summary`].
 pub async fn run(args: &DemoArgs) -> Result<Summary, Error> {
-    let connection = args.connect_args().connect().await?;
+    let connection = if args.uses_embedded() {
+        Connection::embedded().await?
+    } else {
+        args.connect.connect().await?
+    };
     if !args.no_progress {
         eprintln!("connected to {}", connection.description);
     }
@@ -159,7 +190,7 @@ pub async fn run_on(connection: &Connection, args: &DemoArgs) -> Result<Summary,
         table.clone(),
         Arc::clone(&tracker),
         ids.clone(),
-        Bars::new(args.records, &ids, !args.no_progress),
+        Bars::new(args.records, &ids, args.progress_mode()),
     );
     let mut workers = Workers::default();
     let outcome = async {
@@ -514,16 +545,26 @@ mod tests {
     #[test]
     fn no_connection_flags_means_the_embedded_servers() {
         let args = DemoArgs::parse_from(["demo"]);
-        assert!(args.connect_args().embedded);
+        assert!(args.uses_embedded());
         assert_eq!(
             (args.records, args.keys, args.shards, args.workers),
             (100_000, 1000, 4, 2)
         );
         let aws = DemoArgs::parse_from(["demo", "--aws"]);
-        assert!(!aws.connect_args().embedded);
+        assert!(!aws.uses_embedded());
         let endpoint =
             DemoArgs::parse_from(["demo", "--kinesis-endpoint", "http://127.0.0.1:4566"]);
-        assert!(!endpoint.connect_args().embedded);
+        assert!(!endpoint.uses_embedded());
+        assert!(DemoArgs::parse_from(["demo", "--embedded"]).uses_embedded());
+        assert!(
+            DemoArgs::try_parse_from([
+                "demo",
+                "--embedded",
+                "--dynamodb-endpoint",
+                "http://127.0.0.1:8000"
+            ])
+            .is_err()
+        );
         assert!(DemoArgs::try_parse_from(["demo", "--aws", "--embedded"]).is_err());
         assert!(DemoArgs::try_parse_from(["demo", "--records", "0"]).is_err());
     }

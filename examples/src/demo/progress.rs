@@ -1,10 +1,12 @@
 //! The demo's live view: progress bars for records produced and consumed and one per worker
-//! (its leases and the records delivered to it), fed by a monitor task that also watches the
-//! lease table to report the final lease distribution and how often leases moved.
+//! (its leases and the records delivered to it), or the same as a plain line every
+//! [`LINE_PERIOD`] when the output is not a terminal; fed by a monitor task that also watches
+//! the lease table to report the final lease distribution and how often leases moved.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kinesis_kcl::lease::LeaseTable;
@@ -16,18 +18,43 @@ use super::tracker::Tracker;
 /// How often the monitor refreshes the bars and scans the lease table.
 pub const MONITOR_PERIOD: Duration = Duration::from_millis(250);
 
-/// Progress bars; hidden when disabled (and by indicatif itself when stderr is no terminal).
+/// How often a plain progress line is printed.
+pub const LINE_PERIOD: Duration = Duration::from_secs(5);
+
+/// How progress is shown on standard error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// Live progress bars (for a terminal).
+    Bars,
+    /// A plain `progress …` line every [`LINE_PERIOD`] and one at the end (for logs and pipes).
+    Lines,
+    /// Nothing.
+    Off,
+}
+
+/// Plain progress lines: when the last was printed, and what the workers held then.
+#[derive(Debug)]
+struct Lines {
+    started: Instant,
+    next: Instant,
+    leases: BTreeMap<String, usize>,
+}
+
+/// Progress bars, drawn on stderr in [`ProgressMode::Bars`], hidden otherwise (the counts
+/// behind them feed the plain lines too).
 #[derive(Debug)]
 pub struct Bars {
+    records: u64,
     produced: ProgressBar,
     consumed: ProgressBar,
     workers: Vec<ProgressBar>,
+    lines: Option<Lines>,
 }
 
 impl Bars {
-    /// Bars for `records` records and the given workers, drawn on stderr when `visible`.
-    pub fn new(records: u64, worker_ids: &[String], visible: bool) -> Self {
-        let multi = MultiProgress::with_draw_target(if visible {
+    /// Bars for `records` records and the given workers, shown as `mode` says.
+    pub fn new(records: u64, worker_ids: &[String], mode: ProgressMode) -> Self {
+        let multi = MultiProgress::with_draw_target(if mode == ProgressMode::Bars {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
@@ -46,7 +73,17 @@ impl Bars {
             bar.set_prefix(prefix);
             bar
         };
+        let lines = (mode == ProgressMode::Lines).then(|| {
+            let now = Instant::now();
+            Lines {
+                started: now,
+                next: now + LINE_PERIOD,
+                leases: BTreeMap::new(),
+            }
+        });
         Bars {
+            records,
+            lines,
             produced: bar("produced".into(), &records_style),
             consumed: bar("consumed".into(), &records_style),
             workers: worker_ids
@@ -60,7 +97,12 @@ impl Bars {
         }
     }
 
-    fn refresh(&self, tracker: &Tracker, leases: Option<&BTreeMap<String, usize>>, ids: &[String]) {
+    fn refresh(
+        &mut self,
+        tracker: &Tracker,
+        leases: Option<&BTreeMap<String, usize>>,
+        ids: &[String],
+    ) {
         for (bar, n) in [
             (&self.produced, tracker.produced()),
             (&self.consumed, tracker.consumed()),
@@ -78,9 +120,47 @@ impl Bars {
                 bar.set_message(format!("{held} lease{}", if held == 1 { "" } else { "s" }));
             }
         }
+        if let Some(lines) = &mut self.lines {
+            if let Some(leases) = leases {
+                lines.leases = leases.clone();
+            }
+            if Instant::now() >= lines.next {
+                lines.next += LINE_PERIOD;
+                eprintln!("{}", self.line(tracker, ids));
+            }
+        }
     }
 
-    fn finish(&self) {
+    /// One plain progress line: `progress 10s: produced 5000/100000 (500 records/s), …`.
+    fn line(&self, tracker: &Tracker, ids: &[String]) -> String {
+        let Some(lines) = &self.lines else {
+            return String::new();
+        };
+        let secs = lines.started.elapsed().as_secs_f64().max(1e-3);
+        let (produced, consumed) = (tracker.produced(), tracker.consumed());
+        let mut line = format!(
+            "progress {secs:.0}s: produced {produced}/{} ({:.0} records/s), consumed {consumed} \
+             ({:.0} records/s)",
+            self.records,
+            produced as f64 / secs,
+            consumed as f64 / secs
+        );
+        for (i, id) in ids.iter().enumerate() {
+            let held = lines.leases.get(id).copied().unwrap_or(0);
+            let _ = write!(
+                line,
+                "; {id}: {held} lease{}, {} records",
+                if held == 1 { "" } else { "s" },
+                tracker.delivered_to(i)
+            );
+        }
+        line
+    }
+
+    fn finish(&self, tracker: &Tracker, ids: &[String]) {
+        if self.lines.is_some() {
+            eprintln!("{}", self.line(tracker, ids));
+        }
         for bar in [&self.produced, &self.consumed]
             .into_iter()
             .chain(&self.workers)
@@ -138,6 +218,7 @@ impl Monitor {
     pub fn start(table: LeaseTable, tracker: Arc<Tracker>, ids: Vec<String>, bars: Bars) -> Self {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
+            let mut bars = bars;
             let mut watch = LeaseWatch::default();
             let mut tick = tokio::time::interval(MONITOR_PERIOD);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -163,7 +244,7 @@ impl Monitor {
                 bars.refresh(&tracker, held.as_ref(), &ids);
             }
             bars.refresh(&tracker, None, &ids);
-            bars.finish();
+            bars.finish(&tracker, &ids);
             (watch, bars)
         });
         Monitor { stop, task }
