@@ -9,27 +9,37 @@
 //! cargo run -p kinesis-examples --bin worker -- --kinesis-endpoint http://127.0.0.1:4566 \
 //!     --dynamodb-endpoint http://127.0.0.1:4566 --stream demo --application demo-app \
 //!     --initial-position trim-horizon --print --metrics-addr 127.0.0.1:9100
+//! cargo run -p kinesis-examples --bin worker -- --stream orders --application orders-replay \
+//!     --retrieval fan-out --initial-position at-timestamp --timestamp 2024-05-01T12:00:00Z
 //! ```
 //!
 //! With `--metrics-addr` the worker serves the KCL's metrics (`kcl_records_processed_total`,
 //! `kcl_leases_held`, …; see `kinesis_kcl::metrics`) in the Prometheus text format at
 //! `http://ADDR/metrics`, and prints `metrics: http://ADDR/metrics` with the bound address
 //! (so port 0 works).
+//!
+//! With `--retrieval fan-out` it reads through enhanced fan-out (SubscribeToShard) as the
+//! stream consumer `--consumer-name` (default: the application name, as the Java KCL), which it
+//! registers unless it exists and keeps after exiting unless `--deregister-consumer`.
+//!
+//! Errors are printed as one line on standard error, with their causes; the exit status is
+//! then 1 (2 for invalid arguments).
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use clap::{Parser, ValueEnum};
-use kinesis_examples::ConnectArgs;
+use clap::{CommandFactory, Parser, ValueEnum};
 use kinesis_examples::metrics_server::MetricsServer;
+use kinesis_examples::timestamp::parse_timestamp;
+use kinesis_examples::{ConnectArgs, error_line};
 use kinesis_kcl::processor::ShardContext;
 use kinesis_kcl::{
-    Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
-    Retrieval, ShardRecordProcessor, Worker,
+    Checkpointer, FanOutConfig, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput,
+    ProcessorError, Retrieval, ShardRecordProcessor, Worker,
 };
 use tokio::sync::Notify;
 
@@ -58,10 +68,27 @@ struct Args {
     /// Where shards without a checkpoint start.
     #[arg(long, value_enum, default_value_t = Position::Latest)]
     initial_position: Position,
+    /// With `--initial-position at-timestamp`: the arrival time to start at, RFC 3339
+    /// (2024-05-01T12:00:00Z, 2024-05-01T14:00:00.5+02:00) or Unix epoch seconds (1714564800)
+    /// or milliseconds (1714564800000).
+    #[arg(
+        long,
+        value_parser = parse_timestamp,
+        required_if_eq("initial_position", "at-timestamp")
+    )]
+    timestamp: Option<SystemTime>,
     /// How records are fetched: `polling` (GetRecords) or `fan-out` (enhanced fan-out,
     /// SubscribeToShard).
     #[arg(long, value_enum, default_value_t = RetrievalKind::Polling)]
     retrieval: RetrievalKind,
+    /// Fan-out: the stream consumer to read as (default: the application name). Registered
+    /// unless it exists; it outlives the worker unless --deregister-consumer.
+    #[arg(long)]
+    consumer_name: Option<String>,
+    /// Fan-out: deregister the stream consumer when the worker shuts down (the Java KCL never
+    /// does; leave it when other workers of the application still run).
+    #[arg(long)]
+    deregister_consumer: bool,
     /// Print one line per record instead of only counting.
     #[arg(long)]
     print: bool,
@@ -89,6 +116,8 @@ enum Position {
     Latest,
     /// The oldest records the stream holds.
     TrimHorizon,
+    /// The first record that arrived at or after --timestamp.
+    AtTimestamp,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -100,8 +129,24 @@ enum RetrievalKind {
 }
 
 impl Args {
-    /// The retrieval the flags ask for. Each kind is one arm: fan-out is added here once
-    /// `kinesis_kcl::Retrieval::FanOut` is released.
+    /// Combinations of flags clap cannot check by itself.
+    fn check(&self) -> Result<(), &'static str> {
+        let fan_out = self.retrieval == RetrievalKind::FanOut;
+        if !fan_out && (self.consumer_name.is_some() || self.deregister_consumer) {
+            return Err("--consumer-name and --deregister-consumer need --retrieval fan-out");
+        }
+        if fan_out && self.idle_ms.is_some() {
+            return Err(
+                "--idle-ms is a polling setting: it cannot be used with --retrieval fan-out",
+            );
+        }
+        if self.timestamp.is_some() && !matches!(self.initial_position, Position::AtTimestamp) {
+            return Err("--timestamp needs --initial-position at-timestamp");
+        }
+        Ok(())
+    }
+
+    /// The retrieval the flags ask for.
     fn retrieval(&self) -> Result<Retrieval, BoxError> {
         match self.retrieval {
             RetrievalKind::Polling => {
@@ -111,10 +156,26 @@ impl Args {
                 }
                 Ok(Retrieval::Polling(polling.build()?))
             }
-            RetrievalKind::FanOut => Err("--retrieval fan-out: enhanced fan-out is not \
-                 available in this build of kinesis-kcl yet; use --retrieval polling"
-                .into()),
+            RetrievalKind::FanOut => {
+                let mut fan_out =
+                    FanOutConfig::builder().deregister_on_shutdown(self.deregister_consumer);
+                if let Some(name) = &self.consumer_name {
+                    fan_out = fan_out.consumer_name(name);
+                }
+                Ok(Retrieval::FanOut(fan_out.build()?))
+            }
         }
+    }
+
+    fn initial_position(&self) -> Result<InitialPosition, BoxError> {
+        Ok(match self.initial_position {
+            Position::Latest => InitialPosition::Latest,
+            Position::TrimHorizon => InitialPosition::TrimHorizon,
+            Position::AtTimestamp => InitialPosition::AtTimestamp(
+                self.timestamp
+                    .ok_or("--initial-position at-timestamp needs --timestamp")?,
+            ),
+        })
     }
 
     fn lease_config(&self) -> Result<LeaseConfig, BoxError> {
@@ -189,10 +250,16 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    if let Err(message) = args.check() {
+        Args::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit();
+    }
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("worker failed: {error}");
+            eprintln!("{}", error_line(error.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -200,6 +267,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), BoxError> {
     let retrieval = args.retrieval()?;
+    let initial_position = args.initial_position()?;
     let lease_config = args.lease_config()?;
     let metrics = match args.metrics_addr {
         Some(addr) => {
@@ -233,10 +301,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         factory,
     )
     .stream(&args.stream)
-    .initial_position(match args.initial_position {
-        Position::Latest => InitialPosition::Latest,
-        Position::TrimHorizon => InitialPosition::TrimHorizon,
-    })
+    .initial_position(initial_position)
     .retrieval(retrieval)
     .lease_config(lease_config);
     if let Some(id) = &args.worker_id {
