@@ -1,33 +1,15 @@
-//! The demo and the worker binary end to end on the test bed: the demo's library entry, the
-//! built `demo` binary, and the built `worker` binary (counting, exiting after N records,
-//! serving Prometheus metrics).
+//! The demo end to end on the test bed: its library entry and the built `demo` binary (every
+//! flag: embedded servers, endpoints, `--aws`, progress lines, `--keep`, errors). The `worker`
+//! binary's tests are in `worker.rs`.
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+mod support;
 
-use bytes::Bytes;
 use clap::Parser;
 use kinesis_examples::Connection;
 use kinesis_examples::demo::{self, DemoArgs};
 use kinesis_integration::TestBed;
-use kinesis_kpl::{Producer, UserRecord};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type TestResult = Result<(), BoxError>;
-
-/// Every test body runs under this bound, so a hang fails instead of blocking the suite.
-const TEST_TIMEOUT: Duration = Duration::from_secs(240);
-
-async fn bounded(body: impl Future<Output = TestResult>) -> TestResult {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .map_err(|_| format!("test did not finish within {TEST_TIMEOUT:?}"))?
-}
+use support::{TestResult, assert_one_error_line, bounded};
+use tokio::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_demo_loses_nothing_and_reports_every_field() -> TestResult {
@@ -101,18 +83,10 @@ async fn the_demo_loses_nothing_and_reports_every_field() -> TestResult {
     .await
 }
 
-/// A command for a built binary of this package, with the connection variables cleared so
-/// the flags alone decide where it connects.
+/// A command for the built `demo`, with the connection variables cleared so the flags alone
+/// decide where it connects.
 fn command(binary: &str) -> Command {
-    let mut command = Command::new(binary);
-    command
-        .env_remove("KINESIS_ENDPOINT")
-        .env_remove("DYNAMODB_ENDPOINT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
+    support::command(binary, None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,6 +115,237 @@ async fn the_demo_binary_exits_zero_with_a_summary() -> TestResult {
         ] {
             assert!(stdout.contains(field), "missing {field:?} in\n{stdout}");
         }
+        // --no-progress: no progress lines, no pointers.
+        assert!(
+            !stderr.lines().any(|l| l.starts_with("progress ")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("examples/src/demo/mod.rs"), "{stderr}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_binary_prints_plain_progress_lines_when_not_on_a_terminal() -> TestResult {
+    bounded(async {
+        // Standard output and error are pipes here: plain lines, no bars.
+        let output = command(env!("CARGO_BIN_EXE_demo"))
+            .args([
+                "--embedded",
+                "--records",
+                "2000",
+                "--keys",
+                "50",
+                "--shards",
+                "2",
+                "--workers",
+                "3",
+                "--failover-ms",
+                "2000",
+                "--idle-ms",
+                "50",
+                "--timeout",
+                "120",
+            ])
+            .output()
+            .await?;
+        let stdout = String::from_utf8(output.stdout)?;
+        let stderr = String::from_utf8(output.stderr)?;
+        assert!(
+            output.status.success(),
+            "status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            output.status
+        );
+        for field in [
+            "(2 shards) on embedded servers",
+            "records produced:   2000 of 2000 over 50 keys (0 failed puts)",
+            "records lost:       0",
+            "worker-3:",
+            "result:             OK",
+        ] {
+            assert!(stdout.contains(field), "missing {field:?} in\n{stdout}");
+        }
+        let progress: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("progress "))
+            .collect();
+        let last = progress
+            .last()
+            .ok_or_else(|| format!("no progress line\n{stderr}"))?;
+        assert!(
+            last.contains("produced 2000/2000 (") && last.contains("consumed 2000 ("),
+            "{last}"
+        );
+        for worker in ["; worker-1: ", "; worker-2: ", "; worker-3: "] {
+            assert!(last.contains(worker), "{last}");
+        }
+        // No bar drawing: no carriage returns, no escape sequences.
+        assert!(
+            !stderr.contains('\r') && !stderr.contains('\x1b'),
+            "{stderr:?}"
+        );
+        // Where to read on.
+        assert!(stderr.contains("examples/src/demo/mod.rs"), "{stderr}");
+        assert!(stderr.contains("\"A worker\" in README.md"), "{stderr}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_demo_help_points_to_its_source_and_the_readme_worker() -> TestResult {
+    let output = command(env!("CARGO_BIN_EXE_demo"))
+        .arg("--help")
+        .output()
+        .await?;
+    let help = String::from_utf8(output.stdout)?;
+    assert!(output.status.success(), "{help}");
+    for text in [
+        "examples/src/demo/mod.rs",
+        "\"A worker\" in README.md",
+        "--embedded",
+        "one plain `progress` line",
+    ] {
+        assert!(help.contains(text), "missing {text:?} in\n{help}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_binary_keeps_what_it_used_with_keep() -> TestResult {
+    bounded(async {
+        let bed = TestBed::start().await?;
+        let (Some(kinesis), Some(dynamodb)) = (bed.kinesis_endpoint(), bed.dynamodb_endpoint())
+        else {
+            return Ok(());
+        };
+        let stream = kinesis_integration::unique_name("kept");
+        let application = bed.unique_table_name();
+        let output = support::command(env!("CARGO_BIN_EXE_demo"), Some(&bed))
+            .args([
+                "--kinesis-endpoint",
+                kinesis,
+                "--dynamodb-endpoint",
+                dynamodb,
+                "--region",
+                "eu-west-1",
+                "--stream",
+                &stream,
+                "--application",
+                &application,
+                "--shards",
+                "1",
+                "--records",
+                "300",
+                "--no-progress",
+                "--keep",
+            ])
+            .output()
+            .await?;
+        let stdout = String::from_utf8(output.stdout)?;
+        assert!(
+            output.status.success(),
+            "status {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("records lost:       0"), "{stdout}");
+        // --keep: the stream it created is still there, ACTIVE; --application: the lease table
+        // is the one named, with the stream's one lease.
+        let summary = bed
+            .kinesis()
+            .describe_stream_summary()
+            .stream_name(&stream)
+            .send()
+            .await?;
+        assert_eq!(
+            summary
+                .stream_description_summary()
+                .map(|s| s.stream_status().clone()),
+            Some(aws_sdk_kinesis::types::StreamStatus::Active)
+        );
+        let leases = kinesis_kcl::lease::LeaseTable::new(bed.dynamodb().clone(), &application)
+            .list_leases()
+            .await?;
+        assert_eq!(leases.len(), 1, "{leases:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_binary_runs_on_the_default_aws_configuration_with_aws() -> TestResult {
+    bounded(async {
+        let bed = TestBed::start().await?;
+        let (Some(kinesis), Some(dynamodb)) = (bed.kinesis_endpoint(), bed.dynamodb_endpoint())
+        else {
+            return Ok(());
+        };
+        // --aws takes the SDK's own configuration: here, endpoints and dummy credentials from
+        // the environment, as the SDK reads them.
+        let output = support::command(env!("CARGO_BIN_EXE_demo"), Some(&bed))
+            .env("AWS_ENDPOINT_URL_KINESIS", kinesis)
+            .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env_remove("AWS_PROFILE")
+            .args([
+                "--aws",
+                "--shards",
+                "1",
+                "--records",
+                "300",
+                "--no-progress",
+            ])
+            .output()
+            .await?;
+        let stdout = String::from_utf8(output.stdout)?;
+        assert!(
+            output.status.success(),
+            "status {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("(1 shards) on AWS"), "{stdout}");
+        assert!(stdout.contains("records lost:       0"), "{stdout}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_binary_prints_one_error_line_when_it_cannot_run() -> TestResult {
+    bounded(async {
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dead = format!("http://127.0.0.1:{port}");
+        let output = command(env!("CARGO_BIN_EXE_demo"))
+            .args([
+                "--kinesis-endpoint",
+                &dead,
+                "--dynamodb-endpoint",
+                &dead,
+                "--stream",
+                "unreachable",
+                "--records",
+                "10",
+            ])
+            .output()
+            .await?;
+        let out = support::Output {
+            code: output.status.code(),
+            stdout: String::from_utf8(output.stdout)?,
+            stderr: String::from_utf8(output.stderr)?,
+        };
+        assert_eq!(out.code, Some(2), "{out}");
+        assert_one_error_line(
+            &out,
+            &["DescribeStreamSummary unreachable", "dispatch failure"],
+        );
         Ok(())
     })
     .await
@@ -236,190 +441,19 @@ async fn the_demo_binary_rejects_bad_flags() -> TestResult {
         .await?;
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--records"));
-    Ok(())
-}
-
-/// Puts `n` records (values `0..n`) through the KPL.
-async fn produce(bed: &TestBed, stream: &str, n: u64) -> TestResult {
-    let producer = Producer::new(
-        bed.kinesis().clone(),
-        stream,
-        kinesis_kpl::Config::default(),
-    )
-    .await?;
-    let puts: Vec<_> = (0..n)
-        .map(|v| {
-            producer.put_record(UserRecord::new(
-                format!("key-{}", v % 17),
-                Bytes::from(v.to_string()),
-            ))
-        })
-        .collect();
-    producer.shutdown().await;
-    for put in puts {
-        put.await?;
-    }
-    Ok(())
-}
-
-/// The worker binary against the bed's endpoints.
-fn worker(bed: &TestBed, stream: &str, application: &str) -> Result<Command, BoxError> {
-    let mut command = command(env!("CARGO_BIN_EXE_worker"));
-    command.args([
-        "--kinesis-endpoint",
-        bed.kinesis_endpoint()
-            .ok_or("the bed has no Kinesis endpoint")?,
-        "--dynamodb-endpoint",
-        bed.dynamodb_endpoint()
-            .ok_or("the bed has no DynamoDB endpoint")?,
-        "--stream",
-        stream,
-        "--application",
-        application,
-        "--initial-position",
-        "trim-horizon",
-        "--idle-ms",
-        "100",
-        "--failover-ms",
-        "3000",
-    ]);
-    Ok(command)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_worker_binary_counts_and_exits_after_n_records() -> TestResult {
-    bounded(async {
-        let bed = TestBed::start().await?;
-        if bed.kinesis_endpoint().is_none() {
-            // Real AWS (endpoint backend without endpoints): the binary needs endpoints here.
-            return Ok(());
-        }
-        let stream = bed.create_stream(2).await?;
-        let n = 500;
-        produce(&bed, &stream, n).await?;
-        let application = bed.unique_table_name();
-        let output = worker(&bed, &stream, &application)?
-            .args(["--exit-after", &n.to_string(), "--print"])
+    for conflicting in [
+        &["--aws", "--embedded"][..],
+        &["--embedded", "--kinesis-endpoint", "http://127.0.0.1:1"],
+    ] {
+        let output = command(env!("CARGO_BIN_EXE_demo"))
+            .args(conflicting)
             .output()
             .await?;
-        let stdout = String::from_utf8(output.stdout)?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{conflicting:?}");
         assert!(
-            output.status.success(),
-            "status {:?}\nstderr:\n{stderr}",
-            output.status
+            String::from_utf8_lossy(&output.stderr).contains("cannot be used with"),
+            "{conflicting:?}"
         );
-        assert!(
-            stdout
-                .lines()
-                .any(|l| l == format!("processed {n} records")),
-            "stdout:\n{stdout}\nstderr:\n{stderr}"
-        );
-        // --print: one line per record, its size but never its data.
-        let printed: Vec<&str> = stdout.lines().filter(|l| l.contains('\t')).collect();
-        assert_eq!(printed.len() as u64, n);
-        for line in &printed {
-            let fields: Vec<&str> = line.split('\t').collect();
-            assert_eq!(fields.len(), 5, "{line}");
-            assert!(fields[0].starts_with("shardId-"), "{line}");
-            assert!(fields[3].starts_with("key-"), "{line}");
-            assert!(fields[4].parse::<usize>()? <= 3, "{line}");
-        }
-        // It checkpointed and handed its leases back on the way out.
-        let table = kinesis_kcl::lease::LeaseTable::new(bed.dynamodb().clone(), &application);
-        let leases = table.list_leases().await?;
-        assert_eq!(leases.len(), 2);
-        for lease in &leases {
-            assert_eq!(lease.lease_owner, None, "released: {lease:?}");
-            assert!(
-                !lease.checkpoint.position.is_sentinel(),
-                "checkpointed: {lease:?}"
-            );
-        }
-        Ok(())
-    })
-    .await
-}
-
-/// `GET path` over plain HTTP/1.1; the whole response.
-async fn http_get(addr: SocketAddr, path: &str) -> Result<String, BoxError> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response)
-}
-
-/// The value of the first sample of `name` in a Prometheus text response.
-fn sample(response: &str, name: &str) -> Option<f64> {
-    response
-        .lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_worker_binary_serves_prometheus_metrics() -> TestResult {
-    bounded(async {
-        let bed = TestBed::start().await?;
-        if bed.kinesis_endpoint().is_none() {
-            return Ok(());
-        }
-        let stream = bed.create_stream(1).await?;
-        let n = 300;
-        produce(&bed, &stream, n).await?;
-        let mut child: Child = worker(&bed, &stream, &bed.unique_table_name())?
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines
-            .next_line()
-            .await?
-            .ok_or("the worker printed nothing")?;
-        let url = first
-            .strip_prefix("metrics: http://")
-            .and_then(|rest| rest.strip_suffix("/metrics"))
-            .ok_or_else(|| format!("unexpected first line {first:?}"))?;
-        let addr: SocketAddr = url.parse()?;
-        assert_ne!(addr.port(), 0, "the bound port is printed");
-
-        // The counter reaches n once the worker processed every record.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = String::new();
-        let processed = loop {
-            let response = http_get(addr, "/metrics").await?;
-            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-            if let Some(value) = sample(&response, "kcl_records_processed_total")
-                && value >= n as f64
-            {
-                break value;
-            }
-            last = response;
-            if Instant::now() >= deadline {
-                return Err(format!("no kcl_records_processed_total of {n}:\n{last}").into());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        assert_eq!(processed, n as f64, "every record once: {last}");
-        let response = http_get(addr, "/metrics").await?;
-        assert!(
-            response.contains(&format!(
-                "kcl_records_processed_total{{stream=\"{stream}\"}} {n}"
-            )),
-            "{response}"
-        );
-        assert!(
-            sample(&response, "kcl_leases_held") == Some(1.0),
-            "{response}"
-        );
-        child.kill().await?;
-        Ok(())
-    })
-    .await
+    }
+    Ok(())
 }

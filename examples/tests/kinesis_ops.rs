@@ -559,7 +559,16 @@ async fn binary_lists_leases_and_resets_checkpoints() -> TestResult {
             out.stdout
         );
 
-        let args = with(&["leases", "--table", &name, "--interval", "0", "--json"]);
+        let args = with(&[
+            "leases",
+            "--table",
+            &name,
+            "--interval",
+            "0",
+            "--json",
+            "--region",
+            "eu-west-1",
+        ]);
         let out = run(
             Some(&bed),
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -713,6 +722,9 @@ async fn binary_decodes_raw_and_base64_input() -> TestResult {
         let out = run(None, &["decode"], &aggregate).await?;
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         assert_lines_match(&json_lines(&out.stdout), &records);
+        let out = run(None, &["decode", "--input", "raw"], &aggregate).await?;
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert_lines_match(&json_lines(&out.stdout), &records);
 
         // Base64 lines, as the Kinesis API prints Data: an aggregate, then a plain record.
         use base64::Engine as _;
@@ -755,6 +767,108 @@ async fn binary_decodes_raw_and_base64_input() -> TestResult {
         let out = run(None, &["decode", "--base64", "not base64!"], b"").await?;
         assert_eq!(out.code, Some(1));
         assert!(out.stderr.contains("not base64"), "{}", out.stderr);
+        Ok(())
+    })
+    .await
+}
+
+/// The README's `decode` command, run exactly as written there (its arguments after `--`),
+/// prints the user records of a real aggregate, the first as the README shows it.
+#[tokio::test]
+async fn the_readme_decode_command_prints_what_the_readme_shows() -> TestResult {
+    let readme = include_str!("../../README.md");
+    let command = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run -p kinesis-examples --bin kinesis-ops -- decode "))
+        .ok_or("no decode command in the README")?;
+    let args: Vec<&str> = command
+        .split_once(" -- ")
+        .ok_or("no `--` in the README's command")?
+        .1
+        .split_whitespace()
+        .map(|arg| arg.trim_matches('"'))
+        .collect();
+    assert_eq!(args[..2], ["decode", "--base64"], "{command}");
+    assert_eq!(args.len(), 3, "{command}");
+    let out = run(None, &args, b"").await?;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines = json_lines(&out.stdout);
+    let records: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            assert_eq!(l["aggregated"], true, "{l}");
+            (
+                l["partition_key"].as_str().unwrap_or("?"),
+                l["data"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        records,
+        [
+            ("user-1", "clicked"),
+            ("user-2", "viewed"),
+            ("user-1", "bought")
+        ]
+    );
+    let shown = readme
+        .lines()
+        .skip_while(|l| *l != command)
+        .skip_while(|l| *l != "```json")
+        .nth(1)
+        .ok_or("no JSON sample in the README")?;
+    assert_eq!(out.stdout.lines().next(), Some(shown));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_one_line_and_embedded_servers_are_not_offered() -> TestResult {
+    bounded(async {
+        let bed = TestBed::start().await?;
+        let table = bed.unique_table_name();
+        let mut args = vec!["leases".to_owned(), "--table".to_owned(), table.clone()];
+        args.extend(connect_flags(&bed));
+        args.extend(["--interval".to_owned(), "0".to_owned()]);
+        let out = run(
+            Some(&bed),
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            b"",
+        )
+        .await?;
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {}", out.stderr);
+        assert!(lines[0].starts_with("error: "), "{}", out.stderr);
+        assert!(lines[0].contains(&table), "{}", out.stderr);
+        assert!(
+            lines[0].contains("ResourceNotFoundException"),
+            "{}",
+            out.stderr
+        );
+        assert!(!lines[0].contains("ErrorMetadata"), "{}", out.stderr);
+
+        // Fresh embedded servers hold no lease table: the flag is gone.
+        for args in [
+            &["leases", "--table", "t", "--embedded"][..],
+            &[
+                "reset-checkpoint",
+                "--table",
+                "t",
+                "--shard",
+                "s",
+                "--to",
+                "LATEST",
+                "--embedded",
+            ],
+        ] {
+            let out = run(None, args, b"").await?;
+            assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+            assert!(
+                out.stderr.contains("unexpected argument '--embedded'"),
+                "{}",
+                out.stderr
+            );
+        }
         Ok(())
     })
     .await
