@@ -495,7 +495,7 @@ async fn resume_from_a_sub_sequence_checkpoint_delivers_exactly_the_rest() -> Te
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "current_thread")]
-async fn out_of_range_sub_records_are_delivered_by_default_and_dropped_on_request() -> TestResult {
+async fn out_of_range_aggregates_are_dropped_by_default_and_delivered_on_request() -> TestResult {
     let recorder = TestRecorder::default();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let bed = TestBed::start().await?;
@@ -512,7 +512,11 @@ async fn out_of_range_sub_records_are_delivered_by_default_and_dropped_on_reques
     put_aggregate(&bed, &stream, &entries).await?;
     put(&bed, &stream, "plain", b"plain").await?;
 
-    let deliver = PollingRetriever::new(bed.kinesis().clone(), &stream, fast().build()?);
+    let deliver = PollingRetriever::new(
+        bed.kinesis().clone(),
+        &stream,
+        fast().out_of_range(OutOfRangePolicy::Deliver).build()?,
+    );
     let mut reader = deliver
         .start(SHARD, Some(lower_half), StartingPosition::TrimHorizon)
         .await?;
@@ -524,13 +528,7 @@ async fn out_of_range_sub_records_are_delivered_by_default_and_dropped_on_reques
         1
     );
 
-    let java = PollingRetriever::new(
-        bed.kinesis().clone(),
-        &stream,
-        fast()
-            .out_of_range(OutOfRangePolicy::DropAggregate)
-            .build()?,
-    );
+    let java = PollingRetriever::new(bed.kinesis().clone(), &stream, fast().build()?);
     let mut reader = java
         .start(SHARD, Some(lower_half), StartingPosition::TrimHorizon)
         .await?;

@@ -43,6 +43,14 @@ const COMMAND_BATCH: usize = 4096;
 /// [`REFRESH_RETRY_MAX`] (the KPL's 1 s to 30 s).
 const REFRESH_RETRY_MIN: Duration = Duration::from_secs(1);
 const REFRESH_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long to wait before the next map refresh after `failures` failed ones in a row: 1 s,
+/// doubling up to 30 s.
+fn refresh_retry_delay(failures: u32) -> Duration {
+    REFRESH_RETRY_MIN
+        .saturating_mul(1 << failures.min(5))
+        .min(REFRESH_RETRY_MAX)
+}
+
 /// The error code recorded for an attempt that stored an aggregate on a shard not holding all of
 /// its records.
 const WRONG_SHARD: &str = "WrongShard";
@@ -833,9 +841,7 @@ impl Pipeline {
     fn refresh_failed(&mut self, scope: Scope) {
         self.refresh_wanted = true;
         self.refresh_all_wanted |= scope == Scope::All;
-        let delay = REFRESH_RETRY_MIN
-            .saturating_mul(1 << self.refresh_failures.min(5))
-            .min(REFRESH_RETRY_MAX);
+        let delay = refresh_retry_delay(self.refresh_failures);
         self.refresh_failures = self.refresh_failures.saturating_add(1);
         self.refresh_not_before = Some(later(Instant::now(), delay));
     }
@@ -1241,4 +1247,16 @@ fn shared_attempt(
     let tried = Tried::new(started, duration, Some((&failure.code, &failure.message)));
     failed.push((failure.clone(), tried.clone()));
     tried
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_map_refresh_waits_1_s_doubling_to_at_most_30_s() {
+        let delays: Vec<u64> = (0..8).map(|n| refresh_retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(refresh_retry_delay(u32::MAX), REFRESH_RETRY_MAX);
+    }
 }
