@@ -20,6 +20,7 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+use kinesis_aggregation::{AggregateBuilder, Finished};
 use kinesis_integration::{Backend, BedOptions, TestBed};
 use kinesis_kcl::Record;
 use kinesis_kcl::lease::{HashKeyRange, SequenceNumber};
@@ -27,7 +28,6 @@ use kinesis_kcl::retrieval::{
     OutOfRangePolicy, PollingConfig, PollingConfigBuilder, PollingRetriever, RecordBatch,
     ShardReader, StartingPosition,
 };
-use kinesis_kpl::record::{AggregateBuilder, Finished};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
 type TestResult = Result<(), BoxError>;
@@ -548,7 +548,7 @@ async fn malformed_aggregate_is_delivered_whole_and_counted() -> TestResult {
     let _guard = metrics::set_default_local_recorder(&recorder);
     let bed = TestBed::start().await?;
     let stream = bed.create_stream(1).await?;
-    let mut bogus = kinesis_kpl::record::MAGIC.to_vec();
+    let mut bogus = kinesis_aggregation::MAGIC.to_vec();
     bogus.extend_from_slice(&[0u8; 40]); // magic, then no valid MD5
     put(&bed, &stream, "bogus", &bogus).await?;
 

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kinesis_aggregation::HashKeyRange;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -435,11 +436,11 @@ impl Pipeline {
 
     /// The hash-key range of a shard state: everything for the unpredicted records or a shard
     /// never listed.
-    fn range_of(&self, shard: &str) -> (u128, u128) {
+    fn range_of(&self, shard: &str) -> HashKeyRange {
         if shard == UNPREDICTED {
-            return (0, u128::MAX);
+            return HashKeyRange::ALL;
         }
-        self.map.range_of(shard).unwrap_or((0, u128::MAX))
+        self.map.range_of(shard).unwrap_or(HashKeyRange::ALL)
     }
 
     /// Whether strict order holds this shard back now.
@@ -1227,8 +1228,8 @@ impl Pipeline {
 }
 
 /// Whether the hash-key range `(start, end)` holds the key of every record.
-fn all_within(records: &[Pending], (start, end): (u128, u128)) -> bool {
-    records.iter().all(|p| (start..=end).contains(&p.hash_key))
+fn all_within(records: &[Pending], range: HashKeyRange) -> bool {
+    records.iter().all(|p| range.contains(p.hash_key))
 }
 
 /// The attempt of `failure` in a call, shared with every other entry of the call that failed

@@ -291,7 +291,7 @@ async fn producer_and_workers_through_two_splits_and_a_merge_deliver_each_record
             .or_default()
             .push(delivery.number);
         let (start, end) = ranges[&delivery.shard];
-        let hash_key = kinesis_kpl::record::hash_key_for_partition_key(&delivery.key);
+        let hash_key = kinesis_aggregation::hash_key_for_partition_key(&delivery.key);
         if !(start..=end).contains(&hash_key) {
             outside += 1;
         }

@@ -1,14 +1,14 @@
 //! Turning the Kinesis records of a `GetRecords` response (or a `SubscribeToShard` event) into
 //! user [`Record`]s: deaggregation, with the hash key range check.
 //!
-//! The format itself is read by [`kinesis_kpl::record::deaggregate`], its one home; this module
+//! The format itself is read by [`kinesis_aggregation::deaggregate`], its one home; this module
 //! only decides what becomes of each outcome.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use kinesis_kpl::record::{Deaggregated, PassThroughReason, count_outside_range, deaggregate};
+use kinesis_aggregation::{Deaggregated, PassThroughReason, deaggregate};
 use metrics::Counter;
 
 use super::metrics::{AGGREGATES_PASSED_THROUGH, OUT_OF_RANGE_RECORDS, ShardLabels};
@@ -137,9 +137,7 @@ impl Deaggregator {
             }
             Deaggregated::Aggregated(subs) => {
                 let out_of_range = match self.hash_key_range {
-                    Some(range) if routed_by_key => {
-                        count_outside_range(&subs, range.start(), range.end())
-                    }
+                    Some(range) if routed_by_key => range.count_outside(&subs),
                     _ => 0,
                 };
                 if out_of_range > 0 {
@@ -187,7 +185,7 @@ impl Deaggregator {
 #[cfg(test)]
 mod tests {
     use aws_smithy_types::{Blob, DateTime};
-    use kinesis_kpl::record::{AggregateBuilder, Finished, hash_key_for_partition_key};
+    use kinesis_aggregation::{AggregateBuilder, Finished, hash_key_for_partition_key};
 
     use super::*;
     use crate::Error;
