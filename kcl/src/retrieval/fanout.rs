@@ -655,6 +655,65 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retry_settings_are_retry_policies() {
+        let config = FanOutConfig::default();
+        assert_eq!(
+            config.registration_retry(),
+            RetryPolicy::new(
+                Duration::from_secs(120),
+                Duration::from_secs(1),
+                Duration::from_secs(1)
+            )
+        );
+        assert_eq!(
+            config.subscription_retry(),
+            RetryPolicy::new(
+                Duration::from_secs(300),
+                Duration::from_secs(1),
+                Duration::from_secs(10)
+            )
+        );
+        let custom = FanOutConfig::builder()
+            .registration_retry_delay(Duration::from_millis(50))
+            .registration_timeout(Duration::from_secs(3))
+            .retry_budget(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        assert_eq!(
+            custom.registration_retry(),
+            RetryPolicy::new(
+                Duration::from_secs(3),
+                Duration::from_millis(50),
+                Duration::from_millis(50)
+            )
+        );
+        assert_eq!(
+            custom.subscription_retry().budget,
+            Duration::from_millis(500)
+        );
+        let policy = RetryPolicy::new(
+            Duration::from_secs(2),
+            Duration::from_millis(20),
+            Duration::from_millis(100),
+        );
+        let set = FanOutConfig::builder()
+            .registration_retry(policy)
+            .subscription_retry(policy)
+            .build()
+            .unwrap();
+        assert_eq!(set.registration_timeout(), Duration::from_secs(2));
+        assert_eq!(set.registration_retry_delay(), Duration::from_millis(20));
+        assert_eq!(set.retry_max_delay(), Duration::from_millis(100));
+        let backwards = RetryPolicy::new(policy.budget, policy.max_delay, policy.min_delay);
+        for bad in [
+            FanOutConfig::builder().registration_retry(backwards),
+            FanOutConfig::builder().subscription_retry(backwards),
+        ] {
+            assert!(matches!(bad.build(), Err(Error::InvalidConfig { .. })));
+        }
+    }
+
+    #[test]
     fn config_defaults_and_validation() {
         let config = FanOutConfig::builder().build().unwrap();
         assert_eq!(config, FanOutConfig::default());

@@ -889,6 +889,31 @@ mod tests {
     }
 
     #[test]
+    fn retry_settings_are_one_retry_policy() {
+        let config = PollingConfig::default();
+        assert_eq!(
+            config.retry(),
+            RetryPolicy::new(
+                Duration::from_secs(300),
+                Duration::from_millis(100),
+                Duration::from_secs(10)
+            )
+        );
+        let policy = RetryPolicy::new(
+            Duration::from_secs(1),
+            Duration::from_millis(5),
+            Duration::from_millis(50),
+        );
+        let custom = PollingConfig::builder().retry(policy).build().unwrap();
+        assert_eq!(custom.retry(), policy);
+        assert_eq!(custom.retry_min_delay(), Duration::from_millis(5));
+        assert_eq!(custom.retry_max_delay(), Duration::from_millis(50));
+        assert_eq!(custom.retry_budget(), Duration::from_secs(1));
+        let backwards = RetryPolicy::new(policy.budget, policy.max_delay, policy.min_delay);
+        assert!(PollingConfig::builder().retry(backwards).build().is_err());
+    }
+
+    #[test]
     fn config_defaults_and_validation() {
         let config = PollingConfig::builder().build().unwrap();
         assert_eq!(config, PollingConfig::default());
