@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kinesis_aggregation::AggregateBuilder;
 use kinesis_examples::ops::decode::decode_record;
 use kinesis_examples::ops::leases::{self, CounterChange};
 use kinesis_examples::ops::reset::{self, Liveness, ResetError, ResetOptions};
 use kinesis_integration::{Backend, TestBed};
 use kinesis_kcl::lease::{ExtendedSequenceNumber, Lease, LeaseTable, TableOptions, WriteOutcome};
-use kinesis_kpl::record::AggregateBuilder;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex, oneshot};

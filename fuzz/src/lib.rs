@@ -1,7 +1,11 @@
-//! The fuzz targets' invariants: the same file the stable replay test
-//! (`kpl/tests/fuzz_corpus.rs`) compiles, so fuzzers and tests check exactly the same things.
+//! The fuzz targets' invariants: the same files the stable replay tests
+//! (`aggregation/tests/fuzz_corpus.rs`, `kpl/tests/fuzz_corpus.rs`) compile, so fuzzers and
+//! tests check exactly the same things.
 
-#[path = "../../kpl/tests/support/fuzz_invariants.rs"]
-mod invariants;
+#[path = "../../aggregation/tests/support/deaggregate_invariants.rs"]
+mod deaggregate_invariants;
+#[path = "../../kpl/tests/support/producer_invariants.rs"]
+mod producer_invariants;
 
-pub use invariants::*;
+pub use deaggregate_invariants::*;
+pub use producer_invariants::*;

@@ -6,7 +6,7 @@
 //! repeatedly, alternating:
 //!
 //! - **bare**: one task per shard doing `GetShardIterator(TRIM_HORIZON)` and `GetRecords`
-//!   (10 000 per call) until caught up, deaggregating with `kinesis_kpl::record::deaggregate`
+//!   (10 000 per call) until caught up, deaggregating with `kinesis_aggregation::deaggregate`
 //!   — what a hand-rolled consumer does, with no leases and no checkpoints;
 //! - **worker**: a [`Worker`] with a fresh lease table (creating it, syncing shards, taking
 //!   leases, renewing them) whose processor counts records and checkpoints every batch.
@@ -21,13 +21,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kinesis_aggregation::{Deaggregated, HashKeyRange, deaggregate};
 use kinesis_integration::TestBed;
 use kinesis_kcl::processor::ShardContext;
 use kinesis_kcl::{
     Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorError, ShardRecordProcessor,
     Worker,
 };
-use kinesis_kpl::record::{Deaggregated, count_outside_range, deaggregate};
 use kinesis_kpl::{Producer, UserRecord};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -155,10 +155,7 @@ async fn bare_loop(bed: &TestBed, stream: &str, records: u64, check: bool) -> Re
         let stream = stream.to_owned();
         let total = Arc::clone(&total);
         let range = shard.hash_key_range().ok_or("no range")?;
-        let (lo, hi): (u128, u128) = (
-            range.starting_hash_key().parse()?,
-            range.ending_hash_key().parse()?,
-        );
+        let range = HashKeyRange::parse(range.starting_hash_key(), range.ending_hash_key())?;
         tasks.spawn(async move {
             let mut iterator = client
                 .get_shard_iterator()
@@ -182,7 +179,7 @@ async fn bare_loop(bed: &TestBed, stream: &str, records: u64, check: bool) -> Re
                     count += match deaggregate(data) {
                         Deaggregated::Aggregated(subs) => {
                             if check {
-                                std::hint::black_box(count_outside_range(&subs, lo, hi));
+                                std::hint::black_box(range.count_outside(&subs));
                             }
                             subs.len() as u64
                         }

@@ -223,3 +223,16 @@ impl Error {
         }
     }
 }
+
+impl From<kinesis_aggregation::HashKeyRangeError> for Error {
+    /// A hash-key range that is not one is an [`Error::InvalidValue`].
+    fn from(e: kinesis_aggregation::HashKeyRangeError) -> Self {
+        use kinesis_aggregation::HashKeyRangeError;
+        match e {
+            HashKeyRangeError::Start(e) | HashKeyRangeError::End(e) => {
+                Error::invalid_value("hash key", &e.value, e.problem.to_string())
+            }
+            other => Error::invalid_value("hash key range", "", other.to_string()),
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! Every metric this crate reports through the [`metrics`] facade: this is the crate's one
-//! list (the producer's is [`kinesis_kpl::metrics`]). Retrieval metrics' names are constants
+//! list (the producer's is `kinesis_kpl::metrics`). Retrieval metrics' names are constants
 //! in [`retrieval::metrics`](crate::retrieval::metrics).
 //!
 //! No exporter is installed by the crate: install one (for example
@@ -38,7 +38,7 @@
 //! | `kcl_user_records_delivered_total` | counter | user records | `stream`, `shard_id` | user records handed to the reader (after deaggregation and filtering) |
 //! | `kcl_millis_behind_latest` | gauge | milliseconds | `stream`, `shard_id` | `MillisBehindLatest` of the last response |
 //! | `kcl_out_of_range_records_total` | counter | user records | `stream`, `shard_id`, `action` (`delivered`, `dropped`) | aggregated user records whose hash key is outside the shard's range |
-//! | `kcl_aggregates_passed_through_total` | counter | Kinesis records | `stream`, `shard_id`, `reason` ([`PassThroughReason::as_str`](kinesis_kpl::record::PassThroughReason::as_str)) | records with the aggregation magic that could not be deaggregated, delivered whole |
+//! | `kcl_aggregates_passed_through_total` | counter | Kinesis records | `stream`, `shard_id`, `reason` ([`PassThroughReason::as_str`](kinesis_aggregation::PassThroughReason::as_str)) | records with the aggregation magic that could not be deaggregated, delivered whole |
 //! | `kcl_prefetch_batches` | gauge | batches | `stream`, `shard_id` | batches fetched and not yet dropped by the consumer |
 //! | `kcl_prefetch_records` | gauge | user records | `stream`, `shard_id` | their user records |
 //! | `kcl_prefetch_bytes` | gauge | bytes | `stream`, `shard_id` | their data bytes |

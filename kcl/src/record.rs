@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use kinesis_kpl::record::SubRecord;
+use kinesis_aggregation::SubRecord;
 
 use crate::lease::{ExtendedSequenceNumber, SequenceNumber};
 
@@ -278,7 +278,7 @@ impl fmt::Debug for Record {
 
 #[cfg(test)]
 mod tests {
-    use kinesis_kpl::record::{AggregateBuilder, Deaggregated, Finished, deaggregate};
+    use kinesis_aggregation::{AggregateBuilder, Deaggregated, Finished, deaggregate};
 
     use super::*;
 

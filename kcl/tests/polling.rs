@@ -20,6 +20,7 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+use kinesis_aggregation::{AggregateBuilder, Finished};
 use kinesis_integration::{Backend, BedOptions, TestBed};
 use kinesis_kcl::Record;
 use kinesis_kcl::lease::{HashKeyRange, SequenceNumber};
@@ -27,7 +28,6 @@ use kinesis_kcl::retrieval::{
     OutOfRangePolicy, PollingConfig, PollingConfigBuilder, PollingRetriever, RecordBatch,
     ShardReader, StartingPosition,
 };
-use kinesis_kpl::record::{AggregateBuilder, Finished};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
 type TestResult = Result<(), BoxError>;
@@ -495,7 +495,7 @@ async fn resume_from_a_sub_sequence_checkpoint_delivers_exactly_the_rest() -> Te
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "current_thread")]
-async fn out_of_range_sub_records_are_delivered_by_default_and_dropped_on_request() -> TestResult {
+async fn out_of_range_aggregates_are_dropped_by_default_and_delivered_on_request() -> TestResult {
     let recorder = TestRecorder::default();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let bed = TestBed::start().await?;
@@ -512,7 +512,11 @@ async fn out_of_range_sub_records_are_delivered_by_default_and_dropped_on_reques
     put_aggregate(&bed, &stream, &entries).await?;
     put(&bed, &stream, "plain", b"plain").await?;
 
-    let deliver = PollingRetriever::new(bed.kinesis().clone(), &stream, fast().build()?);
+    let deliver = PollingRetriever::new(
+        bed.kinesis().clone(),
+        &stream,
+        fast().out_of_range(OutOfRangePolicy::Deliver).build()?,
+    );
     let mut reader = deliver
         .start(SHARD, Some(lower_half), StartingPosition::TrimHorizon)
         .await?;
@@ -524,13 +528,7 @@ async fn out_of_range_sub_records_are_delivered_by_default_and_dropped_on_reques
         1
     );
 
-    let java = PollingRetriever::new(
-        bed.kinesis().clone(),
-        &stream,
-        fast()
-            .out_of_range(OutOfRangePolicy::DropAggregate)
-            .build()?,
-    );
+    let java = PollingRetriever::new(bed.kinesis().clone(), &stream, fast().build()?);
     let mut reader = java
         .start(SHARD, Some(lower_half), StartingPosition::TrimHorizon)
         .await?;
@@ -550,7 +548,7 @@ async fn malformed_aggregate_is_delivered_whole_and_counted() -> TestResult {
     let _guard = metrics::set_default_local_recorder(&recorder);
     let bed = TestBed::start().await?;
     let stream = bed.create_stream(1).await?;
-    let mut bogus = kinesis_kpl::record::MAGIC.to_vec();
+    let mut bogus = kinesis_aggregation::MAGIC.to_vec();
     bogus.extend_from_slice(&[0u8; 40]); // magic, then no valid MD5
     put(&bed, &stream, "bogus", &bogus).await?;
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::pending::Pending;
-use crate::record::AggregateBuilder;
+use kinesis_aggregation::AggregateBuilder;
 
 /// The partition key of every aggregate, as the KPL's: one byte, the least Kinesis counts in a
 /// record's size. Kinesis routes an aggregate by its explicit hash key; consumers read each

@@ -1,7 +1,7 @@
 //! The crate's one error type.
 
-use crate::record::HashKeyError;
 use crate::result::Attempt;
+use kinesis_aggregation::HashKeyError;
 
 /// Everything that can go wrong in the producer: bad input, full buffers, a record that could
 /// not be put before its deadline, bad configuration, or the stream not being reachable.

@@ -19,8 +19,8 @@
 //! memory held is bounded by [`Config::memory_bound`]. The SDK client's own retries are turned
 //! off so that every call made is an attempt in the result.
 //!
-//! The [`record`] module is the one home of the aggregation format; the consumer crate
-//! (`kinesis-kcl`) uses it to deaggregate.
+//! The aggregation format itself is the `kinesis-aggregation` crate, which the consumer
+//! (`kinesis-kcl`) reads it with.
 
 #![warn(missing_docs)]
 
@@ -33,7 +33,6 @@ pub mod metrics;
 mod pending;
 mod pipeline;
 mod producer;
-pub mod record;
 mod result;
 mod retrier;
 mod sender;

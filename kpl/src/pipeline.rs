@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kinesis_aggregation::HashKeyRange;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -43,6 +44,14 @@ const COMMAND_BATCH: usize = 4096;
 /// [`REFRESH_RETRY_MAX`] (the KPL's 1 s to 30 s).
 const REFRESH_RETRY_MIN: Duration = Duration::from_secs(1);
 const REFRESH_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long to wait before the next map refresh after `failures` failed ones in a row: 1 s,
+/// doubling up to 30 s.
+fn refresh_retry_delay(failures: u32) -> Duration {
+    REFRESH_RETRY_MIN
+        .saturating_mul(1 << failures.min(5))
+        .min(REFRESH_RETRY_MAX)
+}
+
 /// The error code recorded for an attempt that stored an aggregate on a shard not holding all of
 /// its records.
 const WRONG_SHARD: &str = "WrongShard";
@@ -427,11 +436,11 @@ impl Pipeline {
 
     /// The hash-key range of a shard state: everything for the unpredicted records or a shard
     /// never listed.
-    fn range_of(&self, shard: &str) -> (u128, u128) {
+    fn range_of(&self, shard: &str) -> HashKeyRange {
         if shard == UNPREDICTED {
-            return (0, u128::MAX);
+            return HashKeyRange::ALL;
         }
-        self.map.range_of(shard).unwrap_or((0, u128::MAX))
+        self.map.range_of(shard).unwrap_or(HashKeyRange::ALL)
     }
 
     /// Whether strict order holds this shard back now.
@@ -833,9 +842,7 @@ impl Pipeline {
     fn refresh_failed(&mut self, scope: Scope) {
         self.refresh_wanted = true;
         self.refresh_all_wanted |= scope == Scope::All;
-        let delay = REFRESH_RETRY_MIN
-            .saturating_mul(1 << self.refresh_failures.min(5))
-            .min(REFRESH_RETRY_MAX);
+        let delay = refresh_retry_delay(self.refresh_failures);
         self.refresh_failures = self.refresh_failures.saturating_add(1);
         self.refresh_not_before = Some(later(Instant::now(), delay));
     }
@@ -1221,8 +1228,8 @@ impl Pipeline {
 }
 
 /// Whether the hash-key range `(start, end)` holds the key of every record.
-fn all_within(records: &[Pending], (start, end): (u128, u128)) -> bool {
-    records.iter().all(|p| (start..=end).contains(&p.hash_key))
+fn all_within(records: &[Pending], range: HashKeyRange) -> bool {
+    records.iter().all(|p| range.contains(p.hash_key))
 }
 
 /// The attempt of `failure` in a call, shared with every other entry of the call that failed
@@ -1241,4 +1248,16 @@ fn shared_attempt(
     let tried = Tried::new(started, duration, Some((&failure.code, &failure.message)));
     failed.push((failure.clone(), tried.clone()));
     tried
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_map_refresh_waits_1_s_doubling_to_at_most_30_s() {
+        let delays: Vec<u64> = (0..8).map(|n| refresh_retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(refresh_retry_delay(u32::MAX), REFRESH_RETRY_MAX);
+    }
 }

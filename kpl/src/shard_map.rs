@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType};
+use kinesis_aggregation::HashKeyRange;
 
 use crate::Error;
 
@@ -35,8 +36,7 @@ impl StreamId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ShardRange {
     pub(crate) id: Arc<str>,
-    pub(crate) start: u128,
-    pub(crate) end: u128,
+    pub(crate) range: HashKeyRange,
 }
 
 /// Which shards a listing asks for.
@@ -54,7 +54,7 @@ pub(crate) enum Scope {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ShardMap {
     shards: Vec<ShardRange>,
-    known: HashMap<Arc<str>, (u128, u128)>,
+    known: HashMap<Arc<str>, HashKeyRange>,
 }
 
 impl PartialEq for ShardMap {
@@ -67,16 +67,13 @@ impl Eq for ShardMap {}
 
 impl ShardMap {
     pub(crate) fn new(mut shards: Vec<ShardRange>) -> Self {
-        shards.sort_by_key(|s| s.start);
-        let known = shards
-            .iter()
-            .map(|s| (s.id.clone(), (s.start, s.end)))
-            .collect();
+        shards.sort_by_key(|s| s.range.start());
+        let known = shards.iter().map(|s| (s.id.clone(), s.range)).collect();
         Self { shards, known }
     }
 
     /// The hash-key range of shard `id`, open or closed, if it was ever listed.
-    pub(crate) fn range_of(&self, id: &str) -> Option<(u128, u128)> {
+    pub(crate) fn range_of(&self, id: &str) -> Option<HashKeyRange> {
         self.known.get(id).copied()
     }
 
@@ -89,9 +86,9 @@ impl ShardMap {
 
     /// The open shard whose range holds `hash_key`, if the map covers it.
     pub(crate) fn predict(&self, hash_key: u128) -> Option<&ShardRange> {
-        let after = self.shards.partition_point(|s| s.start <= hash_key);
+        let after = self.shards.partition_point(|s| s.range.start() <= hash_key);
         let shard = self.shards.get(after.checked_sub(1)?)?;
-        (hash_key <= shard.end).then_some(shard)
+        shard.range.contains(hash_key).then_some(shard)
     }
 
     /// Whether `id` is one of the open shards.
@@ -144,20 +141,21 @@ impl ShardMap {
                 let Some(range) = shard.hash_key_range() else {
                     continue;
                 };
-                let (Ok(start), Ok(end)) = (
-                    range.starting_hash_key().parse::<u128>(),
-                    range.ending_hash_key().parse::<u128>(),
-                ) else {
-                    tracing::warn!(
-                        shard = shard.shard_id(),
-                        "shard with an unparsable hash-key range ignored"
-                    );
-                    continue;
-                };
+                let range =
+                    match HashKeyRange::parse(range.starting_hash_key(), range.ending_hash_key()) {
+                        Ok(range) => range,
+                        Err(error) => {
+                            tracing::warn!(
+                                shard = shard.shard_id(),
+                                %error,
+                                "shard with an unparsable hash-key range ignored"
+                            );
+                            continue;
+                        }
+                    };
                 let range = ShardRange {
                     id: Arc::from(shard.shard_id()),
-                    start,
-                    end,
+                    range,
                 };
                 if open {
                     shards.push(range);
@@ -181,7 +179,7 @@ impl ShardMap {
         }
         let mut map = Self::new(shards);
         for shard in closed {
-            map.known.insert(shard.id, (shard.start, shard.end));
+            map.known.insert(shard.id, shard.range);
         }
         Ok(map)
     }
@@ -202,8 +200,7 @@ mod tests {
     fn shard(id: &str, start: u128, end: u128) -> ShardRange {
         ShardRange {
             id: Arc::from(id),
-            start,
-            end,
+            range: HashKeyRange::new(start, end).unwrap(),
         }
     }
 
@@ -232,8 +229,8 @@ mod tests {
         let mut children = ShardMap::new(vec![shard("c1", 0, 49), shard("c2", 50, 99)]);
         assert_eq!(children.range_of("p"), None);
         children.remember(&parent);
-        assert_eq!(children.range_of("p"), Some((0, 99)));
-        assert_eq!(children.range_of("c2"), Some((50, 99)));
+        assert_eq!(children.range_of("p"), HashKeyRange::new(0, 99).ok());
+        assert_eq!(children.range_of("c2"), HashKeyRange::new(50, 99).ok());
         assert!(
             !children.contains("p"),
             "a remembered shard is not predicted"

@@ -1,8 +1,8 @@
 //! Checks a user record against Kinesis's limits before it enters the pipeline.
 
 use crate::config::MAX_PARTITION_KEY_CHARS;
-use crate::record::{hash_key_for_partition_key, parse_explicit_hash_key};
 use crate::{Error, UserRecord};
+use kinesis_aggregation::{hash_key_for_partition_key, parse_explicit_hash_key};
 
 /// A record that passed validation, with its hash key computed once.
 #[derive(Debug)]

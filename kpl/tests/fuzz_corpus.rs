@@ -1,32 +1,33 @@
-//! Replays the committed fuzz corpus (`tests/data/fuzz-corpus/`) on the stable toolchain, asserting the
-//! invariants the fuzz targets assert (the same code: `tests/support/fuzz_invariants.rs`, compiled in below).
+//! Replays the committed fuzz corpus of the `producer_validation` target
+//! (`tests/data/fuzz-corpus/producer_validation/`) on the stable toolchain, asserting the
+//! invariants the fuzz target asserts (the same code: `tests/support/producer_invariants.rs`,
+//! compiled in below). The `deaggregate` target's corpus is replayed by `kinesis-aggregation`.
 //! CI therefore needs no nightly toolchain; `cargo +nightly fuzz run` grows the corpus (see
 //! `fuzz/README.md`).
 //!
-//! - `deaggregate`: every input through [`deaggregate`], raw or framed as the target frames it.
 //! - `producer_validation`: every input as user records through a real [`Producer`] on the
 //!   bed's Kinesis (the fuzz target uses a mock client instead). Refusals must match the
 //!   oracle; accepted records must be stored on their shard; and every Kinesis record the
 //!   producer stored, read back from the stream, must be one Kinesis accepts and hold exactly
 //!   the user records the put results point at.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
+use kinesis_aggregation::{Deaggregated, deaggregate};
 use kinesis_integration::TestBed;
-use kinesis_kpl::record::{Deaggregated, PassThroughReason, deaggregate};
 use kinesis_kpl::{Error, Producer, PutResult, UserRecord};
 
 // The fuzz targets' invariants. `even_shards` serves only the fuzz target's mock client.
 #[allow(dead_code)]
-#[path = "support/fuzz_invariants.rs"]
+#[path = "support/producer_invariants.rs"]
 mod fuzz;
 
 use fuzz::{
-    Expected, MAX_RECORD_SIZE, ShardRange, check_deaggregate, check_entry, check_rejection,
-    deaggregate_case, decode_records, expected_outcome, producer_config, shard_for,
+    Expected, MAX_RECORD_SIZE, ShardRange, check_entry, check_rejection, decode_records,
+    expected_outcome, producer_config, shard_for,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -46,44 +47,6 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
         .collect();
     files.sort();
     files
-}
-
-/// Runs `check`, naming the corpus file if it panics.
-fn replay(name: &str, check: impl FnOnce()) {
-    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)) {
-        eprintln!("corpus file kpl/tests/data/fuzz-corpus/*/{name} fails");
-        std::panic::resume_unwind(panic);
-    }
-}
-
-#[test]
-fn deaggregate_corpus_holds_every_invariant() {
-    let files = corpus("deaggregate");
-    assert!(files.len() >= 100, "only {} corpus files", files.len());
-    let mut reasons = BTreeSet::new();
-    let (mut aggregates, mut sub_records) = (0, 0);
-    for (name, input) in &files {
-        let case = deaggregate_case(input);
-        replay(name, || check_deaggregate(&case));
-        match deaggregate(Bytes::from(case)) {
-            Deaggregated::Aggregated(records) => {
-                aggregates += 1;
-                sub_records += records.len();
-            }
-            Deaggregated::PassThrough { reason, .. } => {
-                reasons.insert(reason);
-            }
-        }
-    }
-    // The corpus reaches every outcome, so the replay covers every path of the decoder.
-    assert_eq!(
-        reasons,
-        PassThroughReason::ALL.into_iter().collect::<BTreeSet<_>>()
-    );
-    assert!(
-        aggregates >= 20 && sub_records >= 100,
-        "{aggregates} aggregates, {sub_records} sub-records"
-    );
 }
 
 /// One accepted put: where it came from, what was put, and where it was stored.

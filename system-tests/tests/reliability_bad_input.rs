@@ -19,14 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kinesis_aggregation::{
+    AggregateBuilder, Deaggregated, HashKeyProblem, MAGIC, PassThroughReason, deaggregate,
+};
 use kinesis_integration::TestBed;
 use kinesis_kcl::processor::{InitializationInput, ShardContext};
 use kinesis_kcl::{
     Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
     Retrieval, ShardRecordProcessor, Worker,
-};
-use kinesis_kpl::record::{
-    AggregateBuilder, Deaggregated, HashKeyProblem, MAGIC, PassThroughReason, deaggregate,
 };
 use kinesis_kpl::{Config, Error, Producer, UserRecord};
 use md5::{Digest, Md5};

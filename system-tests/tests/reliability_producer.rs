@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
+use kinesis_aggregation::{Deaggregated, deaggregate};
 use kinesis_integration::TestBed;
 use kinesis_integration::faults::{
     FaultPlan, PutRecordsFaults, Service, ServiceFaults, ServicePlan,
 };
-use kinesis_kpl::record::{Deaggregated, deaggregate};
 use kinesis_kpl::{Config, Error, Ordering, Producer, UserRecord};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

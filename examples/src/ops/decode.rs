@@ -1,6 +1,6 @@
 //! `kinesis-ops decode`: the user records inside a Kinesis record's data, as JSON lines.
 //!
-//! The data is split with [`kinesis_kpl::record::deaggregate`], the same code the consumer uses,
+//! The data is split with [`kinesis_aggregation::deaggregate`], the same code the consumer uses,
 //! so what this prints is what a processor would be handed. Each user record of an aggregate
 //! becomes one line:
 //!
@@ -18,7 +18,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use kinesis_kpl::record::{Deaggregated, deaggregate};
+use kinesis_aggregation::{Deaggregated, deaggregate};
 use serde_json::{Map, Value, json};
 
 /// The data of a record as JSON fields: `encoding` and `data`.

@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::model::{HashKeyRange, Lease, MultiStreamShard, StreamIdentifier};
 use super::sequence::{ExtendedSequenceNumber, SequencePosition};
 use crate::error::{Error, Result, truncate};
+use kinesis_aggregation::HashKeyRangeError;
 
 /// A DynamoDB item, as the SDK passes it.
 pub type Item = HashMap<String, AttributeValue>;
@@ -310,14 +311,18 @@ impl Lease {
         ) {
             (Some(start), Some(end)) => {
                 consumed.extend([attr::STARTING_HASH_KEY, attr::ENDING_HASH_KEY]);
-                Some(HashKeyRange::parse(start, end).map_err(|e| {
-                    // Name the attribute whose value is at fault.
-                    let which = if HashKeyRange::parse(start, start).is_err() {
-                        attr::STARTING_HASH_KEY
-                    } else {
-                        attr::ENDING_HASH_KEY
-                    };
-                    e.in_attribute(which)
+                Some(HashKeyRange::parse(start, end).map_err(|e| match e {
+                    HashKeyRangeError::Start(e) => Error::attribute_value(
+                        attr::STARTING_HASH_KEY,
+                        &e.value,
+                        e.problem.to_string(),
+                    ),
+                    HashKeyRangeError::End(e) => Error::attribute_value(
+                        attr::ENDING_HASH_KEY,
+                        &e.value,
+                        e.problem.to_string(),
+                    ),
+                    other => Error::attribute_value(attr::ENDING_HASH_KEY, end, other.to_string()),
                 })?)
             }
             _ => None,

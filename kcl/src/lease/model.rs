@@ -9,65 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::sequence::ExtendedSequenceNumber;
 use crate::error::{Error, Result};
 
-/// The hash key range of a shard, as the Java KCL stores it in `startingHashKey` /
-/// `endingHashKey` (decimal strings of 128-bit unsigned integers).
-///
-/// The Java KCL (`HashKeyRangeForLease`) requires `start < end`; this type accepts
-/// `start <= end`, since Kinesis can in principle produce a single-key shard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HashKeyRange {
-    start: u128,
-    end: u128,
-}
-
-impl HashKeyRange {
-    /// A range from `start` to `end`, both inclusive.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidValue`] if `start > end`.
-    pub fn new(start: u128, end: u128) -> Result<Self> {
-        if start > end {
-            return Err(Error::invalid_value(
-                "hash key range",
-                &format!("{start}..={end}"),
-                "the starting hash key is greater than the ending hash key",
-            ));
-        }
-        Ok(HashKeyRange { start, end })
-    }
-
-    /// Parses the two decimal strings Kinesis (and the lease table) uses.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidValue`] if either is not a decimal `u128` or `start > end`.
-    pub fn parse(start: &str, end: &str) -> Result<Self> {
-        let parse = |s: &str| {
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Error::invalid_value(
-                    "hash key",
-                    s,
-                    "expected a decimal 128-bit unsigned integer",
-                ));
-            }
-            s.parse::<u128>().map_err(|_| {
-                Error::invalid_value("hash key", s, "does not fit in a 128-bit unsigned integer")
-            })
-        };
-        HashKeyRange::new(parse(start)?, parse(end)?)
-    }
-
-    /// The starting hash key (inclusive).
-    pub fn start(&self) -> u128 {
-        self.start
-    }
-
-    /// The ending hash key (inclusive).
-    pub fn end(&self) -> u128 {
-        self.end
-    }
-}
+pub use kinesis_aggregation::HashKeyRange;
 
 /// A stream identity in multi-stream mode: `<accountId>:<streamName>:<creationEpoch>`.
 ///

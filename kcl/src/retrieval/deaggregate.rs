@@ -1,14 +1,14 @@
 //! Turning the Kinesis records of a `GetRecords` response (or a `SubscribeToShard` event) into
 //! user [`Record`]s: deaggregation, with the hash key range check.
 //!
-//! The format itself is read by [`kinesis_kpl::record::deaggregate`], its one home; this module
+//! The format itself is read by [`kinesis_aggregation::deaggregate`], its one home; this module
 //! only decides what becomes of each outcome.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use kinesis_kpl::record::{Deaggregated, PassThroughReason, count_outside_range, deaggregate};
+use kinesis_aggregation::{Deaggregated, PassThroughReason, deaggregate};
 use metrics::Counter;
 
 use super::metrics::{AGGREGATES_PASSED_THROUGH, OUT_OF_RANGE_RECORDS, ShardLabels};
@@ -19,27 +19,38 @@ use crate::record::Record;
 /// What to do with an aggregate holding user records whose hash key falls outside the range of
 /// the shard it was read from.
 ///
-/// That happens when a KPL producer aggregated records for a shard map that a reshard has since
+/// That happens when a producer aggregated records for a shard map that a reshard has since
 /// changed: the aggregate goes to the shard of its first record, and the others travel with it.
-/// Kinesis stores them in that one shard only, so no other shard will ever deliver them.
+/// What the producer does next decides which policy delivers every record once:
+///
+/// - `kinesis-kpl` sends such an aggregate again whole, regrouped by the new shards, so every
+///   record is stored again on the shard holding its key. Dropping the first copy whole
+///   ([`DropAggregate`](Self::DropAggregate), the default) delivers every record once, on its
+///   shard, in per-key order; delivering it would deliver its records twice, some of them on a
+///   shard that does not hold their key, out of order with the key's later records.
+/// - The C++ KPL resolves the in-range records of such an aggregate as stored and sends only the
+///   others again. Dropping the aggregate then loses the in-range records (as it does with the
+///   Java KCL); [`Deliver`](Self::Deliver) keeps them, at the price of delivering the others
+///   twice.
 ///
 /// ```
 /// use kinesis_kcl::retrieval::OutOfRangePolicy;
 ///
-/// assert_eq!(OutOfRangePolicy::default(), OutOfRangePolicy::Deliver);
+/// assert_eq!(OutOfRangePolicy::default(), OutOfRangePolicy::DropAggregate);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OutOfRangePolicy {
-    /// Deliver every user record (the default), counting the out-of-range ones in
+    /// Deliver every user record, counting the out-of-range ones in
     /// `kcl_out_of_range_records_total{action="delivered"}` and logging a warning (sequence
-    /// number and counts only). Nothing is lost.
-    #[default]
+    /// number and counts only). Nothing is lost, but what the producer sent again is delivered
+    /// twice.
     Deliver,
-    /// Drop the whole aggregate when any of its user records is out of range, as the Java
-    /// KCL 2.x and later does (`AggregatorUtil`), counting every dropped user record in
-    /// `kcl_out_of_range_records_total{action="dropped"}`. Those records are then never
-    /// delivered by any shard.
+    /// Drop the whole aggregate when any of its user records is out of range (the default), as
+    /// the Java KCL 2.x and later does (`AggregatorUtil`), counting every dropped user record
+    /// in `kcl_out_of_range_records_total{action="dropped"}`. Those records are delivered by
+    /// the shard holding their key only if the producer sent them again, as `kinesis-kpl` does.
+    #[default]
     DropAggregate,
 }
 
@@ -126,9 +137,7 @@ impl Deaggregator {
             }
             Deaggregated::Aggregated(subs) => {
                 let out_of_range = match self.hash_key_range {
-                    Some(range) if routed_by_key => {
-                        count_outside_range(&subs, range.start(), range.end())
-                    }
+                    Some(range) if routed_by_key => range.count_outside(&subs),
                     _ => 0,
                 };
                 if out_of_range > 0 {
@@ -176,7 +185,7 @@ impl Deaggregator {
 #[cfg(test)]
 mod tests {
     use aws_smithy_types::{Blob, DateTime};
-    use kinesis_kpl::record::{AggregateBuilder, Finished, hash_key_for_partition_key};
+    use kinesis_aggregation::{AggregateBuilder, Finished, hash_key_for_partition_key};
 
     use super::*;
     use crate::Error;

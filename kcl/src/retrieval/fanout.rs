@@ -235,7 +235,7 @@ impl FanOutConfig {
     }
 
     /// What to do with aggregates holding user records outside the shard's hash key range.
-    /// Default [`OutOfRangePolicy::Deliver`], as polling.
+    /// Default [`OutOfRangePolicy::DropAggregate`], as polling.
     pub fn out_of_range(&self) -> OutOfRangePolicy {
         self.out_of_range
     }

@@ -149,12 +149,12 @@ const MAX_INVALID_ITERATORS_IN_A_ROW: u32 = 3;
 /// assert_eq!(config.prefetch().max_batches(), 3);
 /// assert_eq!(config.prefetch().max_records(), 30_000);
 /// assert_eq!(config.prefetch().max_bytes(), 8 * 1024 * 1024);
-/// assert_eq!(config.out_of_range(), OutOfRangePolicy::Deliver);
+/// assert_eq!(config.out_of_range(), OutOfRangePolicy::DropAggregate);
 ///
 /// let custom = PollingConfig::builder()
 ///     .max_records(500)
 ///     .idle_time_between_reads(Duration::from_millis(250))
-///     .out_of_range(OutOfRangePolicy::DropAggregate)
+///     .out_of_range(OutOfRangePolicy::Deliver)
 ///     .build()?;
 /// assert_eq!(custom.max_records(), 500);
 /// assert!(PollingConfig::builder().max_records(10_001).build().is_err());
@@ -227,8 +227,8 @@ impl PollingConfig {
     }
 
     /// What to do with aggregates holding user records outside the shard's hash key range.
-    /// Default [`OutOfRangePolicy::Deliver`] (the Java KCL drops them:
-    /// [`OutOfRangePolicy::DropAggregate`]).
+    /// Default [`OutOfRangePolicy::DropAggregate`], as the Java KCL (see the policy for when
+    /// [`OutOfRangePolicy::Deliver`] fits better).
     pub fn out_of_range(&self) -> OutOfRangePolicy {
         self.out_of_range
     }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
-use kinesis_kpl::record::{Deaggregated, deaggregate, effective_hash_key};
+use kinesis_aggregation::{Deaggregated, deaggregate, effective_hash_key};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kinesis_kpl::record::{AggregateBuilder, Deaggregated, Finished, deaggregate};
+use kinesis_aggregation::{AggregateBuilder, Deaggregated, Finished, deaggregate};
 use md5::{Digest, Md5};
 
 struct Setup {

@@ -31,7 +31,7 @@ use super::{DIGEST_LEN, FRAMING_LEN, MAGIC};
 /// has one that is not a number in `0..2^128`.
 ///
 /// ```
-/// use kinesis_kpl::record::{AggregateBuilder, Deaggregated, Finished, deaggregate};
+/// use kinesis_aggregation::{AggregateBuilder, Deaggregated, Finished, deaggregate};
 ///
 /// let mut builder = AggregateBuilder::new(51_200, 1_000);
 /// builder.try_push("user-1", None, b"first")?;
@@ -54,7 +54,7 @@ use super::{DIGEST_LEN, FRAMING_LEN, MAGIC};
 ///     ("user-2", Some("42"), &b"second"[..], 1),
 ///     ("user-1", None, &b"third"[..], 2),
 /// ]);
-/// # Ok::<(), kinesis_kpl::record::PushRejected>(())
+/// # Ok::<(), kinesis_aggregation::PushRejected>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct AggregateBuilder {

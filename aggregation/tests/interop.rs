@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use kinesis_kpl::record::{AggregateBuilder, Deaggregated, PushRejected, deaggregate};
+use kinesis_aggregation::{AggregateBuilder, Deaggregated, PushRejected, deaggregate};
 use md5::{Digest, Md5};
 
 type Input = (String, Option<String>, Vec<u8>);

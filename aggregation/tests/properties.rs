@@ -17,7 +17,7 @@
 //!   a number, a missing data field) hands the whole record back unchanged, never a part.
 
 use bytes::Bytes;
-use kinesis_kpl::record::{
+use kinesis_aggregation::{
     AggregateBuilder, Deaggregated, MAGIC, PassThroughReason, deaggregate,
     hash_key_for_partition_key,
 };

@@ -19,7 +19,7 @@ use super::{DIGEST_LEN, FRAMING_LEN, MAGIC};
 ///
 /// ```
 /// use bytes::Bytes;
-/// use kinesis_kpl::record::{Deaggregated, PassThroughReason, deaggregate};
+/// use kinesis_aggregation::{Deaggregated, PassThroughReason, deaggregate};
 ///
 /// match deaggregate(Bytes::from_static(b"just a plain record")) {
 ///     Deaggregated::PassThrough { data, reason } => {
@@ -39,27 +39,9 @@ pub fn deaggregate(data: Bytes) -> Deaggregated {
     }
 }
 
-/// How many of `records` have an [effective hash key](SubRecord::effective_hash_key) outside
-/// `start..=end` (a shard's range): user records an aggregator put in the wrong shard.
-///
-/// Hashes each distinct partition key of an aggregate once, however many records share it
-/// (sub-records of one aggregate share its key table), so checking a whole aggregate costs one
-/// MD5 per distinct key rather than one per record.
-///
-/// ```
-/// use bytes::Bytes;
-/// use kinesis_kpl::record::{AggregateBuilder, Deaggregated, deaggregate, hash_key_for_partition_key, count_outside_range};
-///
-/// let mut builder = AggregateBuilder::new(51_200, 1_000);
-/// for key in ["a", "b", "a", "a"] {
-///     builder.try_push(key, None, b"x").unwrap();
-/// }
-/// let Deaggregated::Aggregated(subs) = deaggregate(builder.take_aggregate().unwrap()) else { panic!() };
-/// let a = hash_key_for_partition_key("a");
-/// assert_eq!(count_outside_range(&subs, a, a), 1); // only "b" is outside
-/// assert_eq!(count_outside_range(&subs, 0, u128::MAX), 0);
-/// ```
-pub fn count_outside_range(records: &[SubRecord], start: u128, end: u128) -> usize {
+/// How many of `records` have an effective hash key outside `start..=end`; see
+/// [`HashKeyRange::count_outside`](crate::HashKeyRange::count_outside).
+pub(crate) fn count_outside_range(records: &[SubRecord], start: u128, end: u128) -> usize {
     let mut cache: Vec<Option<u128>> = Vec::new();
     let mut cached_for: Option<&Arc<KeyTables>> = None;
     let mut outside = 0;

@@ -1,11 +1,14 @@
-//! The KPL aggregated record format: writing it ([`AggregateBuilder`]), reading it
-//! ([`deaggregate`]), and the hash keys that place records in shards.
+//! The Kinesis Producer Library's aggregated record format: writing it ([`AggregateBuilder`]),
+//! reading it ([`deaggregate`]), the hash keys that place records in shards
+//! ([`hash_key_for_partition_key`], [`effective_hash_key`]) and a shard's [`HashKeyRange`].
 //!
-//! # Why it lives here
-//!
-//! The producer writes this format and the consumer reads it. The consumer crate
-//! (`kinesis-kcl`) depends on `kinesis-kpl` for this module, so the format has exactly one home
-//! and the two sides can never disagree about it.
+//! No AWS SDK and no async runtime: `bytes`, `md-5` and `thiserror` only. The producer
+//! (`kinesis-kpl`) writes the format with this crate and the consumer (`kinesis-kcl`) reads it
+//! with this crate, so the two can never disagree about it; anything else that reads Kinesis
+//! records (a Lambda function, a Firehose transformation, a hand-written `GetRecords` loop) can
+//! deaggregate with it alone. With the `lambda` feature, [`lambda::deaggregate_event`] takes
+//! an [`aws_lambda_events`](https://docs.rs/aws_lambda_events) Kinesis event as Lambda
+//! delivers it.
 //!
 //! # The format
 //!
@@ -24,7 +27,7 @@
 //! the Python one.
 //!
 //! ```
-//! use kinesis_kpl::record::{AggregateBuilder, Deaggregated, Finished, deaggregate};
+//! use kinesis_aggregation::{AggregateBuilder, Deaggregated, Finished, deaggregate};
 //!
 //! let mut builder = AggregateBuilder::default();
 //! for i in 0..100 {
@@ -37,24 +40,28 @@
 //! assert_eq!(records[9].partition_key(), "key-2");
 //! assert_eq!(&records[9].data()[..], b"event 9");
 //! assert_eq!(records[9].sub_sequence_number(), 9);
-//! # Ok::<(), kinesis_kpl::record::PushRejected>(())
+//! # Ok::<(), kinesis_aggregation::PushRejected>(())
 //! ```
+
+#![warn(missing_docs)]
 
 mod aggregate;
 mod deaggregate;
 mod hash_key;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 #[cfg(test)]
 mod proto;
+mod range;
 mod wire;
 
 pub use aggregate::{AggregateBuilder, Finished, PushRejected};
-pub use deaggregate::{
-    Deaggregated, PassThroughReason, SubRecord, count_outside_range, deaggregate, has_magic,
-};
+pub use deaggregate::{Deaggregated, PassThroughReason, SubRecord, deaggregate, has_magic};
 pub use hash_key::{
     HashKeyError, HashKeyProblem, effective_hash_key, hash_key_for_partition_key,
     parse_explicit_hash_key,
 };
+pub use range::{HashKeyRange, HashKeyRangeError};
 
 /// The four bytes every aggregated record starts with.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
@@ -65,14 +72,7 @@ pub const DIGEST_LEN: usize = 16;
 /// Magic plus digest: what an aggregate costs on top of its protobuf message.
 pub const FRAMING_LEN: usize = MAGIC.len() + DIGEST_LEN;
 
-/// The errors of this module.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RecordError {
-    /// An explicit hash key is not a decimal integer in `0..2^128`.
-    #[error(transparent)]
-    HashKey(#[from] HashKeyError),
-    /// An aggregate builder refused a record.
-    #[error(transparent)]
-    Rejected(#[from] PushRejected),
-}
+// The README's example compiles and runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

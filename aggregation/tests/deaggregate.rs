@@ -2,7 +2,7 @@
 //! with arbitrary and mutated input (it must never panic).
 
 use bytes::Bytes;
-use kinesis_kpl::record::{
+use kinesis_aggregation::{
     AggregateBuilder, Deaggregated, MAGIC, PassThroughReason, SubRecord, deaggregate, has_magic,
     hash_key_for_partition_key,
 };

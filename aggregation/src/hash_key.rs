@@ -17,7 +17,7 @@ const MAX_VALUE_IN_ERROR: usize = 64;
 /// The hash key Kinesis derives from a partition key: MD5 of its UTF-8 bytes, big-endian.
 ///
 /// ```
-/// use kinesis_kpl::record::hash_key_for_partition_key;
+/// use kinesis_aggregation::hash_key_for_partition_key;
 ///
 /// // MD5("a") = 0cc175b9c0f1b6a831c399e269772661
 /// assert_eq!(hash_key_for_partition_key("a"), 0x0cc175b9c0f1b6a831c399e269772661);
@@ -34,7 +34,7 @@ pub fn hash_key_for_partition_key(partition_key: &str) -> u128 {
 /// key as is may want to send `value.to_string()` instead.
 ///
 /// ```
-/// use kinesis_kpl::record::parse_explicit_hash_key;
+/// use kinesis_aggregation::parse_explicit_hash_key;
 ///
 /// assert_eq!(parse_explicit_hash_key("42"), Ok(42));
 /// assert_eq!(parse_explicit_hash_key("340282366920938463463374607431768211455"), Ok(u128::MAX));
@@ -70,7 +70,7 @@ pub fn parse_explicit_hash_key(value: &str) -> Result<u128, HashKeyError> {
 /// the partition key.
 ///
 /// ```
-/// use kinesis_kpl::record::{effective_hash_key, hash_key_for_partition_key};
+/// use kinesis_aggregation::{effective_hash_key, hash_key_for_partition_key};
 ///
 /// assert_eq!(effective_hash_key("pk", Some("7")), Ok(7));
 /// assert_eq!(effective_hash_key("pk", None), Ok(hash_key_for_partition_key("pk")));

@@ -2,7 +2,7 @@
 //! pass-through, reuse.
 
 use bytes::Bytes;
-use kinesis_kpl::record::{
+use kinesis_aggregation::{
     AggregateBuilder, Deaggregated, FRAMING_LEN, Finished, MAGIC, PushRejected, deaggregate,
 };
 use proptest::prelude::*;
