@@ -67,6 +67,7 @@
 
 #![warn(missing_docs)]
 
+mod aws;
 mod checkpoint;
 mod config;
 mod error;
@@ -78,6 +79,7 @@ pub mod retrieval;
 pub mod shard;
 pub mod worker;
 
+pub use aws::RetryPolicy;
 pub use config::{DEFAULT_FAILOVER_TIME, DEFAULT_HANDOFF_TIMEOUT, LeaseConfig, LeaseConfigBuilder};
 pub use error::{Error, Result};
 pub use record::Record;

@@ -52,7 +52,7 @@
 //! |---|---|---|---|---|
 //! | `kcl_fanout_subscriptions_total` | counter | calls | `stream`, `shard_id` | successful `SubscribeToShard` calls (first ones, renewals and retries) |
 //! | `kcl_fanout_subscription_renewals_total` | counter | subscriptions | `stream`, `shard_id` | subscriptions the server ended normally (after ~5 minutes), renewed from the last `ContinuationSequenceNumber` |
-//! | `kcl_fanout_errors_total` | counter | errors | `stream`, `shard_id`, `kind` (`resource_in_use`, `limit_exceeded`, `internal_failure`, `kms_throttling`, `timeout`, `connection`, `idle`, `not_found`, `fatal`) | failed subscriptions and broken event streams |
+//! | `kcl_fanout_errors_total` | counter | errors | `stream`, `shard_id`, `kind` (`resource_in_use`, `limit_exceeded`, `throttled`, `internal_failure`, `kms_throttling`, `timeout`, `connection`, `idle`, `not_found`, `fatal`) | failed subscriptions and broken event streams |
 //! | `kcl_fanout_event_latency_seconds` | histogram | seconds | `stream`, `shard_id` | from the `ApproximateArrivalTimestamp` of an event's newest record to the event's hand-over to the reader (put → delivery, on the server's clock) |
 //! | `kcl_fanout_records_skipped_total` | counter | Kinesis records | `stream`, `shard_id` | records dropped as repeats (at or before the last one delivered, after a resubscription) or before the requested position (on servers that ignore it) |
 

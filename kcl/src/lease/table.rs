@@ -25,11 +25,11 @@
 //!
 //! # Retries
 //!
-//! Throttling (`ThrottlingException`, `ProvisionedThroughputExceededException`,
-//! `RequestLimitExceeded`, `LimitExceededException`), server errors (HTTP 5xx,
-//! `InternalServerError`, `ServiceUnavailable`), timeouts and I/O failures are retried with
-//! exponential backoff and full jitter until the [`RetryPolicy`]'s total budget is spent
-//! (default [`DEFAULT_RETRY_BUDGET`]); this is on top of the SDK client's own retry layer.
+//! Transient errors (throttling such as `ThrottlingException`,
+//! `ProvisionedThroughputExceededException`, `RequestLimitExceeded`; server errors; timeouts
+//! and I/O failures: the crate's one classification, in `aws::classify`) are retried with
+//! exponential backoff and jitter until the [`RetryPolicy`]'s total budget is spent
+//! (default [`DEFAULT_RETRY_BUDGET`](super::DEFAULT_RETRY_BUDGET)); this is on top of the SDK client's own retry layer.
 //! Everything else is returned at once as [`Error::DynamoDb`].
 
 use std::collections::HashSet;
@@ -53,48 +53,20 @@ use aws_sdk_dynamodb::types::{
     ProvisionedThroughput, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
     TableStatus, Tag,
 };
-use backon::{ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 
 use super::item::{Item, TableItem, attr};
 use super::model::Lease;
 use super::ops::{CREATE_CONDITION_EXPRESSION, LeaseWrite, UpdateAction, lease_key_item};
 use super::sequence::ExtendedSequenceNumber;
+use crate::aws::RetryPolicy;
+use crate::aws::retry::retrying;
 use crate::error::{Error, Result};
 use crate::metrics as m;
-
-/// Default total time spent retrying one call on transient errors: 5 s.
-///
-/// Half the default failover time, so a renewal that keeps being throttled gives up (and the
-/// caller learns about it) before the lease would expire anyway.
-pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(5);
 
 /// Default time [`LeaseTable::ensure_table`] waits for the table to become ACTIVE: 120 s
 /// (a new table on AWS typically takes 5–30 s).
 pub const DEFAULT_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// How transient DynamoDB errors are retried: exponential backoff with full jitter, from
-/// `min_delay` doubling up to `max_delay`, for at most `budget` in total.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Total time after which no new attempt starts. Default [`DEFAULT_RETRY_BUDGET`];
-    /// `Duration::ZERO` disables retries.
-    pub budget: Duration,
-    /// First backoff delay. Default 25 ms.
-    pub min_delay: Duration,
-    /// Longest backoff delay. Default 1 s.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            budget: DEFAULT_RETRY_BUDGET,
-            min_delay: Duration::from_millis(25),
-            max_delay: Duration::from_secs(1),
-        }
-    }
-}
 
 /// How [`LeaseTable::ensure_table`] creates a missing table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -677,25 +649,15 @@ impl LeaseTable {
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let deadline = Instant::now() + self.retry.budget;
-        let backoff = ExponentialBuilder::new()
-            .with_jitter()
-            .with_min_delay(self.retry.min_delay)
-            .with_max_delay(self.retry.max_delay)
-            .without_max_times()
-            .with_total_delay(Some(self.retry.budget));
-        send.retry(backoff)
-            .sleep(tokio::time::sleep)
-            .when(|e| is_transient(e) && Instant::now() < deadline)
-            .notify(|e, delay| {
-                tracing::debug!(
-                    table = %self.table_name,
-                    code = e.code().unwrap_or("-"),
-                    ?delay,
-                    "transient DynamoDB error, retrying"
-                );
-            })
-            .await
+        retrying(self.retry, send, |e, delay| {
+            tracing::debug!(
+                table = %self.table_name,
+                code = e.code().unwrap_or("-"),
+                ?delay,
+                "transient DynamoDB error, retrying"
+            );
+        })
+        .await
     }
 
     fn sdk_error<E>(&self, operation: &'static str, error: SdkError<E, HttpResponse>) -> Error
@@ -707,31 +669,6 @@ impl LeaseTable {
             table: self.table_name.clone(),
             source: Box::new(error.into()),
         }
-    }
-}
-
-/// DynamoDB error codes worth retrying.
-const TRANSIENT_CODES: [&str; 7] = [
-    "ThrottlingException",
-    "ProvisionedThroughputExceededException",
-    "RequestLimitExceeded",
-    "LimitExceededException",
-    "InternalServerError",
-    "InternalFailure",
-    "ServiceUnavailable",
-];
-
-/// Whether an SDK error is throttling, a server error, a timeout or an I/O failure.
-fn is_transient<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
-    match error {
-        SdkError::TimeoutError(_) => true,
-        SdkError::DispatchFailure(d) => d.is_timeout() || d.is_io(),
-        SdkError::ResponseError(r) => r.raw().status().is_server_error(),
-        SdkError::ServiceError(s) => {
-            s.raw().status().is_server_error()
-                || s.err().code().is_some_and(|c| TRANSIENT_CODES.contains(&c))
-        }
-        _ => false,
     }
 }
 

@@ -43,9 +43,10 @@
 //!   subscriptions of a shard start at least [`FanOutConfig::min_time_between_subscribes`]
 //!   apart.
 //! - **Errors.** `ResourceInUseException` (an older subscription of this consumer to this
-//!   shard is still open, e.g. the previous owner's), `LimitExceededException`, internal
-//!   failures (HTTP 5xx, `InternalFailure`, KMS throttling), timeouts, dropped connections, and
-//!   an event stream silent for [`FanOutConfig::idle_timeout`] are retried with an exponential
+//!   shard is still open, e.g. the previous owner's), transient errors (the crate's one
+//!   classification: throttling such as `LimitExceededException` or `KMSThrottlingException`,
+//!   internal failures such as HTTP 5xx or `InternalFailure`, timeouts), dropped connections,
+//!   and an event stream silent for [`FanOutConfig::idle_timeout`] are retried with an exponential
 //!   backoff with jitter from [`FanOutConfig::retry_min_delay`] to
 //!   [`FanOutConfig::retry_max_delay`], until [`FanOutConfig::retry_budget`] of failures in a
 //!   row (an event delivered ends the row). Then, and on any other error (access denied, a
@@ -112,6 +113,7 @@ use tracing::Instrument;
 
 use super::metrics::ShardLabels;
 use super::{OutOfRangePolicy, PrefetchLimits, ShardReader, StartingPosition};
+use crate::aws::{KinesisApi, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::lease::HashKeyRange;
 
@@ -164,12 +166,9 @@ pub struct FanOutConfig {
     prefetch: PrefetchLimits,
     out_of_range: OutOfRangePolicy,
     deliver_empty_batches: bool,
-    registration_retry_delay: Duration,
-    registration_timeout: Duration,
+    registration_retry: RetryPolicy,
     min_time_between_subscribes: Duration,
-    retry_min_delay: Duration,
-    retry_max_delay: Duration,
-    retry_budget: Duration,
+    subscription_retry: RetryPolicy,
     request_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -183,12 +182,17 @@ impl Default for FanOutConfig {
             prefetch: PrefetchLimits::default(),
             out_of_range: OutOfRangePolicy::default(),
             deliver_empty_batches: false,
-            registration_retry_delay: DEFAULT_REGISTRATION_RETRY_DELAY,
-            registration_timeout: DEFAULT_REGISTRATION_TIMEOUT,
+            registration_retry: RetryPolicy::new(
+                DEFAULT_REGISTRATION_TIMEOUT,
+                DEFAULT_REGISTRATION_RETRY_DELAY,
+                DEFAULT_REGISTRATION_RETRY_DELAY,
+            ),
             min_time_between_subscribes: DEFAULT_MIN_TIME_BETWEEN_SUBSCRIBES,
-            retry_min_delay: DEFAULT_FANOUT_RETRY_MIN_DELAY,
-            retry_max_delay: DEFAULT_FANOUT_RETRY_MAX_DELAY,
-            retry_budget: DEFAULT_FANOUT_RETRY_BUDGET,
+            subscription_retry: RetryPolicy::new(
+                DEFAULT_FANOUT_RETRY_BUDGET,
+                DEFAULT_FANOUT_RETRY_MIN_DELAY,
+                DEFAULT_FANOUT_RETRY_MAX_DELAY,
+            ),
             request_timeout: DEFAULT_FANOUT_REQUEST_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
@@ -242,18 +246,33 @@ impl FanOutConfig {
         self.deliver_empty_batches
     }
 
+    /// How the registration's calls are repeated: the pauses while the consumer is not
+    /// `ACTIVE` or a call failed with a transient error, from
+    /// [`min_delay`](RetryPolicy::min_delay) (default 1 s,
+    /// [`registration_retry_delay`](Self::registration_retry_delay)) to
+    /// [`max_delay`](RetryPolicy::max_delay) (the same by default: a constant pause), for
+    /// [`budget`](RetryPolicy::budget) in total (default 2 minutes,
+    /// [`registration_timeout`](Self::registration_timeout)). Each single call
+    /// (`DescribeStreamSummary`, `RegisterStreamConsumer`, `DeregisterStreamConsumer`) is
+    /// also retried at most 10 times, as the Java KCL's `registerStreamConsumerRetries`.
+    pub fn registration_retry(&self) -> RetryPolicy {
+        self.registration_retry
+    }
+
     /// The pause between the registration's calls while the consumer is not `ACTIVE`, or a
     /// call was throttled. Default 1 s, the Java KCL's `retryBackoffMillis` (with up to 100 %
-    /// jitter here; Java adds up to 100 ms).
+    /// jitter here; Java adds up to 100 ms). The first delay of
+    /// [`registration_retry`](Self::registration_retry).
     pub fn registration_retry_delay(&self) -> Duration {
-        self.registration_retry_delay
+        self.registration_retry.min_delay
     }
 
     /// How long [`FanOutRetriever::register`] waits for the consumer to be `ACTIVE`, retries
     /// included. Default 2 minutes (the Java KCL gives up after 10 calls of each kind:
-    /// `maxDescribeStreamConsumerRetries`, `registerStreamConsumerRetries`).
+    /// `maxDescribeStreamConsumerRetries`, `registerStreamConsumerRetries`). The budget of
+    /// [`registration_retry`](Self::registration_retry).
     pub fn registration_timeout(&self) -> Duration {
-        self.registration_timeout
+        self.registration_retry.budget
     }
 
     /// The least time between two `SubscribeToShard` calls for one shard. Default 1 s, the
@@ -262,23 +281,30 @@ impl FanOutConfig {
         self.min_time_between_subscribes
     }
 
+    /// How failed subscriptions are retried: from 1 s doubling up to 10 s, failures in a row
+    /// for 5 minutes in total. The parts are [`retry_min_delay`](Self::retry_min_delay),
+    /// [`retry_max_delay`](Self::retry_max_delay) and [`retry_budget`](Self::retry_budget).
+    pub fn subscription_retry(&self) -> RetryPolicy {
+        self.subscription_retry
+    }
+
     /// The first retry delay after a failed subscription (doubled, with up to 100 % jitter, on
     /// each further one). Default 1 s. The Java KCL has no such setting: it restarts a failed
     /// subscription at its next dispatch tick.
     pub fn retry_min_delay(&self) -> Duration {
-        self.retry_min_delay
+        self.subscription_retry.min_delay
     }
 
     /// The largest retry delay (before jitter). Default 10 s.
     pub fn retry_max_delay(&self) -> Duration {
-        self.retry_max_delay
+        self.subscription_retry.max_delay
     }
 
     /// How long failures in a row are retried before the reader fails with the last one.
     /// Default 5 minutes (an older subscription holding the shard, `ResourceInUseException`,
     /// ends within 5 minutes).
     pub fn retry_budget(&self) -> Duration {
-        self.retry_budget
+        self.subscription_retry.budget
     }
 
     /// The time limit of a `SubscribeToShard` call until its response starts (retries of the
@@ -359,15 +385,23 @@ impl FanOutConfigBuilder {
         self
     }
 
-    /// See [`FanOutConfig::registration_retry_delay`].
+    /// See [`FanOutConfig::registration_retry`].
+    pub fn registration_retry(mut self, retry: RetryPolicy) -> Self {
+        self.config.registration_retry = retry;
+        self
+    }
+
+    /// See [`FanOutConfig::registration_retry_delay`]: a constant pause of `delay` (the
+    /// [`registration_retry`](FanOutConfig::registration_retry)'s first and longest delay).
     pub fn registration_retry_delay(mut self, delay: Duration) -> Self {
-        self.config.registration_retry_delay = delay;
+        self.config.registration_retry.min_delay = delay;
+        self.config.registration_retry.max_delay = delay;
         self
     }
 
     /// See [`FanOutConfig::registration_timeout`].
     pub fn registration_timeout(mut self, timeout: Duration) -> Self {
-        self.config.registration_timeout = timeout;
+        self.config.registration_retry.budget = timeout;
         self
     }
 
@@ -377,21 +411,27 @@ impl FanOutConfigBuilder {
         self
     }
 
+    /// See [`FanOutConfig::subscription_retry`]: all three retry settings at once.
+    pub fn subscription_retry(mut self, retry: RetryPolicy) -> Self {
+        self.config.subscription_retry = retry;
+        self
+    }
+
     /// See [`FanOutConfig::retry_min_delay`].
     pub fn retry_min_delay(mut self, delay: Duration) -> Self {
-        self.config.retry_min_delay = delay;
+        self.config.subscription_retry.min_delay = delay;
         self
     }
 
     /// See [`FanOutConfig::retry_max_delay`].
     pub fn retry_max_delay(mut self, delay: Duration) -> Self {
-        self.config.retry_max_delay = delay;
+        self.config.subscription_retry.max_delay = delay;
         self
     }
 
     /// See [`FanOutConfig::retry_budget`].
     pub fn retry_budget(mut self, budget: Duration) -> Self {
-        self.config.retry_budget = budget;
+        self.config.subscription_retry.budget = budget;
         self
     }
 
@@ -425,9 +465,12 @@ impl FanOutConfigBuilder {
             return Err(invalid("consumer_arn", "must be an ARN (`arn:…`)"));
         }
         for (field, value) in [
-            ("registration_retry_delay", config.registration_retry_delay),
-            ("registration_timeout", config.registration_timeout),
-            ("retry_min_delay", config.retry_min_delay),
+            (
+                "registration_retry_delay",
+                config.registration_retry.min_delay,
+            ),
+            ("registration_timeout", config.registration_retry.budget),
+            ("retry_min_delay", config.subscription_retry.min_delay),
             ("request_timeout", config.request_timeout),
             ("idle_timeout", config.idle_timeout),
         ] {
@@ -435,7 +478,13 @@ impl FanOutConfigBuilder {
                 return Err(invalid(field, "must be positive"));
             }
         }
-        if config.retry_max_delay < config.retry_min_delay {
+        if config.registration_retry.max_delay < config.registration_retry.min_delay {
+            return Err(invalid(
+                "registration_retry",
+                "max_delay must be at least min_delay",
+            ));
+        }
+        if config.subscription_retry.max_delay < config.subscription_retry.min_delay {
             return Err(invalid(
                 "retry_max_delay",
                 "must be at least retry_min_delay",
@@ -480,7 +529,7 @@ fn invalid(field: &'static str, reason: &'static str) -> Error {
 /// Cheap to clone (the client is shared). See the [module](self) for an example.
 #[derive(Clone, Debug)]
 pub struct FanOutRetriever {
-    client: Client,
+    api: KinesisApi,
     stream: String,
     consumer_name: Option<String>,
     consumer_arn: String,
@@ -506,6 +555,7 @@ impl FanOutRetriever {
         config: FanOutConfig,
     ) -> Result<Self> {
         let stream = stream.into();
+        let api = KinesisApi::new(client).with_request_timeout(config.request_timeout);
         let consumer_arn = match (&config.consumer_arn, &config.consumer_name) {
             (Some(arn), _) => arn.clone(),
             (None, Some(name)) => {
@@ -514,7 +564,7 @@ impl FanOutRetriever {
                     stream = %stream,
                     consumer = %name
                 );
-                registration::find_or_register(&client, &stream, name, &config)
+                registration::find_or_register(&api, &stream, name, &config)
                     .instrument(span)
                     .await?
             }
@@ -526,7 +576,7 @@ impl FanOutRetriever {
             }
         };
         Ok(FanOutRetriever {
-            client,
+            api,
             stream,
             consumer_name: config.consumer_name.clone(),
             consumer_arn,
@@ -570,7 +620,7 @@ impl FanOutRetriever {
             consumer = %self.consumer_name.as_deref().unwrap_or(&self.consumer_arn),
         );
         let mut subscriber = subscription::Subscriber::new(
-            self.client.clone(),
+            self.api.clone(),
             self.stream.clone(),
             self.consumer_arn.clone(),
             shard_id,
@@ -596,13 +646,72 @@ impl FanOutRetriever {
     ///
     /// [`Error::Kinesis`] if the call fails (a consumer already gone is not an error).
     pub async fn deregister(&self) -> Result<()> {
-        registration::deregister(&self.client, &self.stream, &self.consumer_arn, &self.config).await
+        registration::deregister(&self.api, &self.stream, &self.consumer_arn, &self.config).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_settings_are_retry_policies() {
+        let config = FanOutConfig::default();
+        assert_eq!(
+            config.registration_retry(),
+            RetryPolicy::new(
+                Duration::from_secs(120),
+                Duration::from_secs(1),
+                Duration::from_secs(1)
+            )
+        );
+        assert_eq!(
+            config.subscription_retry(),
+            RetryPolicy::new(
+                Duration::from_secs(300),
+                Duration::from_secs(1),
+                Duration::from_secs(10)
+            )
+        );
+        let custom = FanOutConfig::builder()
+            .registration_retry_delay(Duration::from_millis(50))
+            .registration_timeout(Duration::from_secs(3))
+            .retry_budget(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        assert_eq!(
+            custom.registration_retry(),
+            RetryPolicy::new(
+                Duration::from_secs(3),
+                Duration::from_millis(50),
+                Duration::from_millis(50)
+            )
+        );
+        assert_eq!(
+            custom.subscription_retry().budget,
+            Duration::from_millis(500)
+        );
+        let policy = RetryPolicy::new(
+            Duration::from_secs(2),
+            Duration::from_millis(20),
+            Duration::from_millis(100),
+        );
+        let set = FanOutConfig::builder()
+            .registration_retry(policy)
+            .subscription_retry(policy)
+            .build()
+            .unwrap();
+        assert_eq!(set.registration_timeout(), Duration::from_secs(2));
+        assert_eq!(set.registration_retry_delay(), Duration::from_millis(20));
+        assert_eq!(set.retry_max_delay(), Duration::from_millis(100));
+        let backwards = RetryPolicy::new(policy.budget, policy.max_delay, policy.min_delay);
+        for bad in [
+            FanOutConfig::builder().registration_retry(backwards),
+            FanOutConfig::builder().subscription_retry(backwards),
+        ] {
+            assert!(matches!(bad.build(), Err(Error::InvalidConfig { .. })));
+        }
+    }
 
     #[test]
     fn config_defaults_and_validation() {

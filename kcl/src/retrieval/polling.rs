@@ -28,8 +28,9 @@
 //!   any record was fetched the starting position is used again (with its checkpoint filter).
 //!   An `InvalidArgumentException` on `GetRecords` is treated the same way (as the Java KCL
 //!   does), three times in a row at most.
-//! - **Transient errors** (HTTP 5xx, `InternalFailure`, `KMSThrottlingException`, timeouts,
-//!   I/O) are retried with the same backoff until [`PollingConfig::retry_budget`] of
+//! - **Transient errors** (the crate's one classification: other throttling such as
+//!   `KMSThrottlingException`, `ThrottlingException` or `LimitExceededException`, HTTP 5xx,
+//!   `InternalFailure`, timeouts, I/O) are retried with the same backoff until [`PollingConfig::retry_budget`] of
 //!   consecutive failures; then, and on any other error, the reader returns the error
 //!   ([`Error::Kinesis`]) and ends. (The SDK client's own retry layer runs first.)
 //! - **Shard not found** (`ResourceNotFoundException` from `GetShardIterator` or
@@ -87,11 +88,10 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::http::HttpResponse;
-use aws_sdk_kinesis::config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::operation::get_records::GetRecordsOutput;
 use aws_smithy_types::DateTime;
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBackoff};
 use metrics::{Counter, Gauge, Histogram};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -107,6 +107,9 @@ use super::prefetch::BatchSender;
 use super::{
     Deaggregator, OutOfRangePolicy, PrefetchLimits, RecordBatch, ShardReader, StartingPosition,
 };
+use crate::aws::kinesis::kinesis_error;
+use crate::aws::retry::retrying;
+use crate::aws::{KinesisApi, RetryPolicy, StreamTarget, classify};
 use crate::error::{Error, Result};
 use crate::lease::{HashKeyRange, SequenceNumber};
 use crate::record::Record;
@@ -165,9 +168,7 @@ pub struct PollingConfig {
     prefetch: PrefetchLimits,
     out_of_range: OutOfRangePolicy,
     deliver_empty_batches: bool,
-    retry_min_delay: Duration,
-    retry_max_delay: Duration,
-    retry_budget: Duration,
+    retry: RetryPolicy,
     request_timeout: Duration,
 }
 
@@ -180,9 +181,11 @@ impl Default for PollingConfig {
             prefetch: PrefetchLimits::default(),
             out_of_range: OutOfRangePolicy::default(),
             deliver_empty_batches: false,
-            retry_min_delay: DEFAULT_RETRY_MIN_DELAY,
-            retry_max_delay: DEFAULT_RETRY_MAX_DELAY,
-            retry_budget: DEFAULT_RETRY_BUDGET,
+            retry: RetryPolicy::new(
+                DEFAULT_RETRY_BUDGET,
+                DEFAULT_RETRY_MIN_DELAY,
+                DEFAULT_RETRY_MAX_DELAY,
+            ),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
@@ -237,21 +240,29 @@ impl PollingConfig {
         self.deliver_empty_batches
     }
 
+    /// How throttles and transient errors are retried: from 100 ms doubling up to 10 s,
+    /// transient errors in a row for 5 minutes in total (throttling without limit). The
+    /// parts are [`retry_min_delay`](Self::retry_min_delay),
+    /// [`retry_max_delay`](Self::retry_max_delay) and [`retry_budget`](Self::retry_budget).
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
+    }
+
     /// The first retry delay after a throttle or a transient error (doubled, with up to 100 %
     /// jitter, on each further one). Default 100 ms.
     pub fn retry_min_delay(&self) -> Duration {
-        self.retry_min_delay
+        self.retry.min_delay
     }
 
     /// The largest retry delay (before jitter). Default 10 s.
     pub fn retry_max_delay(&self) -> Duration {
-        self.retry_max_delay
+        self.retry.max_delay
     }
 
     /// How long transient errors in a row are retried before the reader fails with the last
     /// one. Throttling is retried without limit. Default 5 minutes.
     pub fn retry_budget(&self) -> Duration {
-        self.retry_budget
+        self.retry.budget
     }
 
     /// The time limit of one `GetRecords` or `GetShardIterator` call, retries of the SDK
@@ -259,14 +270,6 @@ impl PollingConfig {
     /// the Java KCL's `kinesisRequestTimeout`.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
-    }
-
-    fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::new()
-            .with_jitter()
-            .with_min_delay(self.retry_min_delay)
-            .with_max_delay(self.retry_max_delay)
-            .without_max_times()
     }
 }
 
@@ -326,21 +329,27 @@ impl PollingConfigBuilder {
         self
     }
 
+    /// See [`PollingConfig::retry`]: all three retry settings at once.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
     /// See [`PollingConfig::retry_min_delay`].
     pub fn retry_min_delay(mut self, delay: Duration) -> Self {
-        self.config.retry_min_delay = delay;
+        self.config.retry.min_delay = delay;
         self
     }
 
     /// See [`PollingConfig::retry_max_delay`].
     pub fn retry_max_delay(mut self, delay: Duration) -> Self {
-        self.config.retry_max_delay = delay;
+        self.config.retry.max_delay = delay;
         self
     }
 
     /// See [`PollingConfig::retry_budget`].
     pub fn retry_budget(mut self, budget: Duration) -> Self {
-        self.config.retry_budget = budget;
+        self.config.retry.budget = budget;
         self
     }
 
@@ -361,10 +370,10 @@ impl PollingConfigBuilder {
         if !(1..=DEFAULT_MAX_RECORDS).contains(&config.max_records) {
             return Err(invalid("max_records", "must be between 1 and 10 000"));
         }
-        if config.retry_min_delay.is_zero() {
+        if config.retry.min_delay.is_zero() {
             return Err(invalid("retry_min_delay", "must be positive"));
         }
-        if config.retry_max_delay < config.retry_min_delay {
+        if config.retry.max_delay < config.retry.min_delay {
             return Err(invalid(
                 "retry_max_delay",
                 "must be at least retry_min_delay",
@@ -437,7 +446,9 @@ impl PollingRetriever {
         let labels = ShardLabels::new(&self.stream, &shard_id);
         let span = tracing::info_span!("shard_reader", stream = %self.stream, shard_id = %shard_id);
         let mut fetcher = Fetcher {
-            client: self.client.clone(),
+            api: KinesisApi::new(self.client.clone())
+                .with_request_timeout(self.config.request_timeout),
+            target: StreamTarget::parse(self.stream.clone()),
             stream: self.stream.clone(),
             shard_id,
             config: self.config.clone(),
@@ -515,7 +526,8 @@ impl FetchMetrics {
 
 /// The state of one shard's `GetRecords` loop.
 struct Fetcher {
-    client: Client,
+    api: KinesisApi,
+    target: StreamTarget,
     stream: String,
     shard_id: String,
     config: PollingConfig,
@@ -553,38 +565,21 @@ enum Failure {
     Fatal,
 }
 
-/// Error codes retried as transient, with their metric label.
-const TRANSIENT_CODES: [&str; 5] = [
-    "InternalFailure",
-    "InternalFailureException",
-    "ServiceUnavailable",
-    "KMSThrottlingException",
-    "ThrottlingException",
-];
-
+/// The fetcher's own cases first (see the [module](self)); anything else is transient
+/// exactly when the crate's classifier says so (its label is the metric's `code`).
 fn classify<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Failure {
-    match error {
-        SdkError::TimeoutError(_) => Failure::Transient("timeout"),
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => Failure::Transient("timeout"),
-        SdkError::DispatchFailure(failure) if failure.is_io() => Failure::Transient("io"),
-        SdkError::ResponseError(response) if response.raw().status().is_server_error() => {
-            Failure::Transient("http_5xx")
+    if let SdkError::ServiceError(service) = error {
+        match service.err().code() {
+            Some("ProvisionedThroughputExceededException") => return Failure::Throttled,
+            Some("ExpiredIteratorException") => return Failure::Expired,
+            Some("InvalidArgumentException") => return Failure::InvalidArgument,
+            Some("ResourceNotFoundException") => return Failure::Gone,
+            _ => {}
         }
-        SdkError::ServiceError(service) => match service.err().code() {
-            Some("ProvisionedThroughputExceededException") => Failure::Throttled,
-            Some("ExpiredIteratorException") => Failure::Expired,
-            Some("InvalidArgumentException") => Failure::InvalidArgument,
-            Some("ResourceNotFoundException") => Failure::Gone,
-            Some(code) if TRANSIENT_CODES.contains(&code) => Failure::Transient(
-                TRANSIENT_CODES
-                    .into_iter()
-                    .find(|c| *c == code)
-                    .unwrap_or("other"),
-            ),
-            _ if service.raw().status().is_server_error() => Failure::Transient("http_5xx"),
-            _ => Failure::Fatal,
-        },
-        _ => Failure::Fatal,
+    }
+    match classify::classify(error) {
+        Some(transient) => Failure::Transient(transient.label),
+        None => Failure::Fatal,
     }
 }
 
@@ -593,67 +588,34 @@ impl Fetcher {
     where
         aws_sdk_kinesis::Error: From<SdkError<E, HttpResponse>>,
     {
-        Error::Kinesis {
-            operation,
-            stream: self.stream.clone(),
-            source: Box::new(error.into()),
-        }
-    }
-
-    fn stream_arn(&self) -> Option<String> {
-        self.stream.starts_with("arn:").then(|| self.stream.clone())
-    }
-
-    fn timeout_override(&self) -> aws_sdk_kinesis::config::Builder {
-        aws_sdk_kinesis::config::Builder::default().timeout_config(
-            TimeoutConfig::builder()
-                .operation_timeout(self.config.request_timeout)
-                .build(),
-        )
+        kinesis_error(operation, &self.stream, error)
     }
 
     /// Takes a shard iterator for `position`, retrying throttling and transient errors within
     /// the retry budget. `None` if Kinesis returned none (the shard is over).
     async fn new_iterator(&self, position: &StartingPosition) -> Result<Option<String>> {
         let request = position.iterator_request();
-        let by_arn = self.stream.starts_with("arn:");
         let send = || {
-            let mut call = self
-                .client
-                .get_shard_iterator()
-                .shard_id(&self.shard_id)
-                .shard_iterator_type(request.kind.clone())
-                .set_starting_sequence_number(request.sequence_number.map(|s| s.to_string()))
-                .set_timestamp(request.timestamp.map(DateTime::from));
-            call = if by_arn {
-                call.stream_arn(&self.stream)
-            } else {
-                call.stream_name(&self.stream)
-            };
-            call.customize()
-                .config_override(self.timeout_override())
-                .send()
-        };
-        let output = send
-            .retry(
-                self.config
-                    .backoff()
-                    .with_total_delay(Some(self.config.retry_budget)),
+            self.api.get_shard_iterator(
+                &self.target,
+                &self.shard_id,
+                request.kind.clone(),
+                request.sequence_number.map(|s| s.to_string()),
+                request.timestamp.map(DateTime::from),
             )
-            .sleep(tokio::time::sleep)
-            .when(|error| matches!(classify(error), Failure::Throttled | Failure::Transient(_)))
-            .notify(|error, delay| {
-                self.metrics.retried(match classify(error) {
-                    Failure::Transient(code) => code,
-                    _ => "throttled",
-                });
-                tracing::debug!(
-                    code = error.code().unwrap_or("-"),
-                    ?delay,
-                    "GetShardIterator failed, retrying"
-                );
-            })
-            .await;
+        };
+        let output = retrying(self.config.retry, send, |error, delay| {
+            self.metrics.retried(match classify(error) {
+                Failure::Transient(code) => code,
+                _ => "throttled",
+            });
+            tracing::debug!(
+                code = error.code().unwrap_or("-"),
+                ?delay,
+                "GetShardIterator failed, retrying"
+            );
+        })
+        .await;
         let output = match output {
             Ok(output) => output,
             Err(error) if classify(&error) == Failure::Gone => {
@@ -742,14 +704,8 @@ impl Fetcher {
             let started = Instant::now();
             self.last_call = Some(started);
             let result = self
-                .client
-                .get_records()
-                .shard_iterator(&iterator)
-                .limit(self.config.max_records as i32)
-                .set_stream_arn(self.stream_arn())
-                .customize()
-                .config_override(self.timeout_override())
-                .send()
+                .api
+                .get_records(&self.target, &iterator, self.config.max_records as i32)
                 .await;
             let elapsed = started.elapsed();
             let error = match result {
@@ -769,9 +725,9 @@ impl Fetcher {
                     self.metrics.throttled.increment(1);
                     let backoff = self
                         .throttle_backoff
-                        .get_or_insert_with(|| self.config.backoff().build())
+                        .get_or_insert_with(|| self.config.retry.backoff().build())
                         .next()
-                        .unwrap_or(self.config.retry_max_delay);
+                        .unwrap_or(self.config.retry.max_delay);
                     let pause = backoff.max(self.config.idle_time_between_reads);
                     tracing::debug!(?pause, "GetRecords throttled, backing off");
                     self.pause = Some(pause);
@@ -789,7 +745,7 @@ impl Fetcher {
                     if self.restarts_in_a_row > 1 {
                         self.pause = self
                             .restart_backoff
-                            .get_or_insert_with(|| self.config.backoff().build())
+                            .get_or_insert_with(|| self.config.retry.backoff().build())
                             .next();
                     }
                     tracing::info!(
@@ -802,12 +758,9 @@ impl Fetcher {
                 Failure::Transient(code) => {
                     self.metrics.duration_error.record(elapsed);
                     self.metrics.retried(code);
-                    let budget = self.config.retry_budget;
                     let delay = self
                         .error_backoff
-                        .get_or_insert_with(|| {
-                            self.config.backoff().with_total_delay(Some(budget)).build()
-                        })
+                        .get_or_insert_with(|| self.config.retry.budgeted_backoff().build())
                         .next();
                     let Some(delay) = delay else {
                         return Err(self.kinesis_error("GetRecords", error));
@@ -915,6 +868,17 @@ mod tests {
                 400,
                 Failure::Transient("KMSThrottlingException"),
             ),
+            // Fatal here before the crate had one classifier; transient everywhere now.
+            (
+                "LimitExceededException",
+                400,
+                Failure::Transient("LimitExceededException"),
+            ),
+            (
+                "ThrottlingException",
+                400,
+                Failure::Transient("ThrottlingException"),
+            ),
             ("SomethingNew", 503, Failure::Transient("http_5xx")),
             ("ResourceNotFoundException", 400, Failure::Gone),
             ("AccessDeniedException", 400, Failure::Fatal),
@@ -922,6 +886,31 @@ mod tests {
         for (code, status, expected) in cases {
             assert_eq!(classify(&service_error(code, status)), expected, "{code}");
         }
+    }
+
+    #[test]
+    fn retry_settings_are_one_retry_policy() {
+        let config = PollingConfig::default();
+        assert_eq!(
+            config.retry(),
+            RetryPolicy::new(
+                Duration::from_secs(300),
+                Duration::from_millis(100),
+                Duration::from_secs(10)
+            )
+        );
+        let policy = RetryPolicy::new(
+            Duration::from_secs(1),
+            Duration::from_millis(5),
+            Duration::from_millis(50),
+        );
+        let custom = PollingConfig::builder().retry(policy).build().unwrap();
+        assert_eq!(custom.retry(), policy);
+        assert_eq!(custom.retry_min_delay(), Duration::from_millis(5));
+        assert_eq!(custom.retry_max_delay(), Duration::from_millis(50));
+        assert_eq!(custom.retry_budget(), Duration::from_secs(1));
+        let backwards = RetryPolicy::new(policy.budget, policy.max_delay, policy.min_delay);
+        assert!(PollingConfig::builder().retry(backwards).build().is_err());
     }
 
     #[test]

@@ -9,7 +9,6 @@
 
 use std::time::SystemTime;
 
-pub(crate) mod kinesis_retry;
 pub mod lineage;
 pub mod sync;
 

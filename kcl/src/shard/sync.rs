@@ -18,13 +18,10 @@
 //!
 //! # `ListShards`
 //!
-//! Pages are followed with `NextToken`, as the Java `KinesisShardDetector` does, with a
-//! configurable page size ([`ShardSyncer::with_page_size`]). Some servers do not accept a
-//! `NextToken` on its own (the embedded ferrokinesis 0.7 answers `ResourceNotFoundException`,
-//! and real Kinesis rejects a token older than 300 s with `ExpiredNextTokenException`): when a
-//! continuation fails with a non-transient error, the page is requested again with the stream
-//! and `ExclusiveStartShardId` (the last shard id received), which every server supports, and
-//! the rest of the listing continues that way.
+//! Every page is followed (the paging, with its fallback for servers that refuse a bare
+//! `NextToken`, and how a stream given by ARN is named, are the crate's Kinesis call layer's),
+//! with a configurable page size ([`ShardSyncer::with_page_size`]); transient errors are
+//! retried per page within [`ShardSyncer::with_retry`]'s policy.
 //!
 //! On an empty lease table the listing carries the `ShardFilter` of the initial position
 //! (`AT_LATEST`, `AT_TRIM_HORIZON`, `AT_TIMESTAMP`), as in Java. Servers that ignore the filter
@@ -33,27 +30,25 @@
 //! `InvalidArgumentException` is asked again without it.
 //!
 //! A stream given by ARN ([`StreamTarget::Arn`]) is listed with `StreamARN` and the
-//! `StreamName` taken from the ARN, as the Java KCL sends them (Kinesis accepts both together).
-//! ferrokinesis 0.7 reads only `StreamName` in `ListShards` (an ARN alone is answered with
-//! `InvalidArgumentException`), so it works there thanks to the name.
+//! `StreamName` taken from the ARN, as the Java KCL sends them.
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::SdkError;
-use aws_sdk_kinesis::operation::list_shards::builders::ListShardsFluentBuilder;
-use aws_sdk_kinesis::operation::list_shards::{ListShardsError, ListShardsOutput};
+use aws_sdk_kinesis::operation::list_shards::ListShardsError;
 use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType};
 
-use super::kinesis_retry::{is_transient, retrying};
 use super::lineage::{
     LeaseDeletion, NewLease, ShardInfo, bootstrap_leases, inconsistent_shards,
     is_hash_range_complete, leases_to_delete, plan_new_leases, shards_at_initial_position,
     sibling_lease_key,
 };
 use super::{ChildShard, InitialPosition};
+use crate::aws::KinesisApi;
+pub use crate::aws::StreamTarget;
+use crate::aws::kinesis::ListShards;
+use crate::aws::kinesis::kinesis_error;
 use crate::error::{Error, Result};
 use crate::lease::{
     HashKeyRange, Lease, LeaseTable, RetryPolicy, SequenceNumber, StreamIdentifier,
@@ -68,80 +63,6 @@ pub const DEFAULT_LISTING_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// The largest `MaxResults` `ListShards` accepts.
 const MAX_PAGE_SIZE: u32 = 10_000;
-
-/// Which stream: by name, or by ARN (recommended by AWS for cross-account access).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum StreamTarget {
-    /// `StreamName`.
-    Name(String),
-    /// `StreamARN` (`arn:aws:kinesis:<region>:<account>:stream/<name>`).
-    Arn(String),
-}
-
-impl StreamTarget {
-    /// An ARN if `stream` starts with `arn:`, a name otherwise.
-    ///
-    /// ```
-    /// use kinesis_kcl::shard::StreamTarget;
-    ///
-    /// assert_eq!(StreamTarget::parse("orders"), StreamTarget::Name("orders".into()));
-    /// let arn = "arn:aws:kinesis:eu-west-1:123456789012:stream/orders";
-    /// assert_eq!(StreamTarget::parse(arn), StreamTarget::Arn(arn.into()));
-    /// ```
-    pub fn parse(stream: impl Into<String>) -> Self {
-        let stream = stream.into();
-        if stream.starts_with("arn:") {
-            StreamTarget::Arn(stream)
-        } else {
-            StreamTarget::Name(stream)
-        }
-    }
-
-    /// The stream name: the name itself, or the resource part of an ARN
-    /// (`…:stream/<name>`), if it has one.
-    ///
-    /// ```
-    /// use kinesis_kcl::shard::StreamTarget;
-    ///
-    /// let arn = StreamTarget::parse("arn:aws:kinesis:eu-west-1:123456789012:stream/orders");
-    /// assert_eq!(arn.stream_name(), Some("orders"));
-    /// assert_eq!(StreamTarget::parse("orders").stream_name(), Some("orders"));
-    /// ```
-    pub fn stream_name(&self) -> Option<&str> {
-        match self {
-            StreamTarget::Name(name) => Some(name),
-            StreamTarget::Arn(arn) => arn
-                .rsplit_once(":stream/")
-                .map(|(_, name)| name)
-                .filter(|name| !name.is_empty() && !name.contains('/')),
-        }
-    }
-
-    /// The name or ARN.
-    pub fn as_str(&self) -> &str {
-        match self {
-            StreamTarget::Name(s) | StreamTarget::Arn(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for StreamTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<&str> for StreamTarget {
-    fn from(stream: &str) -> Self {
-        StreamTarget::parse(stream)
-    }
-}
-
-impl From<String> for StreamTarget {
-    fn from(stream: String) -> Self {
-        StreamTarget::parse(stream)
-    }
-}
 
 /// What [`ShardSyncer::sync`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -222,7 +143,7 @@ pub struct CleanupReport {
 /// ```
 #[derive(Clone, Debug)]
 pub struct ShardSyncer {
-    kinesis: aws_sdk_kinesis::Client,
+    kinesis: KinesisApi,
     table: LeaseTable,
     target: StreamTarget,
     stream: Option<StreamIdentifier>,
@@ -243,7 +164,7 @@ impl ShardSyncer {
         position: InitialPosition,
     ) -> Self {
         ShardSyncer {
-            kinesis,
+            kinesis: KinesisApi::new(kinesis),
             table,
             target: target.into(),
             stream: None,
@@ -572,92 +493,20 @@ impl ShardSyncer {
 
     /// Every page of a listing, deduplicated and sorted by shard id.
     async fn list(&self, filter: Option<ShardFilter>) -> Result<Vec<ShardInfo>> {
-        let mut shards: BTreeMap<String, aws_sdk_kinesis::types::Shard> = BTreeMap::new();
-        let mut out = self.send(self.first_page(filter.clone(), None)).await?;
-        let mut by_exclusive_start = false;
-        let mut previous_token: Option<String> = None;
-        loop {
-            let token = out
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            let before = shards.len();
-            for shard in out.shards.unwrap_or_default() {
-                shards.insert(shard.shard_id().to_owned(), shard);
-            }
-            let Some(token) = token else { break };
-            // Guards against a server that keeps answering the same page.
-            let stuck = if by_exclusive_start {
-                shards.len() == before
-            } else {
-                previous_token.as_ref() == Some(&token)
-            };
-            if stuck {
-                tracing::warn!(stream = %self.target, "ListShards paging made no progress, stopping");
-                break;
-            }
-            let last = shards.keys().next_back().cloned();
-            if by_exclusive_start {
-                out = self.send(self.first_page(filter.clone(), last)).await?;
-                continue;
-            }
-            let request = self
-                .kinesis
-                .list_shards()
-                .next_token(token.clone())
-                .set_max_results(self.page_size);
-            previous_token = Some(token);
-            out = match retrying(self.retry, self.target.as_str(), || request.clone().send()).await
-            {
-                Ok(out) => out,
-                Err(e) if matches!(e, SdkError::ServiceError(_)) && !is_transient(&e) => {
-                    tracing::debug!(
-                        stream = %self.target,
-                        error = %aws_sdk_kinesis::Error::from(e),
-                        "ListShards NextToken refused, continuing with ExclusiveStartShardId"
-                    );
-                    by_exclusive_start = true;
-                    self.send(self.first_page(filter.clone(), last)).await?
-                }
-                Err(e) => return Err(self.sdk_error(e)),
-            };
-        }
-        shards.values().map(shard_info).collect()
-    }
-
-    /// A `ListShards` request naming the stream.
-    fn first_page(
-        &self,
-        filter: Option<ShardFilter>,
-        exclusive_start_shard_id: Option<String>,
-    ) -> ListShardsFluentBuilder {
-        let request = self.kinesis.list_shards();
-        // With an ARN, the name goes along too, as the Java `KinesisShardDetector` sends it
-        // (Kinesis accepts both; servers that only read `StreamName` then work as well).
-        let request = match &self.target {
-            StreamTarget::Name(name) => request.stream_name(name),
-            StreamTarget::Arn(arn) => request
-                .stream_arn(arn)
-                .set_stream_name(self.target.stream_name().map(str::to_owned)),
-        };
-        request
-            .set_shard_filter(filter)
-            .set_exclusive_start_shard_id(exclusive_start_shard_id)
-            .set_max_results(self.page_size)
-    }
-
-    async fn send(&self, request: ListShardsFluentBuilder) -> Result<ListShardsOutput> {
-        retrying(self.retry, self.target.as_str(), || request.clone().send())
-            .await
-            .map_err(|e| self.sdk_error(e))
+        let shards = self
+            .kinesis
+            .list_shards(ListShards {
+                target: &self.target,
+                filter,
+                page_size: self.page_size,
+                retry: self.retry,
+            })
+            .await?;
+        shards.iter().map(shard_info).collect()
     }
 
     fn sdk_error(&self, error: SdkError<ListShardsError, HttpResponse>) -> Error {
-        Error::Kinesis {
-            operation: "ListShards",
-            stream: self.target.to_string(),
-            source: Box::new(error.into()),
-        }
+        kinesis_error("ListShards", self.target.as_str(), error)
     }
 }
 

@@ -5,10 +5,10 @@ use std::time::Duration;
 use aws_sdk_kinesis::Client;
 
 use super::Retrieval;
-use crate::error::{Error, Result};
-use crate::lease::{HashKeyRange, Lease, LeaseTable, RetryPolicy, StreamIdentifier};
+use crate::aws::{KinesisApi, RetryPolicy};
+use crate::error::Result;
+use crate::lease::{HashKeyRange, Lease, LeaseTable, StreamIdentifier};
 use crate::retrieval::{FanOutRetriever, PollingRetriever, ShardReader, StartingPosition};
-use crate::shard::kinesis_retry::retrying;
 use crate::shard::{InitialPosition, ShardSyncer, StreamTarget};
 
 /// How one stream's shards are read: polling or enhanced fan-out.
@@ -144,28 +144,17 @@ impl StreamContext {
 /// How long `DescribeStreamSummary` is retried at start-up (throttling, server errors): its
 /// limit is 20 calls per second per account, so a fleet of 100 workers of 5 streams each
 /// starting at once needs some 25 s.
-const DESCRIBE_RETRY: RetryPolicy = RetryPolicy {
-    budget: Duration::from_secs(60),
-    min_delay: Duration::from_millis(100),
-    max_delay: Duration::from_secs(5),
-};
+const DESCRIBE_RETRY: RetryPolicy = RetryPolicy::new(
+    Duration::from_secs(60),
+    Duration::from_millis(100),
+    Duration::from_secs(5),
+);
 
 /// `account:name:epoch` of a stream, from `DescribeStreamSummary`.
 async fn describe_identifier(kinesis: &Client, stream: &str) -> Result<StreamIdentifier> {
-    let request = match StreamTarget::parse(stream) {
-        StreamTarget::Arn(arn) => kinesis.describe_stream_summary().stream_arn(arn),
-        StreamTarget::Name(name) => kinesis.describe_stream_summary().stream_name(name),
-    };
-    let out = retrying(DESCRIBE_RETRY, stream, || request.clone().send())
-        .await
-        .map_err(|e| Error::Kinesis {
-            operation: "DescribeStreamSummary",
-            stream: stream.to_owned(),
-            source: Box::new(e.into()),
-        })?;
-    let summary = out.stream_description_summary().ok_or_else(|| {
-        Error::Worker(format!("DescribeStreamSummary of `{stream}` returned no summary").into())
-    })?;
+    let summary = KinesisApi::new(kinesis.clone())
+        .describe_stream_summary(&StreamTarget::parse(stream), DESCRIBE_RETRY)
+        .await?;
     let arn = summary.stream_arn();
     let account = arn.split(':').nth(4).unwrap_or_default();
     let epoch = u64::try_from(summary.stream_creation_timestamp().secs())

@@ -3,43 +3,34 @@
 //! `find_or_register` loops on `DescribeStreamConsumer` (by stream ARN and consumer name):
 //! `ACTIVE` ends it; `CREATING` and `DELETING` wait; a missing consumer is registered
 //! (`RegisterStreamConsumer`; `ResourceInUseException` there means another worker registered
-//! it first, which is fine). Throttling (`LimitExceededException`) and transient failures are
-//! retried; the loop ends at [`FanOutConfig::registration_timeout`].
+//! it first, which is fine). Transient failures (throttling such as `LimitExceededException`,
+//! server errors, timeouts: the crate's one classification) are retried within
+//! [`FanOutConfig::registration_retry`]; the loop ends at
+//! [`FanOutConfig::registration_timeout`].
 
-use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::http::HttpResponse;
-use aws_sdk_kinesis::config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::types::ConsumerStatus;
-use backon::{BackoffBuilder, ConstantBuilder, Retryable};
+use backon::BackoffBuilder;
 use tokio::time::Instant;
 
 use super::FanOutConfig;
+use crate::aws::classify::is_transient;
+use crate::aws::kinesis::kinesis_error;
+use crate::aws::retry::Retries;
+use crate::aws::{KinesisApi, StreamTarget};
 use crate::error::{Error, Result};
 
-/// Error codes of the registration calls that are retried.
-const RETRIED_CODES: [&str; 5] = [
-    "LimitExceededException",
-    "InternalFailure",
-    "InternalFailureException",
-    "ServiceUnavailable",
-    "ThrottlingException",
-];
+/// Most retries of one registration call (`DescribeStreamSummary`, `RegisterStreamConsumer`,
+/// `DeregisterStreamConsumer`) within the registration's retry budget: the Java KCL's
+/// `registerStreamConsumerRetries` and `maxDescribeStreamSummaryRetries`.
+const CALL_RETRIES: usize = 10;
 
-/// Whether a failed registration call is worth retrying.
-fn retried<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
-    match error {
-        SdkError::TimeoutError(_) => true,
-        SdkError::DispatchFailure(failure) => failure.is_timeout() || failure.is_io(),
-        SdkError::ResponseError(response) => response.raw().status().is_server_error(),
-        SdkError::ServiceError(service) => {
-            service
-                .err()
-                .code()
-                .is_some_and(|c| RETRIED_CODES.contains(&c))
-                || service.raw().status().is_server_error()
-        }
-        _ => false,
+/// How one registration call is retried.
+fn call_retries(config: &FanOutConfig) -> Retries {
+    Retries {
+        policy: config.registration_retry,
+        at_most: Some(CALL_RETRIES),
     }
 }
 
@@ -50,95 +41,32 @@ fn code<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Option<&s
     }
 }
 
-fn kinesis_error<E>(
-    operation: &'static str,
-    stream: &str,
-    error: SdkError<E, HttpResponse>,
-) -> Error
-where
-    aws_sdk_kinesis::Error: From<SdkError<E, HttpResponse>>,
-{
-    Error::Kinesis {
-        operation,
-        stream: stream.to_owned(),
-        source: Box::new(error.into()),
-    }
-}
-
-fn timeout_override(config: &FanOutConfig) -> aws_sdk_kinesis::config::Builder {
-    aws_sdk_kinesis::config::Builder::default().timeout_config(
-        TimeoutConfig::builder()
-            .operation_timeout(config.request_timeout)
-            .build(),
-    )
-}
-
-/// The pauses between registration calls: the configured delay with jitter, without end (the
-/// deadline bounds them).
-fn pauses(config: &FanOutConfig) -> impl Iterator<Item = std::time::Duration> {
-    ConstantBuilder::new()
-        .with_delay(config.registration_retry_delay)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
 /// The stream's ARN: `stream` itself if it is one, else from `DescribeStreamSummary`.
-async fn stream_arn(client: &Client, stream: &str, config: &FanOutConfig) -> Result<String> {
+async fn stream_arn(api: &KinesisApi, stream: &str, config: &FanOutConfig) -> Result<String> {
     if stream.starts_with("arn:") {
         return Ok(stream.to_owned());
     }
-    let output = (|| {
-        client
-            .describe_stream_summary()
-            .stream_name(stream)
-            .customize()
-            .config_override(timeout_override(config))
-            .send()
-    })
-    .retry(
-        ConstantBuilder::new()
-            .with_delay(config.registration_retry_delay)
-            .with_jitter()
-            .with_max_times(10),
-    )
-    .sleep(tokio::time::sleep)
-    .when(retried)
-    .notify(|error, delay| {
-        tracing::debug!(code = ?code(error), ?delay, "DescribeStreamSummary failed, retrying");
-    })
-    .await
-    .map_err(|error| kinesis_error("DescribeStreamSummary", stream, error))?;
-    output
-        .stream_description_summary()
-        .map(|summary| summary.stream_arn().to_owned())
-        .ok_or_else(|| {
-            Error::Worker(format!("DescribeStreamSummary of `{stream}` returned no summary").into())
-        })
+    let summary = api
+        .describe_stream_summary(&StreamTarget::parse(stream), call_retries(config))
+        .await?;
+    Ok(summary.stream_arn)
 }
 
 /// Finds the consumer `name` of `stream`, registering it if missing, and waits until it is
 /// `ACTIVE`. Returns its ARN.
 pub(super) async fn find_or_register(
-    client: &Client,
+    api: &KinesisApi,
     stream: &str,
     name: &str,
     config: &FanOutConfig,
 ) -> Result<String> {
     let started = Instant::now();
-    let deadline = started + config.registration_timeout;
-    let stream_arn = stream_arn(client, stream, config).await?;
-    let mut pauses = pauses(config);
+    let deadline = started + config.registration_retry.budget;
+    let stream_arn = stream_arn(api, stream, config).await?;
+    let mut pauses = config.registration_retry.backoff().build();
     let mut last_status = "absent".to_owned();
     loop {
-        let described = client
-            .describe_stream_consumer()
-            .stream_arn(&stream_arn)
-            .consumer_name(name)
-            .customize()
-            .config_override(timeout_override(config))
-            .send()
-            .await;
+        let described = api.describe_stream_consumer(&stream_arn, name).await;
         match described {
             Ok(output) => match output.consumer_description() {
                 Some(description) => {
@@ -163,16 +91,16 @@ pub(super) async fn find_or_register(
                         .is_some_and(|e| e.is_resource_not_found_exception()) =>
             {
                 last_status = "absent".to_owned();
-                register(client, stream, &stream_arn, name, config).await?;
+                register(api, stream, &stream_arn, name, config).await?;
                 // The next description says whether it is ACTIVE already.
                 continue;
             }
-            Err(error) if retried(&error) => {
+            Err(error) if is_transient(&error) => {
                 tracing::debug!(code = ?code(&error), "DescribeStreamConsumer failed, retrying");
             }
             Err(error) => return Err(kinesis_error("DescribeStreamConsumer", stream, error)),
         }
-        let pause = pauses.next().unwrap_or(config.registration_retry_delay);
+        let pause = pauses.next().unwrap_or(config.registration_retry.max_delay);
         if Instant::now() + pause > deadline {
             return Err(Error::ConsumerNotActive {
                 stream: stream.to_owned(),
@@ -189,33 +117,15 @@ pub(super) async fn find_or_register(
 /// already (`ResourceInUseException`: another worker registered it, or it is being deleted)
 /// is not an error: the caller describes it again.
 async fn register(
-    client: &Client,
+    api: &KinesisApi,
     stream: &str,
     stream_arn: &str,
     name: &str,
     config: &FanOutConfig,
 ) -> Result<()> {
-    let result = (|| {
-        client
-            .register_stream_consumer()
-            .stream_arn(stream_arn)
-            .consumer_name(name)
-            .customize()
-            .config_override(timeout_override(config))
-            .send()
-    })
-    .retry(
-        ConstantBuilder::new()
-            .with_delay(config.registration_retry_delay)
-            .with_jitter()
-            .with_max_times(10),
-    )
-    .sleep(tokio::time::sleep)
-    .when(retried)
-    .notify(|error, delay| {
-        tracing::debug!(code = ?code(error), ?delay, "RegisterStreamConsumer failed, retrying");
-    })
-    .await;
+    let result = api
+        .register_stream_consumer(stream_arn, name, call_retries(config))
+        .await;
     match result {
         Ok(output) => {
             tracing::info!(
@@ -239,28 +149,14 @@ async fn register(
 
 /// `DeregisterStreamConsumer` by ARN; a consumer already gone is fine.
 pub(super) async fn deregister(
-    client: &Client,
+    api: &KinesisApi,
     stream: &str,
     consumer_arn: &str,
     config: &FanOutConfig,
 ) -> Result<()> {
-    let result = (|| {
-        client
-            .deregister_stream_consumer()
-            .consumer_arn(consumer_arn)
-            .customize()
-            .config_override(timeout_override(config))
-            .send()
-    })
-    .retry(
-        ConstantBuilder::new()
-            .with_delay(config.registration_retry_delay)
-            .with_jitter()
-            .with_max_times(10),
-    )
-    .sleep(tokio::time::sleep)
-    .when(retried)
-    .await;
+    let result = api
+        .deregister_stream_consumer(consumer_arn, call_retries(config))
+        .await;
     match result {
         Ok(_) => {
             tracing::info!(consumer_arn, "stream consumer deregistered");

@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::operation::subscribe_to_shard::{
     SubscribeToShardError, SubscribeToShardOutput,
@@ -13,11 +11,13 @@ use aws_sdk_kinesis::operation::subscribe_to_shard::{
 use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 use aws_sdk_kinesis::types::{SubscribeToShardEvent, SubscribeToShardEventStream};
 use aws_smithy_types::DateTime;
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBackoff};
 use metrics::{Counter, Gauge, Histogram};
 use tokio::time::Instant;
 
 use super::FanOutConfig;
+use crate::aws::KinesisApi;
+use crate::aws::classify::{Transient, TransientKind, classify, classify_service};
 use crate::error::{Error, Result};
 use crate::lease::{HashKeyRange, SequenceNumber};
 use crate::metrics::{
@@ -41,6 +41,8 @@ pub(super) enum Failure {
     ResourceInUse,
     /// `LimitExceededException`: more than one subscription per second.
     LimitExceeded,
+    /// Any other throttling (`ThrottlingException`, …).
+    Throttled,
     /// HTTP 5xx, `InternalFailure`.
     Internal,
     /// `KMSThrottlingException`.
@@ -65,6 +67,7 @@ impl Failure {
         match self {
             Failure::ResourceInUse => "resource_in_use",
             Failure::LimitExceeded => "limit_exceeded",
+            Failure::Throttled => "throttled",
             Failure::Internal => "internal_failure",
             Failure::KmsThrottling => "kms_throttling",
             Failure::Timeout => "timeout",
@@ -75,76 +78,81 @@ impl Failure {
         }
     }
 
-    fn from_code(code: Option<&str>) -> Option<Failure> {
-        match code? {
-            "ResourceInUseException" => Some(Failure::ResourceInUse),
-            "LimitExceededException" => Some(Failure::LimitExceeded),
-            "InternalFailure" | "InternalFailureException" | "ServiceUnavailable" => {
-                Some(Failure::Internal)
-            }
-            "KMSThrottlingException" => Some(Failure::KmsThrottling),
-            "ResourceNotFoundException" => Some(Failure::NotFound),
-            _ => None,
+    /// A transient error as a metric kind.
+    fn from_transient(transient: Transient) -> Failure {
+        match (transient.kind, transient.label) {
+            (TransientKind::Throttling, "LimitExceededException") => Failure::LimitExceeded,
+            (TransientKind::Throttling, "KMSThrottlingException") => Failure::KmsThrottling,
+            (TransientKind::Throttling, _) => Failure::Throttled,
+            (TransientKind::ServerError, _) => Failure::Internal,
+            (TransientKind::Timeout, _) => Failure::Timeout,
+            (TransientKind::Io, _) => Failure::Connection,
+        }
+    }
+
+    /// A service error by its code: fan-out's own cases (`ResourceInUseException` is retried,
+    /// `ResourceNotFoundException` ends the shard), then the crate's classifier; `status` is
+    /// the HTTP status, when there is one.
+    fn from_service(code: Option<&str>, status: Option<u16>) -> Failure {
+        match code {
+            Some("ResourceInUseException") => Failure::ResourceInUse,
+            Some("ResourceNotFoundException") => Failure::NotFound,
+            _ => classify_service(code, status).map_or(Failure::Fatal, Failure::from_transient),
         }
     }
 }
 
-/// Classifies a failed `SubscribeToShard` call, by the modelled error (some servers, such as
-/// kinesis-mock, send errors the SDK recognises without an error code in their metadata) or
-/// else by its code.
+/// The code of a failed `SubscribeToShard` call: from its metadata, or else from the modelled
+/// error (some servers, such as kinesis-mock, send errors the SDK recognises without an error
+/// code in their metadata).
+fn call_code(err: &SubscribeToShardError) -> Option<&str> {
+    err.code().or(if err.is_resource_in_use_exception() {
+        Some("ResourceInUseException")
+    } else if err.is_limit_exceeded_exception() {
+        Some("LimitExceededException")
+    } else if err.is_internal_failure_exception() {
+        Some("InternalFailureException")
+    } else if err.is_kms_throttling_exception() {
+        Some("KMSThrottlingException")
+    } else if err.is_resource_not_found_exception() {
+        Some("ResourceNotFoundException")
+    } else {
+        None
+    })
+}
+
+/// The code of an error in the middle of an event stream, as [`call_code`].
+fn stream_code(err: &SubscribeToShardEventStreamError) -> Option<&str> {
+    err.code().or(if err.is_resource_in_use_exception() {
+        Some("ResourceInUseException")
+    } else if err.is_internal_failure_exception() {
+        Some("InternalFailureException")
+    } else if err.is_kms_throttling_exception() {
+        Some("KMSThrottlingException")
+    } else {
+        None
+    })
+}
+
+/// Classifies a failed `SubscribeToShard` call (see [`Failure::from_service`]).
 pub(super) fn classify_call(
     error: &SdkError<SubscribeToShardError, aws_sdk_kinesis::config::http::HttpResponse>,
 ) -> Failure {
     match error {
-        SdkError::TimeoutError(_) => Failure::Timeout,
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => Failure::Timeout,
-        SdkError::DispatchFailure(failure) if failure.is_io() => Failure::Connection,
-        SdkError::ResponseError(response) if response.raw().status().is_server_error() => {
-            Failure::Internal
-        }
-        SdkError::ServiceError(service) => {
-            let err = service.err();
-            if err.is_resource_in_use_exception() {
-                Failure::ResourceInUse
-            } else if err.is_limit_exceeded_exception() {
-                Failure::LimitExceeded
-            } else if err.is_internal_failure_exception() {
-                Failure::Internal
-            } else if err.is_kms_throttling_exception() {
-                Failure::KmsThrottling
-            } else if err.is_resource_not_found_exception() {
-                Failure::NotFound
-            } else {
-                Failure::from_code(err.code()).unwrap_or(
-                    if service.raw().status().is_server_error() {
-                        Failure::Internal
-                    } else {
-                        Failure::Fatal
-                    },
-                )
-            }
-        }
-        _ => Failure::Fatal,
+        SdkError::ServiceError(service) => Failure::from_service(
+            call_code(service.err()),
+            Some(service.raw().status().as_u16()),
+        ),
+        other => classify(other).map_or(Failure::Fatal, Failure::from_transient),
     }
 }
 
-/// Classifies an error in the middle of an event stream: modelled errors by their kind (the
-/// ones not retried are fatal), anything else (a broken connection, a truncated message) as a
-/// connection failure.
+/// Classifies an error in the middle of an event stream: service errors as
+/// [`Failure::from_service`] (without a status), a timeout as such, anything else (a broken
+/// connection, a truncated message) as a connection failure.
 pub(super) fn classify_stream<R>(error: &SdkError<SubscribeToShardEventStreamError, R>) -> Failure {
     match error {
-        SdkError::ServiceError(service) => {
-            let err = service.err();
-            if err.is_resource_in_use_exception() {
-                Failure::ResourceInUse
-            } else if err.is_internal_failure_exception() {
-                Failure::Internal
-            } else if err.is_kms_throttling_exception() {
-                Failure::KmsThrottling
-            } else {
-                Failure::from_code(err.code()).unwrap_or(Failure::Fatal)
-            }
-        }
+        SdkError::ServiceError(service) => Failure::from_service(stream_code(service.err()), None),
         SdkError::TimeoutError(_) => Failure::Timeout,
         _ => Failure::Connection,
     }
@@ -191,7 +199,7 @@ impl SubscriptionMetrics {
 
 /// The state of one shard's subscription.
 pub(super) struct Subscriber {
-    client: Client,
+    api: KinesisApi,
     stream: String,
     consumer_arn: String,
     shard_id: String,
@@ -218,7 +226,7 @@ pub(super) struct Subscriber {
 impl Subscriber {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        client: Client,
+        api: KinesisApi,
         stream: String,
         consumer_arn: String,
         shard_id: String,
@@ -228,7 +236,7 @@ impl Subscriber {
         position: StartingPosition,
     ) -> Self {
         Subscriber {
-            client,
+            api,
             stream,
             consumer_arn,
             shard_id,
@@ -285,19 +293,10 @@ impl Subscriber {
     /// Records a retryable failure and schedules the next attempt. `false` once the retry
     /// budget is spent.
     fn back_off(&mut self, failure: Failure) -> bool {
-        let budget = self.config.retry_budget;
-        let config = &self.config;
+        let retry = self.config.subscription_retry;
         let delay = self
             .backoff
-            .get_or_insert_with(|| {
-                ExponentialBuilder::new()
-                    .with_jitter()
-                    .with_min_delay(config.retry_min_delay)
-                    .with_max_delay(config.retry_max_delay)
-                    .without_max_times()
-                    .with_total_delay(Some(budget))
-                    .build()
-            })
+            .get_or_insert_with(|| retry.budgeted_backoff().build())
             .next();
         match delay {
             Some(delay) => {
@@ -327,20 +326,8 @@ impl Subscriber {
                 .build()
                 .map_err(|e| Error::Worker(format!("SubscribeToShard position: {e}").into()))?;
             let result = self
-                .client
-                .subscribe_to_shard()
-                .consumer_arn(&self.consumer_arn)
-                .shard_id(&self.shard_id)
-                .starting_position(starting)
-                .customize()
-                .config_override(
-                    aws_sdk_kinesis::config::Builder::default().timeout_config(
-                        TimeoutConfig::builder()
-                            .operation_timeout(self.config.request_timeout)
-                            .build(),
-                    ),
-                )
-                .send()
+                .api
+                .subscribe_to_shard(&self.consumer_arn, &self.shard_id, starting)
                 .await;
             match result {
                 Ok(output) => {
@@ -616,6 +603,13 @@ mod tests {
             ("InternalFailure", 500, Failure::Internal),
             ("KMSThrottlingException", 400, Failure::KmsThrottling),
             ("SomethingNew", 503, Failure::Internal),
+            // Fatal here before the crate had one classifier; transient everywhere now.
+            ("ThrottlingException", 400, Failure::Throttled),
+            (
+                "ProvisionedThroughputExceededException",
+                400,
+                Failure::Throttled,
+            ),
             ("ResourceNotFoundException", 400, Failure::NotFound),
             ("InvalidArgumentException", 400, Failure::Fatal),
             ("AccessDeniedException", 400, Failure::Fatal),
@@ -650,7 +644,7 @@ mod tests {
                 .build(),
         );
         let mut subscriber = Subscriber::new(
-            client,
+            KinesisApi::new(client),
             "s".into(),
             "arn:aws:kinesis:us-east-1:1:stream/s/consumer/c:1".into(),
             "shardId-000000000000".into(),
