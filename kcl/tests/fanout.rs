@@ -579,7 +579,13 @@ async fn renewal_has_no_gap_and_no_duplicate() -> TestResult {
     );
     assert_eq!(got, (0..n).collect::<Vec<_>>(), "no gap, no duplicate");
     assert!(renewals >= 2, "the test ran across renewals: {renewals}");
-    assert_eq!(subscriptions, renewals + 1);
+    // Every renewal subscribes again, once: the first subscription plus one per renewal, except
+    // that a subscription the server ended just before `close` is counted as renewed but has no
+    // successor (seen once in ~20 runs).
+    assert!(
+        subscriptions == renewals + 1 || subscriptions == renewals,
+        "{subscriptions} subscriptions for {renewals} renewals"
+    );
     // Each renewal asked for the records after the last ContinuationSequenceNumber, which
     // only moves forward.
     let positions = probe.positions.lock().unwrap().clone();

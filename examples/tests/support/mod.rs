@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
+use kinesis_aggregation::{Deaggregated, deaggregate};
 use kinesis_integration::{Backend, TestBed};
-use kinesis_kpl::record::{Deaggregated, deaggregate};
 use kinesis_kpl::{Producer, UserRecord};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
