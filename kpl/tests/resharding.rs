@@ -5,17 +5,18 @@
 
 #[path = "support/readback.rs"]
 mod readback;
+#[path = "support/reshard_load.rs"]
+mod reshard_load;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use kinesis_integration::TestBed;
 use kinesis_integration::faults::{FaultPlan, PutRecordsFaults};
-use kinesis_kpl::{Config, Ordering, Producer, PutResult, UserRecord};
+use kinesis_kpl::{Config, Ordering, Producer, PutResult};
 use readback::{BoxError, Read, by_data, java_kcl_view, read_all};
+use reshard_load::{put_through_reshards, wrong_shard_count};
 
 type TestResult = Result<(), BoxError>;
 
@@ -25,17 +26,8 @@ struct Run {
     reads: Vec<Read>,
 }
 
-/// Waits until `put` has reached `count`, polling (the producer task counts as it puts).
-async fn reached(put: &AtomicUsize, count: usize) {
-    while put.load(AtomicOrdering::SeqCst) < count {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// Puts `records` records over `keys` keys (data: the record's number) at a steady pace, while
-/// a second task splits the first shard, then the second, then merges the third and fourth,
-/// each once a fifth more of the records are put. The producer goes on putting until the
-/// reshards are done and then another fifth, so every reshard happens under load.
+/// Runs [`put_through_reshards`] on a fresh 4-shard stream with a producer built from `client`
+/// and `config`, then reads the whole stream back.
 async fn run_through_reshards(
     bed: &TestBed,
     client: aws_sdk_kinesis::Client,
@@ -44,87 +36,10 @@ async fn run_through_reshards(
     keys: usize,
 ) -> Result<Run, BoxError> {
     let stream = bed.create_stream(4).await?;
-    let kinesis = bed.kinesis().clone();
     let producer = Producer::new(client, &stream, config).await?;
-    let put = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
-    let step = records / 5;
-
-    let reshards = {
-        let (put, done, kinesis, stream) =
-            (put.clone(), done.clone(), kinesis.clone(), stream.clone());
-        async move {
-            let listed = kinesis.list_shards().stream_name(&stream).send().await?;
-            let shards: Vec<(String, u128, u128)> = listed
-                .shards()
-                .iter()
-                .map(|s| {
-                    let r = s.hash_key_range().expect("a range");
-                    (
-                        s.shard_id().to_owned(),
-                        r.starting_hash_key().parse().expect("a number"),
-                        r.ending_hash_key().parse().expect("a number"),
-                    )
-                })
-                .collect();
-            for (n, (id, start, end)) in shards.iter().take(2).enumerate() {
-                reached(&put, (n + 1) * step).await;
-                kinesis
-                    .split_shard()
-                    .stream_name(&stream)
-                    .shard_to_split(id)
-                    .new_starting_hash_key((start + (end - start) / 2).to_string())
-                    .send()
-                    .await?;
-                bed.wait_for_stream_active(&stream).await?;
-            }
-            reached(&put, 3 * step).await;
-            kinesis
-                .merge_shards()
-                .stream_name(&stream)
-                .shard_to_merge(&shards[2].0)
-                .adjacent_shard_to_merge(&shards[3].0)
-                .send()
-                .await?;
-            bed.wait_for_stream_active(&stream).await?;
-            done.store(put.load(AtomicOrdering::SeqCst), AtomicOrdering::SeqCst);
-            Ok::<(), BoxError>(())
-        }
-    };
-
-    let producing = {
-        let (put, done, producer) = (put.clone(), done.clone(), producer.clone());
-        async move {
-            let mut futures = Vec::new();
-            let mut n = 0usize;
-            loop {
-                let finished = done.load(AtomicOrdering::SeqCst);
-                if n >= records && finished > 0 && n >= finished + step {
-                    break;
-                }
-                futures.push(
-                    producer
-                        .put_record(UserRecord::new(format!("key-{}", n % keys), n.to_string())),
-                );
-                n += 1;
-                put.store(n, AtomicOrdering::SeqCst);
-                if n.is_multiple_of(200) {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-            let mut results = Vec::with_capacity(futures.len());
-            for future in futures {
-                results.push(future.await?);
-            }
-            Ok::<Vec<PutResult>, BoxError>(results)
-        }
-    };
-
-    let (results, resharded) = tokio::join!(producing, reshards);
-    resharded?;
-    let results = results?;
+    let results = put_through_reshards(bed, &producer, &stream, records, keys).await?;
     producer.shutdown().await;
-    let reads = read_all(&kinesis, &stream).await?;
+    let reads = read_all(bed.kinesis(), &stream).await?;
     Ok(Run { results, reads })
 }
 
@@ -132,15 +47,7 @@ async fn run_through_reshards(
 fn assert_each_record_where_its_future_says(run: &Run) -> BTreeMap<String, Vec<Read>> {
     let (delivered, dropped) = java_kcl_view(run.reads.clone());
     let misplaced = run.reads.iter().filter(|r| !r.aggregate_in_range).count();
-    let wrong_shard = run
-        .results
-        .iter()
-        .filter(|r| {
-            r.attempts
-                .iter()
-                .any(|a| a.error_code.as_deref() == Some("WrongShard"))
-        })
-        .count();
+    let wrong_shard = wrong_shard_count(&run.results);
     println!(
         "{} records put; {} user records read in {dropped} aggregates the Java KCL drops; \
          {wrong_shard} records sent again after landing on the wrong shard",

@@ -16,8 +16,10 @@
 //! - the reshard window was really crossed: some aggregates landed on a shard not holding all
 //!   of their records (counted from the producer's results).
 
+#[path = "../../kpl/tests/support/reshard_load.rs"]
+mod reshard_load;
+
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,9 +29,8 @@ use kinesis_kcl::{
     Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
     Retrieval, ShardRecordProcessor, Worker,
 };
-use kinesis_kpl::{Config, Ordering, Producer, PutResult, UserRecord};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use kinesis_kpl::{Config, Ordering, Producer};
+use reshard_load::{BoxError, put_through_reshards, wrong_shard_count};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -84,13 +85,6 @@ impl ShardRecordProcessor for Recorder {
     }
 }
 
-/// Waits until `put` has reached `count` (the producing task counts as it puts).
-async fn reached(put: &AtomicUsize, count: usize) {
-    while put.load(AtomicOrdering::SeqCst) < count {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
 /// Every shard of the stream with its hash-key range, closed ones too.
 async fn ranges(
     kinesis: &aws_sdk_kinesis::Client,
@@ -120,7 +114,6 @@ async fn producer_and_workers_through_two_splits_and_a_merge_deliver_each_record
     let kinesis = bed.kinesis().clone();
     let records = 60_000;
     let keys = 2_500;
-    let step = records / 5;
 
     let log = Arc::new(Log::default());
     let application = bed.unique_table_name();
@@ -161,85 +154,10 @@ async fn producer_and_workers_through_two_splits_and_a_merge_deliver_each_record
         .record_ttl(Duration::from_secs(120))
         .build()?;
     let producer = Producer::new(kinesis.clone(), &stream, config).await?;
-    let put = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
-
-    let reshards = {
-        let (put, done, kinesis, stream, bed) = (
-            put.clone(),
-            done.clone(),
-            kinesis.clone(),
-            stream.clone(),
-            &bed,
-        );
-        async move {
-            let shards = ranges(&kinesis, &stream).await?;
-            for (n, (id, start, end)) in shards.iter().take(2).enumerate() {
-                reached(&put, (n + 1) * step).await;
-                kinesis
-                    .split_shard()
-                    .stream_name(&stream)
-                    .shard_to_split(id)
-                    .new_starting_hash_key((start + (end - start) / 2).to_string())
-                    .send()
-                    .await?;
-                bed.wait_for_stream_active(&stream).await?;
-            }
-            reached(&put, 3 * step).await;
-            kinesis
-                .merge_shards()
-                .stream_name(&stream)
-                .shard_to_merge(&shards[2].0)
-                .adjacent_shard_to_merge(&shards[3].0)
-                .send()
-                .await?;
-            bed.wait_for_stream_active(&stream).await?;
-            done.store(put.load(AtomicOrdering::SeqCst), AtomicOrdering::SeqCst);
-            Ok::<(), BoxError>(())
-        }
-    };
-
-    let producing = {
-        let (put, done, producer) = (put.clone(), done.clone(), producer.clone());
-        async move {
-            let mut futures = Vec::new();
-            let mut n = 0usize;
-            loop {
-                let finished = done.load(AtomicOrdering::SeqCst);
-                if n >= records && finished > 0 && n >= finished + step {
-                    break;
-                }
-                futures.push(
-                    producer
-                        .put_record(UserRecord::new(format!("key-{}", n % keys), n.to_string())),
-                );
-                n += 1;
-                put.store(n, AtomicOrdering::SeqCst);
-                if n.is_multiple_of(200) {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-            let mut results = Vec::with_capacity(futures.len());
-            for future in futures {
-                results.push(future.await?);
-            }
-            Ok::<Vec<PutResult>, BoxError>(results)
-        }
-    };
-
-    let (results, resharded) = tokio::join!(producing, reshards);
-    resharded?;
-    let results = results?;
+    let results = put_through_reshards(&bed, &producer, &stream, records, keys).await?;
     producer.shutdown().await;
     let total = results.len();
-    let wrong_shard = results
-        .iter()
-        .filter(|r| {
-            r.attempts
-                .iter()
-                .any(|a| a.error_code.as_deref() == Some("WrongShard"))
-        })
-        .count();
+    let wrong_shard = wrong_shard_count(&results);
     println!("{total} records put; {wrong_shard} sent again after landing on the wrong shard");
     assert!(
         wrong_shard > 0,
