@@ -1,5 +1,5 @@
 //! The fuzz targets' invariants: the same files the stable replay tests
-//! (`aggregation/tests/fuzz_corpus.rs`, `kpl/tests/fuzz_corpus.rs`) compile, so fuzzers and
+//! (`aggregation/tests/deaggregate_corpus.rs`, `kpl/tests/fuzz_corpus.rs`) compile, so fuzzers and
 //! tests check exactly the same things.
 
 #[path = "../../aggregation/tests/support/deaggregate_invariants.rs"]

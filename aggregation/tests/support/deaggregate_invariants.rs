@@ -1,6 +1,6 @@
 //! The invariants the `deaggregate` fuzz target asserts, in one place.
 //!
-//! This file is compiled into `aggregation/tests/fuzz_corpus.rs`, which replays the committed
+//! This file is compiled into `aggregation/tests/deaggregate_corpus.rs`, which replays the committed
 //! corpus (`aggregation/tests/data/fuzz-corpus/deaggregate/`) on the stable toolchain, and
 //! (through `#[path]`) into the library of the unpublished `kinesis-fuzz` crate, whose
 //! `fuzz_targets/deaggregate.rs` runs under `cargo +nightly fuzz`; so the fuzzer and the normal
