@@ -2,8 +2,8 @@
 //!
 //! Both servers run on a small Tokio runtime of their own, owned by the bed, so they neither
 //! depend on nor compete with the runtime flavour a test chooses, and they stop when the bed is
-//! dropped. Each bed gets fresh, empty servers on ephemeral `127.0.0.1` ports: tests never share
-//! state and can run in parallel.
+//! dropped. Each bed gets fresh, empty servers on ephemeral `127.0.0.1` ports (or the ports
+//! [`BedOptions`] names): tests never share state and can run in parallel.
 //!
 //! What these servers do, measured with the real AWS SDK (the bed's smoke tests cover the first
 //! three):
@@ -45,17 +45,8 @@ impl EmbeddedServers {
     /// Binds both listeners (so the servers accept connections as soon as this returns) and
     /// starts serving them on the bed's own runtime.
     pub(crate) fn start(options: &BedOptions, pki: Arc<TestPki>) -> Result<Self, BedError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("testbed-server")
-            .enable_all()
-            .build()
-            .map_err(|source| BedError::Io {
-                what: "the embedded servers' runtime",
-                source,
-            })?;
-        let (kinesis_listener, kinesis_addr) = bind_loopback("ferrokinesis")?;
-        let (dynamodb_listener, dynamodb_addr) = bind_loopback("dynoxide")?;
+        let (kinesis_listener, kinesis_addr) = bind_loopback("ferrokinesis", options.kinesis_port)?;
+        let (dynamodb_listener, dynamodb_addr) = bind_loopback("dynoxide", options.dynamodb_port)?;
         let (kinesis_tls_listener, kinesis_tls_addr, acceptor) =
             tls::bind_tls(&pki, "ferrokinesis over TLS")?;
         let kinesis_h2 = H2Endpoint {
@@ -67,6 +58,17 @@ impl EmbeddedServers {
             backend: "embedded",
             message: format!("dynoxide could not open an in-memory database: {e}"),
         })?;
+        // The runtime comes last of the fallible steps: one dropped inside an async context
+        // (a failed bind, with the caller on a runtime) panics.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("testbed-server")
+            .enable_all()
+            .build()
+            .map_err(|source| BedError::Io {
+                what: "the embedded servers' runtime",
+                source,
+            })?;
         let (stop, stopped) = watch::channel(false);
 
         let store_options = ferrokinesis::store::StoreOptions {
@@ -170,9 +172,9 @@ impl Drop for EmbeddedServers {
     }
 }
 
-fn bind_loopback(what: &'static str) -> Result<(StdTcpListener, SocketAddr), BedError> {
+fn bind_loopback(what: &'static str, port: u16) -> Result<(StdTcpListener, SocketAddr), BedError> {
     let io = |source| BedError::Io { what, source };
-    let listener = StdTcpListener::bind(("127.0.0.1", 0)).map_err(io)?;
+    let listener = StdTcpListener::bind(("127.0.0.1", port)).map_err(io)?;
     listener.set_nonblocking(true).map_err(io)?;
     let addr = listener.local_addr().map_err(io)?;
     Ok((listener, addr))

@@ -113,6 +113,12 @@ pub struct BedOptions {
     /// How the bed's default Kinesis client reaches the server. Default
     /// [`KinesisTransport::Plain`].
     pub kinesis_transport: KinesisTransport,
+    /// The loopback port the embedded Kinesis server's plain HTTP listener binds; 0 (the
+    /// default) picks a free one. Only the embedded backend honours it.
+    pub kinesis_port: u16,
+    /// The loopback port the embedded DynamoDB server binds; 0 (the default) picks a free one.
+    /// Only the embedded backend honours it.
+    pub dynamodb_port: u16,
 }
 
 impl Default for BedOptions {
@@ -123,6 +129,8 @@ impl Default for BedOptions {
             subscribe_to_shard_session: Duration::from_secs(300),
             iterator_ttl: Duration::from_secs(300),
             kinesis_transport: KinesisTransport::Plain,
+            kinesis_port: 0,
+            dynamodb_port: 0,
         }
     }
 }
@@ -155,6 +163,18 @@ impl BedOptions {
     /// Sets [`BedOptions::kinesis_transport`].
     pub fn kinesis_transport(mut self, transport: KinesisTransport) -> Self {
         self.kinesis_transport = transport;
+        self
+    }
+
+    /// Sets [`BedOptions::kinesis_port`].
+    pub fn kinesis_port(mut self, port: u16) -> Self {
+        self.kinesis_port = port;
+        self
+    }
+
+    /// Sets [`BedOptions::dynamodb_port`].
+    pub fn dynamodb_port(mut self, port: u16) -> Self {
+        self.dynamodb_port = port;
         self
     }
 }
