@@ -18,6 +18,7 @@ use kinesis_integration::{Backend, BedOptions, TestBed};
 pub mod demo;
 pub mod metrics_server;
 pub mod ops;
+pub mod processed_log;
 pub mod timestamp;
 
 /// Connection flags shared by the examples.

@@ -7,6 +7,7 @@
 //! cargo run -p kinesis-examples --bin producer -- --stream orders --synthetic 10000 --rate 2000
 //! ```
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,10 @@ struct Args {
     /// Partition key for stdin lines (default: the line number).
     #[arg(long)]
     partition_key: Option<String>,
+    /// Write one line per stored record to this file, tab-separated: the record's number (in
+    /// put order), partition key, shard, sequence number, sub-sequence number (never the data).
+    #[arg(long)]
+    result_log: Option<std::path::PathBuf>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -85,14 +90,12 @@ async fn run(args: Args) -> Result<u64, BoxError> {
                     let at = started + Duration::from_secs_f64(n as f64 / args.rate as f64);
                     tokio::time::sleep_until(at.into()).await;
                 }
-                let record = UserRecord::new(
-                    format!("key-{}", n % args.keys.max(1)),
-                    format!("record-{n}"),
-                );
-                let future = producer.put_record(record);
+                let key = format!("key-{}", n % args.keys.max(1));
+                let future =
+                    producer.put_record(UserRecord::new(key.clone(), format!("record-{n}")));
                 let done = done.clone();
                 tokio::spawn(async move {
-                    let _ = done.send(future.await);
+                    let _ = done.send((n, key, future.await));
                 });
                 put += 1;
             }
@@ -104,10 +107,11 @@ async fn run(args: Args) -> Result<u64, BoxError> {
                     .partition_key
                     .clone()
                     .unwrap_or_else(|| put.to_string());
-                let future = producer.put_record(UserRecord::new(key, line));
+                let future = producer.put_record(UserRecord::new(key.clone(), line));
                 let done = done.clone();
+                let n = put;
                 tokio::spawn(async move {
-                    let _ = done.send(future.await);
+                    let _ = done.send((n, key, future.await));
                 });
                 put += 1;
             }
@@ -115,10 +119,24 @@ async fn run(args: Args) -> Result<u64, BoxError> {
     }
     drop(done);
     producer.shutdown().await;
+    let mut log = match &args.result_log {
+        Some(path) => Some(std::io::BufWriter::new(std::fs::File::create(path)?)),
+        None => None,
+    };
     let (mut stored, mut failed) = (0u64, 0u64);
-    while let Some(result) = results.recv().await {
+    while let Some((n, key, result)) = results.recv().await {
         match result {
-            Ok(_) => stored += 1,
+            Ok(result) => {
+                stored += 1;
+                if let Some(log) = &mut log {
+                    let key = key.replace(['\t', '\n', '\r'], " ");
+                    writeln!(
+                        log,
+                        "{n}\t{key}\t{}\t{}\t{}",
+                        result.shard_id, result.sequence_number, result.sub_sequence_number
+                    )?;
+                }
+            }
             Err(error) => {
                 failed += 1;
                 if failed <= 10 {
@@ -129,6 +147,9 @@ async fn run(args: Args) -> Result<u64, BoxError> {
                 }
             }
         }
+    }
+    if let Some(mut log) = log {
+        log.flush()?;
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(

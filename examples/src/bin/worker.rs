@@ -27,6 +27,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,9 +35,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{CommandFactory, Parser, ValueEnum};
 use kinesis_examples::metrics_server::MetricsServer;
+use kinesis_examples::processed_log::{ProcessedLog, end_line, init_line, record_line};
 use kinesis_examples::timestamp::parse_timestamp;
 use kinesis_examples::{ConnectArgs, error_line};
-use kinesis_kcl::processor::ShardContext;
+use kinesis_kcl::processor::{InitializationInput, ShardContext};
 use kinesis_kcl::{
     Checkpointer, FanOutConfig, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput,
     ProcessorError, Retrieval, ShardRecordProcessor, Worker,
@@ -108,6 +110,11 @@ struct Args {
     /// (default: the KCL's 1 500).
     #[arg(long)]
     idle_ms: Option<u64>,
+    /// Write what every processor did to this file: starts, each record processed (shard,
+    /// sequence numbers, partition key, time; never the data) and ends, flushed before each
+    /// checkpoint (the format: `kinesis_examples::processed_log`).
+    #[arg(long)]
+    processed_log: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -194,20 +201,62 @@ struct Shared {
     exit_after: Option<u64>,
     reached: Notify,
     print: bool,
+    log: Option<ProcessedLog>,
+    instances: AtomicU64,
 }
 
 struct Processor {
     shard: String,
     shared: Arc<Shared>,
+    /// This processor's number in the processed log.
+    instance: u64,
+}
+
+impl Processor {
+    /// Writes `line` to the processed log, if there is one.
+    fn log(&self, line: impl FnOnce() -> String) -> std::io::Result<()> {
+        match &self.shared.log {
+            Some(log) => log.write(&line()),
+            None => Ok(()),
+        }
+    }
+
+    /// Logs the processor's end.
+    fn ended(&self, why: &str) {
+        if let Err(error) = self.log(|| end_line(self.instance, &self.shard, why)) {
+            tracing::error!(%error, "the processed log could not be written");
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl ShardRecordProcessor for Processor {
+    async fn initialize(&mut self, _input: InitializationInput) {
+        if let Err(error) = self.log(|| init_line(self.instance, &self.shard)) {
+            tracing::error!(%error, "the processed log could not be written");
+        }
+    }
+
     async fn process_records(
         &mut self,
         input: ProcessRecordsInput,
         checkpointer: &mut Checkpointer,
     ) -> Result<(), ProcessorError> {
+        self.log(|| {
+            input
+                .records
+                .iter()
+                .map(|record| {
+                    record_line(
+                        self.instance,
+                        &self.shard,
+                        record.sequence_number().as_str(),
+                        record.sub_sequence_number(),
+                        record.partition_key(),
+                    )
+                })
+                .collect()
+        })?;
         if self.shared.print {
             let mut out = std::io::stdout().lock();
             for record in &input.records {
@@ -232,15 +281,23 @@ impl ShardRecordProcessor for Processor {
         Ok(())
     }
 
+    async fn lease_lost(&mut self) {
+        self.ended("lease_lost");
+    }
+
     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
-        Ok(checkpointer.checkpoint().await?)
+        checkpointer.checkpoint().await?;
+        self.ended("shard_ended");
+        Ok(())
     }
 
     async fn shutdown_requested(
         &mut self,
         checkpointer: &mut Checkpointer,
     ) -> Result<(), ProcessorError> {
-        Ok(checkpointer.checkpoint().await?)
+        checkpointer.checkpoint().await?;
+        self.ended("shutdown_requested");
+        Ok(())
     }
 }
 
@@ -286,11 +343,18 @@ async fn run(args: Args) -> Result<(), BoxError> {
         exit_after: args.exit_after,
         reached: Notify::new(),
         print: args.print,
+        log: args
+            .processed_log
+            .as_deref()
+            .map(ProcessedLog::create)
+            .transpose()?,
+        instances: AtomicU64::new(0),
     });
     let factory = {
         let shared = Arc::clone(&shared);
         move |shard: &ShardContext| Processor {
             shard: shard.shard_id.clone(),
+            instance: shared.instances.fetch_add(1, Ordering::SeqCst),
             shared: Arc::clone(&shared),
         }
     };

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses its part
 
+pub mod local;
+
 use std::future::Future;
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -192,6 +192,17 @@ impl Consumer {
                     return Exit::Failed("the shard reader ended before the shard did".into());
                 }
             };
+            // The lease may have run past its local deadline without any task noticing yet:
+            // after a pause of the process (SIGSTOP, a frozen host) every task wakes at once,
+            // and this batch must not reach the processor before the renewer marks the lease
+            // lost. Another worker may hold it by now.
+            if self.lease.expire_if_due(Instant::now()) {
+                reader.close().await;
+                let deadline = Instant::now() + self.ctx.stop_timeout;
+                return self
+                    .end(processor, checkpointer, Interrupt::Lost, deadline)
+                    .await;
+            }
             if (!batch.records.is_empty() || self.stream.deliver_empty_batches)
                 && let Err(exit) = self.deliver(processor, &mut batch, checkpointer).await
             {
