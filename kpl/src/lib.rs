@@ -16,7 +16,7 @@
 //! its hash key (the Java KCL's rule for keeping an aggregate), however the stream is resharded
 //! meanwhile; records are stored at least once (twice only after a call whose answer was lost);
 //! with [`Ordering::PerShardStrict`] per-key order holds across retries, splits and merges; the
-//! memory held is bounded by [`Config::memory_bound`]. The SDK client's own retries are turned
+//! memory held is bounded by [`ProducerConfig::memory_bound`]. The SDK client's own retries are turned
 //! off so that every call made is an attempt in the result.
 //!
 //! The aggregation format itself is the `kinesis-aggregation` crate, which the consumer
@@ -41,12 +41,12 @@ mod strict;
 mod validate;
 
 pub use config::{
-    Config, ConfigBuilder, DEFAULT_MAX_RECORD_SIZE, MAX_PARTITION_KEY_BYTES,
-    MAX_PARTITION_KEY_CHARS, Ordering, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES,
+    DEFAULT_MAX_RECORD_SIZE, MAX_PARTITION_KEY_BYTES, MAX_PARTITION_KEY_CHARS, Ordering,
+    PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES, ProducerConfig, ProducerConfigBuilder,
     RECORD_OVERHEAD,
 };
 pub use error::Error;
-pub use producer::Producer;
+pub use producer::{Producer, ProducerBuilder};
 pub use result::{Attempt, MAX_ATTEMPTS_KEPT, PutResult, UserRecord};
 
 // The README's examples compile as doctests.

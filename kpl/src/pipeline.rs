@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use crate::Error;
 use crate::aggregator::{Entry, ShardAggregator};
 use crate::clock::later;
-use crate::config::{Config, Ordering};
+use crate::config::{Ordering, ProducerConfig};
 use crate::metrics::Metrics;
 use crate::pending::{Pending, Tried};
 use crate::result::PutResult;
@@ -114,7 +114,7 @@ type Listing = (u64, Scope, Result<ShardMap, Error>);
 pub(crate) struct Pipeline {
     client: aws_sdk_kinesis::Client,
     stream: StreamId,
-    config: Config,
+    config: ProducerConfig,
     map: ShardMap,
     shards: HashMap<Arc<str>, ShardState>,
     /// Shard visiting order, rotated so that no shard is always served first.
@@ -154,7 +154,7 @@ impl Pipeline {
     pub(crate) fn new(
         client: aws_sdk_kinesis::Client,
         stream: StreamId,
-        config: Config,
+        config: ProducerConfig,
         map: ShardMap,
     ) -> Self {
         let metrics = Metrics::new(stream.as_str());

@@ -9,12 +9,13 @@ use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::config::ProducerConfigBuilder;
 use crate::pending::{Pending, Room};
 use crate::pipeline::{Command, Pipeline};
 use crate::result::PutResult;
 use crate::shard_map::{Scope, ShardMap, StreamId};
 use crate::validate::{Validated, validate};
-use crate::{Config, Error, UserRecord};
+use crate::{Error, ProducerConfig, UserRecord};
 
 /// An async Kinesis producer: aggregates user records per predicted shard, collects them into
 /// PutRecords calls, rate-limits per shard, retries with backoff until each record's deadline,
@@ -31,9 +32,9 @@ use crate::{Config, Error, UserRecord};
 /// #     kinesis_integration::Backend::Embedded, Default::default()).await?;
 /// # let stream = bed.create_stream(2).await?;
 /// # let client = bed.kinesis().clone();
-/// use kinesis_kpl::{Config, Producer, UserRecord};
+/// use kinesis_kpl::{ProducerConfig, Producer, UserRecord};
 ///
-/// let producer = Producer::new(client, &stream, Config::default()).await?;
+/// let producer = Producer::new(client, &stream, ProducerConfig::default()).await?;
 /// let result = producer.put_record(UserRecord::new("user-17", "clicked")).await?;
 /// println!("stored on {} at {}", result.shard_id, result.sequence_number);
 /// producer.shutdown().await;
@@ -50,7 +51,7 @@ struct Inner {
     records: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     outstanding: Arc<AtomicUsize>,
-    config: Config,
+    config: ProducerConfig,
     shut_down: AtomicBool,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -63,7 +64,63 @@ impl std::fmt::Debug for Producer {
     }
 }
 
+/// Builds a [`Producer`]: the settings of [`ProducerConfig`], checked by
+/// [`build`](ProducerBuilder::build), which then starts the producer. See [`Producer::builder`].
+#[derive(Clone, Debug)]
+pub struct ProducerBuilder {
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+    config: ProducerConfigBuilder,
+}
+
+macro_rules! forwarding_setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.config = self.config.$name(value);
+                self
+            }
+        )*
+    };
+}
+
+impl ProducerBuilder {
+    crate::config::with_settings!(forwarding_setters);
+
+    /// Checks the settings (failing with [`Error::InvalidConfig`] naming the first bad one),
+    /// then starts the producer as [`Producer::new`] does.
+    pub async fn build(self) -> Result<Producer, Error> {
+        let config = self.config.build()?;
+        Producer::new(self.client, self.stream, config).await
+    }
+}
+
 impl Producer {
+    /// A builder for a producer putting to `stream` (a name, or an ARN starting with `arn:`)
+    /// through `client`; its setters are [`ProducerConfig`]'s, and
+    /// [`build`](ProducerBuilder::build) starts the producer.
+    ///
+    /// ```no_run
+    /// # async fn run(client: aws_sdk_kinesis::Client) -> Result<(), kinesis_kpl::Error> {
+    /// use std::time::Duration;
+    /// use kinesis_kpl::Producer;
+    ///
+    /// let producer = Producer::builder(client, "clickstream")
+    ///     .record_ttl(Duration::from_secs(60))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder(client: aws_sdk_kinesis::Client, stream: impl Into<String>) -> ProducerBuilder {
+        ProducerBuilder {
+            client,
+            stream: stream.into(),
+            config: ProducerConfig::builder(),
+        }
+    }
+
     /// Starts a producer for the stream `stream` (a name, or an ARN starting with `arn:`).
     ///
     /// Lists the stream's shards first, so a missing stream or missing permissions fail here
@@ -77,7 +134,7 @@ impl Producer {
     pub async fn new(
         client: aws_sdk_kinesis::Client,
         stream: impl Into<String>,
-        config: Config,
+        config: ProducerConfig,
     ) -> Result<Self, Error> {
         let client = aws_sdk_kinesis::Client::from_conf(
             client
@@ -196,7 +253,7 @@ impl Producer {
     }
 
     /// The configuration in use.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ProducerConfig {
         &self.inner.config
     }
 }

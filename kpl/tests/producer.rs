@@ -10,7 +10,7 @@ use aws_sdk_kinesis::config::retry::RetryConfig;
 use bytes::Bytes;
 use kinesis_integration::TestBed;
 use kinesis_integration::faults::{FaultPlan, PutRecordsFaults};
-use kinesis_kpl::{Config, Error, Ordering, Producer, PutResult, UserRecord};
+use kinesis_kpl::{Error, Ordering, Producer, ProducerConfig, PutResult, UserRecord};
 use readback::{by_data, read_all};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -30,7 +30,7 @@ fn client_without_sdk_retries(
 async fn hundred_thousand_records_arrive_once_on_their_predicted_shards() -> TestResult {
     let bed = TestBed::start().await?;
     let stream = bed.create_stream(8).await?;
-    let producer = Producer::new(bed.kinesis().clone(), &stream, Config::default()).await?;
+    let producer = Producer::new(bed.kinesis().clone(), &stream, ProducerConfig::default()).await?;
 
     let records = bed.scaled(100_000);
     let keys = bed.scaled(5_000).min(records / 2);
@@ -93,7 +93,7 @@ async fn injected_throttling_and_failures_lose_nothing() -> TestResult {
     });
     let client = client_without_sdk_retries(&bed, Some(&faults));
     // Small aggregates and calls: many calls, so every kind of fault is drawn.
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .aggregation_max_size(1_024)
         .collection_max_count(20)
         .min_backoff(Duration::from_millis(10))
@@ -149,7 +149,7 @@ async fn records_expire_at_their_deadline_with_every_attempt() -> TestResult {
         ..FaultPlan::seeded(1)
     });
     let client = client_without_sdk_retries(&bed, Some(&faults));
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .record_ttl(Duration::from_millis(800))
         .min_backoff(Duration::from_millis(20))
         .max_backoff(Duration::from_millis(100))
@@ -188,7 +188,7 @@ async fn strict_ordering_keeps_per_key_order_across_retries() -> TestResult {
         ..FaultPlan::seeded(9)
     });
     let client = client_without_sdk_retries(&bed, Some(&faults));
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .ordering(Ordering::PerShardStrict)
         .aggregation_max_size(2_048)
         .record_max_buffered_time(Duration::from_millis(5))
@@ -226,7 +226,7 @@ async fn strict_ordering_keeps_per_key_order_across_retries() -> TestResult {
 async fn backpressure_bounds_the_buffers() -> TestResult {
     let bed = TestBed::start().await?;
     let stream = bed.create_stream(1).await?;
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .max_buffered_records(100)
         .max_buffered_bytes(2 * 1024 * 1024)
         // Nothing is sent before the flush, so the buffers stay full until then.
@@ -287,7 +287,7 @@ async fn backpressure_bounds_the_buffers() -> TestResult {
 async fn bad_input_gets_typed_errors_and_disturbs_nothing() -> TestResult {
     let bed = TestBed::start().await?;
     let stream = bed.create_stream(2).await?;
-    let producer = Producer::new(bed.kinesis().clone(), &stream, Config::default()).await?;
+    let producer = Producer::new(bed.kinesis().clone(), &stream, ProducerConfig::default()).await?;
     let good: Vec<_> = (0..50)
         .map(|n| producer.put_record(UserRecord::new(format!("k{n}"), format!("good-{n}"))))
         .collect();
@@ -387,7 +387,7 @@ async fn a_send_task_that_panics_reports_an_unknown_outcome_and_stalls_nothing()
             .interceptor(PanicOnce::default())
             .build(),
     );
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .ordering(Ordering::PerShardStrict)
         .record_max_buffered_time(Duration::from_millis(10))
         .record_ttl(Duration::from_secs(5))

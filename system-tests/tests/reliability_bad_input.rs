@@ -28,7 +28,7 @@ use kinesis_kcl::{
     Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
     Retrieval, ShardRecordProcessor, Worker,
 };
-use kinesis_kpl::{Config, Error, Producer, UserRecord};
+use kinesis_kpl::{Error, Producer, ProducerConfig, UserRecord};
 use md5::{Digest, Md5};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -366,7 +366,7 @@ async fn scenario() -> TestResult {
     let producer = Producer::new(
         bed.kinesis().clone(),
         &stream,
-        Config::builder()
+        ProducerConfig::builder()
             .record_max_buffered_time(Duration::from_millis(20))
             .build()?,
     )

@@ -264,7 +264,7 @@ async fn drive(
     let producer = Producer::new(
         connection.kinesis.clone(),
         stream,
-        kinesis_kpl::Config::default(),
+        kinesis_kpl::ProducerConfig::default(),
     )
     .await?;
     let mut put_errors = Vec::new();

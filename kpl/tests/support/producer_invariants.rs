@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kinesis_aggregation::{Deaggregated, HashKeyProblem, deaggregate, has_magic};
-use kinesis_kpl::{Config, Error, MAX_PARTITION_KEY_CHARS, UserRecord};
+use kinesis_kpl::{Error, MAX_PARTITION_KEY_CHARS, ProducerConfig, UserRecord};
 use md5::{Digest, Md5};
 
 // --- producer input validation ---------------------------------------------------------------
@@ -26,7 +26,7 @@ use md5::{Digest, Md5};
 /// bytes reach [`Error::RecordTooLarge`].
 pub const MAX_RECORD_SIZE: usize = 1536;
 
-/// The aggregation size limit: the largest `Config::build` allows, leaving room in a record of
+/// The aggregation size limit: the largest `ProducerConfig::build` allows, leaving room in a record of
 /// [`MAX_RECORD_SIZE`] for the aggregate's one-byte partition key `"a"`. (Aggregates once went
 /// out under their first record's key, and at this size could exceed the record limit: see
 /// `fuzz/README.md`.)
@@ -41,8 +41,8 @@ pub const MAX_DATA_LEN: usize = 4096;
 /// The producer configuration of the fuzz target and the corpus replay: small records, nothing
 /// sent until a flush (so the records of one input are aggregated together), no rate limit
 /// to speak of.
-pub fn producer_config() -> Config {
-    Config::builder()
+pub fn producer_config() -> ProducerConfig {
+    ProducerConfig::builder()
         .max_record_size(MAX_RECORD_SIZE)
         .aggregation_max_size(AGGREGATION_MAX_SIZE)
         .record_max_buffered_time(Duration::from_secs(600))
