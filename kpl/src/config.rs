@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::Error;
+use crate::ConfigError;
 
 /// The Kinesis limit on entries in one PutRecords call.
 pub const PUT_RECORDS_MAX_ENTRIES: usize = 500;
@@ -54,7 +54,7 @@ pub enum Ordering {
 ///     .record_ttl(Duration::from_secs(60))
 ///     .build()?;
 /// assert_eq!(config.collection_max_count(), 500);
-/// # Ok::<(), kinesis_kpl::Error>(())
+/// # Ok::<(), kinesis_kpl::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct ProducerConfig {
@@ -145,7 +145,7 @@ impl ProducerConfig {
         self.record_max_buffered_time
     }
     /// A user record's deadline: after this long without success its put resolves to
-    /// [`Error::Expired`]. Default 30 s (KPL `RecordTtl`).
+    /// [`PutError::Expired`](crate::PutError::Expired). Default 30 s (KPL `RecordTtl`).
     pub fn record_ttl(&self) -> Duration {
         self.record_ttl
     }
@@ -175,7 +175,7 @@ impl ProducerConfig {
         self.max_record_size
     }
     /// Most user records buffered (put but not yet resolved) before `put_record` waits for room
-    /// and `try_put_record` reports [`Error::Full`]. Default 100 000. The KPL has no bound (its
+    /// and `try_put_record` reports [`PutError::Full`](crate::PutError::Full). Default 100 000. The KPL has no bound (its
     /// buffers grow until the process runs out of memory); we bound memory by default.
     pub fn max_buffered_records(&self) -> usize {
         self.max_buffered_records
@@ -302,12 +302,12 @@ macro_rules! setters {
 impl ProducerConfigBuilder {
     with_settings!(setters);
 
-    /// Checks every setting and returns the configuration, or [`Error::InvalidConfig`] naming the
+    /// Checks every setting and returns the configuration, or a [`ConfigError`] naming the
     /// first bad setting, its value and its limit.
-    pub fn build(self) -> Result<ProducerConfig, Error> {
+    pub fn build(self) -> Result<ProducerConfig, ConfigError> {
         let c = self.config;
         let bad = |setting: &'static str, value: String, limit: String| {
-            Err(Error::InvalidConfig {
+            Err(ConfigError {
                 setting,
                 value,
                 limit,
@@ -405,7 +405,7 @@ mod tests {
             .build();
         assert!(matches!(
             full,
-            Err(Error::InvalidConfig {
+            Err(ConfigError {
                 setting: "aggregation_max_size",
                 ..
             })

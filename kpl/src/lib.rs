@@ -45,7 +45,7 @@ pub use config::{
     PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES, ProducerConfig, ProducerConfigBuilder,
     RECORD_OVERHEAD,
 };
-pub use error::Error;
+pub use error::{ConfigError, Error, PutError};
 pub use producer::{Producer, ProducerBuilder};
 pub use result::{Attempt, MAX_ATTEMPTS_KEPT, PutResult, UserRecord};
 

@@ -21,7 +21,6 @@ use kinesis_aggregation::HashKeyRange;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use crate::Error;
 use crate::aggregator::{Entry, ShardAggregator};
 use crate::clock::later;
 use crate::config::{Ordering, ProducerConfig};
@@ -32,6 +31,7 @@ use crate::retrier::{Failure, FailureKind, backoff};
 use crate::sender::{Completed, EntryOutcome, put_records, request_entries};
 use crate::shard_map::{Scope, ShardMap, StreamId};
 use crate::strict::Blocks;
+use crate::{Error, PutError};
 
 /// The shard key for records the map does not cover (a gap while a reshard is seen): they are
 /// sent unaggregated, so Kinesis routes each by its own hash key, and the map is refreshed.
@@ -246,7 +246,7 @@ impl Pipeline {
         while let Ok(command) = commands.try_recv() {
             match command {
                 Command::Put(pending) => {
-                    let _ = pending.reply.send(Err(Error::ShutDown));
+                    let _ = pending.reply.send(Err(PutError::ShutDown));
                 }
                 Command::Flush(done) => {
                     let _ = done.send(());
@@ -287,7 +287,7 @@ impl Pipeline {
                 pending.record_attempt(&tried);
                 self.metrics.failed("unknown_outcome");
                 let attempts = pending.take_attempts();
-                self.resolve(pending, Err(Error::UnknownOutcome { attempts }));
+                self.resolve(pending, Err(PutError::UnknownOutcome { attempts }));
             }
         }
         self.settle_flushes();
@@ -665,12 +665,13 @@ impl Pipeline {
                         tracing::debug!(code = %failure.code, records = entry.records.len(), "entry failed for good");
                         for mut pending in entry.records.drain(..) {
                             let attempts = pending.take_attempts();
+                            let source = failure.source.clone();
                             let error = if failure.kind == FailureKind::Final {
                                 self.metrics.failed("rejected");
-                                Error::Rejected { attempts }
+                                PutError::Rejected { attempts, source }
                             } else {
                                 self.metrics.failed("throttled");
-                                Error::Throttled { attempts }
+                                PutError::Throttled { attempts, source }
                             };
                             self.resolve(pending, Err(error));
                         }
@@ -738,7 +739,8 @@ impl Pipeline {
         for mut pending in entry.records {
             self.metrics.failed("rejected");
             let attempts = pending.take_attempts();
-            self.resolve(pending, Err(Error::Rejected { attempts }));
+            let source = failure.source.clone();
+            self.resolve(pending, Err(PutError::Rejected { attempts, source }));
         }
     }
 
@@ -1036,7 +1038,7 @@ impl Pipeline {
                 for mut pending in records {
                     self.metrics.failed("unknown_outcome");
                     let attempts = pending.take_attempts();
-                    self.resolve(pending, Err(Error::UnknownOutcome { attempts }));
+                    self.resolve(pending, Err(PutError::UnknownOutcome { attempts }));
                 }
                 continue;
             }
@@ -1071,10 +1073,10 @@ impl Pipeline {
     fn expire(&mut self, mut pending: Pending) {
         self.metrics.failed("expired");
         let attempts = pending.take_attempts();
-        self.resolve(pending, Err(Error::Expired { attempts }));
+        self.resolve(pending, Err(PutError::Expired { attempts }));
     }
 
-    fn resolve(&mut self, pending: Pending, result: Result<PutResult, Error>) {
+    fn resolve(&mut self, pending: Pending, result: Result<PutResult, PutError>) {
         if let Some(count) = self.unresolved.get_mut(&pending.generation) {
             *count -= 1;
             if *count == 0 {

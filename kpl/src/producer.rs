@@ -15,7 +15,7 @@ use crate::pipeline::{Command, Pipeline};
 use crate::result::PutResult;
 use crate::shard_map::{Scope, ShardMap, StreamId};
 use crate::validate::{Validated, validate};
-use crate::{Error, ProducerConfig, UserRecord};
+use crate::{Error, ProducerConfig, PutError, UserRecord};
 
 /// An async Kinesis producer: aggregates user records per predicted shard, collects them into
 /// PutRecords calls, rate-limits per shard, retries with backoff until each record's deadline,
@@ -169,12 +169,12 @@ impl Producer {
 
     /// Puts a record. The returned future resolves when the record is stored (to its shard,
     /// sequence and sub-sequence numbers and attempts) or has failed for good:
-    /// - at once, to [`Error::EmptyPartitionKey`], [`Error::PartitionKeyTooLong`],
-    ///   [`Error::RecordTooLarge`] or [`Error::InvalidExplicitHashKey`] for bad input;
-    /// - [`Error::Expired`] when it could not be stored within `record_ttl`;
-    /// - [`Error::Throttled`] when throttled and `fail_if_throttled` is set;
-    /// - [`Error::Rejected`] when Kinesis refused it with an error no retry can fix;
-    /// - [`Error::ShutDown`] when the producer was shut down first.
+    /// - at once, to [`PutError::EmptyPartitionKey`], [`PutError::PartitionKeyTooLong`],
+    ///   [`PutError::RecordTooLarge`] or [`PutError::InvalidExplicitHashKey`] for bad input;
+    /// - [`PutError::Expired`] when it could not be stored within `record_ttl`;
+    /// - [`PutError::Throttled`] when throttled and `fail_if_throttled` is set;
+    /// - [`PutError::Rejected`] when Kinesis refused it with an error no retry can fix;
+    /// - [`PutError::ShutDown`] when the producer was shut down first.
     ///
     /// The record is accepted at once when the buffers have room; otherwise the future waits for
     /// room when first polled (records waiting for room are accepted in the order they began to
@@ -182,7 +182,7 @@ impl Producer {
     pub fn put_record(
         &self,
         record: UserRecord,
-    ) -> impl Future<Output = Result<PutResult, Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<PutResult, PutError>> + Send + 'static {
         let inner = self.inner.clone();
         let accepted = match validate(record, inner.config.max_record_size()) {
             Err(error) => Err(error),
@@ -199,23 +199,23 @@ impl Producer {
                     inner.submit(valid, room)?
                 }
             };
-            reply.await.unwrap_or(Err(Error::ShutDown))
+            reply.await.unwrap_or(Err(PutError::ShutDown))
         }
     }
 
-    /// Puts a record if the buffers have room now; fails fast with [`Error::Full`] (or a
+    /// Puts a record if the buffers have room now; fails fast with [`PutError::Full`] (or a
     /// validation error) otherwise. The returned future resolves as [`Producer::put_record`]'s.
     pub fn try_put_record(
         &self,
         record: UserRecord,
-    ) -> Result<impl Future<Output = Result<PutResult, Error>> + Send + 'static, Error> {
+    ) -> Result<impl Future<Output = Result<PutResult, PutError>> + Send + 'static, PutError> {
         let valid = validate(record, self.inner.config.max_record_size())?;
-        let room = self.inner.try_room(valid.size).ok_or(Error::Full {
+        let room = self.inner.try_room(valid.size).ok_or(PutError::Full {
             max_records: self.inner.config.max_buffered_records(),
             max_bytes: self.inner.config.max_buffered_bytes(),
         })?;
         let reply = self.inner.submit(valid, room)?;
-        Ok(async move { reply.await.unwrap_or(Err(Error::ShutDown)) })
+        Ok(async move { reply.await.unwrap_or(Err(PutError::ShutDown)) })
     }
 
     /// Sends everything buffered now, without waiting for `record_max_buffered_time`, and
@@ -227,7 +227,7 @@ impl Producer {
         }
     }
 
-    /// Stops accepting records (later puts resolve to [`Error::ShutDown`]), sends everything
+    /// Stops accepting records (later puts resolve to [`PutError::ShutDown`]), sends everything
     /// buffered, and resolves once every accepted record has resolved and the pipeline has
     /// ended. Calling it again, from any clone, waits for the same end.
     ///
@@ -280,19 +280,19 @@ impl Inner {
         Some(self.room(records, bytes))
     }
 
-    async fn wait_for_room(&self, size: usize) -> Result<Room, Error> {
+    async fn wait_for_room(&self, size: usize) -> Result<Room, PutError> {
         let records = self
             .records
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| Error::ShutDown)?;
+            .map_err(|_| PutError::ShutDown)?;
         let bytes = self
             .bytes
             .clone()
             .acquire_many_owned(self.byte_permits(size))
             .await
-            .map_err(|_| Error::ShutDown)?;
+            .map_err(|_| PutError::ShutDown)?;
         Ok(self.room(records, bytes))
     }
 
@@ -313,9 +313,9 @@ impl Inner {
         &self,
         valid: Validated,
         room: Room,
-    ) -> Result<oneshot::Receiver<Result<PutResult, Error>>, Error> {
+    ) -> Result<oneshot::Receiver<Result<PutResult, PutError>>, PutError> {
         if self.shut_down.load(Ordering::SeqCst) {
-            return Err(Error::ShutDown);
+            return Err(PutError::ShutDown);
         }
         let (reply, receiver) = oneshot::channel();
         let now = Instant::now();
@@ -329,7 +329,7 @@ impl Inner {
         );
         self.commands
             .send(Command::Put(Box::new(pending)))
-            .map_err(|_| Error::ShutDown)?;
+            .map_err(|_| PutError::ShutDown)?;
         Ok(receiver)
     }
 }

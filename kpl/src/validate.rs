@@ -1,7 +1,7 @@
 //! Checks a user record against Kinesis's limits before it enters the pipeline.
 
 use crate::config::MAX_PARTITION_KEY_CHARS;
-use crate::{Error, UserRecord};
+use crate::{PutError, UserRecord};
 use kinesis_aggregation::{hash_key_for_partition_key, parse_explicit_hash_key};
 
 /// A record that passed validation, with its hash key computed once.
@@ -19,9 +19,12 @@ pub(crate) struct Validated {
 /// others such as emoji), partition key + data at most
 /// `max_record_size` bytes, explicit hash key a decimal in `0..2^128` (rewritten in the canonical
 /// spelling the API accepts, e.g. `"007"` → `"7"`).
-pub(crate) fn validate(mut record: UserRecord, max_record_size: usize) -> Result<Validated, Error> {
+pub(crate) fn validate(
+    mut record: UserRecord,
+    max_record_size: usize,
+) -> Result<Validated, PutError> {
     if record.partition_key.is_empty() {
-        return Err(Error::EmptyPartitionKey {
+        return Err(PutError::EmptyPartitionKey {
             max: MAX_PARTITION_KEY_CHARS,
         });
     }
@@ -29,7 +32,7 @@ pub(crate) fn validate(mut record: UserRecord, max_record_size: usize) -> Result
     if record.partition_key.len() > MAX_PARTITION_KEY_CHARS {
         let chars = record.partition_key.encode_utf16().count();
         if chars > MAX_PARTITION_KEY_CHARS {
-            return Err(Error::PartitionKeyTooLong {
+            return Err(PutError::PartitionKeyTooLong {
                 chars,
                 max: MAX_PARTITION_KEY_CHARS,
             });
@@ -37,7 +40,7 @@ pub(crate) fn validate(mut record: UserRecord, max_record_size: usize) -> Result
     }
     let size = record.partition_key.len() + record.data.len();
     if size > max_record_size {
-        return Err(Error::RecordTooLarge {
+        return Err(PutError::RecordTooLarge {
             size,
             max: max_record_size,
         });
@@ -79,7 +82,7 @@ mod tests {
         assert!(validate(UserRecord::new("😀".repeat(128), "x"), 4096).is_ok());
         assert!(matches!(
             validate(UserRecord::new("😀".repeat(129), "x"), 4096),
-            Err(Error::PartitionKeyTooLong {
+            Err(PutError::PartitionKeyTooLong {
                 chars: 258,
                 max: 256
             })
@@ -90,11 +93,11 @@ mod tests {
     fn rejects_with_the_value_and_the_limit() {
         assert!(matches!(
             validate(UserRecord::new("", "x"), 1024),
-            Err(Error::EmptyPartitionKey { max: 256 })
+            Err(PutError::EmptyPartitionKey { max: 256 })
         ));
         assert!(matches!(
             validate(UserRecord::new("k".repeat(257), "x"), 1024),
-            Err(Error::PartitionKeyTooLong {
+            Err(PutError::PartitionKeyTooLong {
                 chars: 257,
                 max: 256
             })
@@ -102,7 +105,7 @@ mod tests {
         let err = validate(UserRecord::new("k", vec![0u8; 1024]), 1024).unwrap_err();
         assert!(matches!(
             err,
-            Error::RecordTooLarge {
+            PutError::RecordTooLarge {
                 size: 1025,
                 max: 1024
             }
@@ -113,7 +116,7 @@ mod tests {
             1024,
         )
         .unwrap_err();
-        assert!(matches!(err, Error::InvalidExplicitHashKey(_)), "{err}");
+        assert!(matches!(err, PutError::InvalidExplicitHashKey(_)), "{err}");
         assert!(validate(UserRecord::new("k", "x").explicit_hash_key("-1"), 1024).is_err());
     }
 

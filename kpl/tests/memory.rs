@@ -15,7 +15,7 @@ use kinesis_integration::TestBed;
 use kinesis_integration::faults::{
     FaultPlan, PutRecordsFaults, Service, ServiceFaults, ServicePlan,
 };
-use kinesis_kpl::{Error, Producer, ProducerConfig, UserRecord};
+use kinesis_kpl::{Producer, ProducerConfig, PutError, UserRecord};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -117,7 +117,7 @@ async fn an_outage_holds_the_producer_within_its_memory_bound() -> Result<(), Bo
                 drop(put);
                 accepted += 1;
             }
-            Err(Error::Full { .. }) => {
+            Err(PutError::Full { .. }) => {
                 full += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

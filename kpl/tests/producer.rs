@@ -10,7 +10,7 @@ use aws_sdk_kinesis::config::retry::RetryConfig;
 use bytes::Bytes;
 use kinesis_integration::TestBed;
 use kinesis_integration::faults::{FaultPlan, PutRecordsFaults};
-use kinesis_kpl::{Error, Ordering, Producer, ProducerConfig, PutResult, UserRecord};
+use kinesis_kpl::{Ordering, Producer, ProducerConfig, PutError, PutResult, UserRecord};
 use readback::{by_data, read_all};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -161,7 +161,7 @@ async fn records_expire_at_their_deadline_with_every_attempt() -> TestResult {
         .collect();
     for future in futures {
         match future.await {
-            Err(Error::Expired { attempts }) => {
+            Err(PutError::Expired { attempts }) => {
                 assert!(attempts.len() >= 2, "retried before expiring: {attempts:?}");
                 assert!(attempts.iter().all(|a| !a.success
                     && a.error_code.as_deref() == Some("ProvisionedThroughputExceededException")));
@@ -242,7 +242,7 @@ async fn backpressure_bounds_the_buffers() -> TestResult {
     assert!(
         matches!(
             full,
-            Err(Error::Full {
+            Err(PutError::Full {
                 max_records: 100,
                 ..
             })
@@ -273,7 +273,7 @@ async fn backpressure_bounds_the_buffers() -> TestResult {
     let second = producer.try_put_record(big())?;
     assert!(matches!(
         producer.try_put_record(big()),
-        Err(Error::Full { .. })
+        Err(PutError::Full { .. })
     ));
     producer.flush().await;
     first.await?;
@@ -308,28 +308,31 @@ async fn bad_input_gets_typed_errors_and_disturbs_nothing() -> TestResult {
                 .expect_err("bad input fails"),
         );
     }
-    assert!(matches!(errors[0], Error::EmptyPartitionKey { max: 256 }));
+    assert!(matches!(
+        errors[0],
+        PutError::EmptyPartitionKey { max: 256 }
+    ));
     assert!(matches!(
         errors[1],
-        Error::PartitionKeyTooLong {
+        PutError::PartitionKeyTooLong {
             chars: 257,
             max: 256
         }
     ));
     assert!(matches!(
         errors[2],
-        Error::RecordTooLarge {
+        PutError::RecordTooLarge {
             size: 1_048_577,
             max: 1_048_576
         }
     ));
-    assert!(matches!(errors[3], Error::InvalidExplicitHashKey(_)));
+    assert!(matches!(errors[3], PutError::InvalidExplicitHashKey(_)));
     assert!(
         errors[3]
             .to_string()
             .contains("340282366920938463463374607431768211456")
     );
-    assert!(matches!(errors[4], Error::InvalidExplicitHashKey(_)));
+    assert!(matches!(errors[4], PutError::InvalidExplicitHashKey(_)));
     // A record with an explicit hash key lands on the shard owning that key.
     let routed = producer
         .put_record(UserRecord::new("k", "routed").explicit_hash_key("0"))
@@ -344,7 +347,7 @@ async fn bad_input_gets_typed_errors_and_disturbs_nothing() -> TestResult {
     assert_eq!(stored[&Bytes::from("routed")].range.0, 0);
     assert!(matches!(
         producer.put_record(UserRecord::new("k", "late")).await,
-        Err(Error::ShutDown)
+        Err(PutError::ShutDown)
     ));
     Ok(())
 }
@@ -399,7 +402,7 @@ async fn a_send_task_that_panics_reports_an_unknown_outcome_and_stalls_nothing()
     let lost = lost.await;
     // Not ShutDown: the call may have reached Kinesis, so the record may be stored.
     match &lost {
-        Err(Error::UnknownOutcome { attempts }) => {
+        Err(PutError::UnknownOutcome { attempts }) => {
             assert_eq!(attempts.len(), 1);
             assert_eq!(attempts[0].error_code.as_deref(), Some("CallLost"));
         }

@@ -20,7 +20,7 @@ use kinesis_integration::TestBed;
 use kinesis_integration::faults::{
     FaultPlan, PutRecordsFaults, Service, ServiceFaults, ServicePlan,
 };
-use kinesis_kpl::{Error, Producer, ProducerConfig, UserRecord};
+use kinesis_kpl::{Producer, ProducerConfig, PutError, UserRecord};
 use readback::{BoxError, by_data, java_kcl_view, read_all};
 
 type TestResult = Result<(), BoxError>;
@@ -106,7 +106,7 @@ async fn a_cancelled_shutdown_leaves_the_next_one_waiting_for_the_end() -> TestR
         "the second shutdown waited for every record"
     );
     for put in puts {
-        assert!(matches!(put.await, Err(Error::Expired { .. })));
+        assert!(matches!(put.await, Err(PutError::Expired { .. })));
     }
     Ok(())
 }
@@ -180,7 +180,7 @@ async fn a_record_expires_at_its_deadline_not_at_the_last_retry_before_it() -> T
     let started = Instant::now();
     let put = producer.put_record(UserRecord::new("k", "r")).await;
     let elapsed = started.elapsed();
-    let Err(Error::Expired { attempts }) = put else {
+    let Err(PutError::Expired { attempts }) = put else {
         panic!("expected Expired, got {put:?}");
     };
     assert!(
@@ -232,7 +232,7 @@ async fn fail_if_throttled_is_about_the_shards_throughput_only() -> TestResult {
     let producer = Producer::new(client(&bed, &throughput), &stream, config).await?;
     let put = producer.put_record(UserRecord::new("k", "throttled")).await;
     match put {
-        Err(Error::Throttled { attempts }) => assert_eq!(attempts.len(), 1),
+        Err(PutError::Throttled { attempts, .. }) => assert_eq!(attempts.len(), 1),
         other => panic!("expected Throttled, got {other:?}"),
     }
     producer.shutdown().await;
@@ -302,7 +302,7 @@ async fn a_record_in_an_open_aggregate_expires_at_its_deadline() -> TestResult {
     let second = producer.put_record(UserRecord::new("b", "second"));
     for put in [first, second] {
         let put = put.await;
-        assert!(matches!(put, Err(Error::Expired { .. })), "{put:?}");
+        assert!(matches!(put, Err(PutError::Expired { .. })), "{put:?}");
     }
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -482,7 +482,7 @@ async fn one_malformed_record_fails_alone_not_its_whole_call() -> TestResult {
     for (n, put) in puts.into_iter().enumerate() {
         match put.await {
             Ok(result) => results.push((n, result)),
-            Err(Error::Rejected { attempts }) if n == 777 => {
+            Err(PutError::Rejected { attempts, .. }) if n == 777 => {
                 let last = attempts.last().expect("an attempt");
                 assert_eq!(last.error_code.as_deref(), Some("ValidationException"));
             }

@@ -28,7 +28,7 @@ use kinesis_integration::TestBed;
 use kinesis_integration::faults::{
     FaultPlan, PutRecordsFaults, Service, ServiceFaults, ServicePlan,
 };
-use kinesis_kpl::{Error, Ordering, Producer, ProducerConfig, UserRecord};
+use kinesis_kpl::{Ordering, Producer, ProducerConfig, PutError, UserRecord};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type TestResult = Result<(), BoxError>;
@@ -191,7 +191,7 @@ async fn scenario(ordering: Ordering, seed: u64) -> TestResult {
                     futures.push(future);
                     break;
                 }
-                Err(Error::Full { .. }) => {
+                Err(PutError::Full { .. }) => {
                     full += 1;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
