@@ -10,6 +10,7 @@ use std::sync::Arc;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use kinesis_aggregation::HashKeyError;
 
+use crate::UserRecord;
 use crate::result::Attempt;
 
 /// An error as a shareable source: the SDK error of a call, held once for every record the call
@@ -99,6 +100,11 @@ impl Error {
 /// The outcome of a put that did not store its record: bad input, full buffers, a record that
 /// could not be put before its deadline, a refusal, or a producer shut down.
 ///
+/// The record comes back inside the error (the KPL's `ReturnUserRecordOnFailure`), so a caller
+/// can put it again or set it aside without keeping a copy: see [`PutError::into_record`]. It
+/// is the record the producer held until the put resolved, handed over, not copied; only its
+/// explicit hash key may differ in spelling (it is kept canonical: `"007"` becomes `"7"`).
+///
 /// The variants a put can resolve to are documented on
 /// [`Producer::put_record`](crate::Producer::put_record).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -109,6 +115,8 @@ pub enum PutError {
     EmptyPartitionKey {
         /// The limit, 256.
         max: usize,
+        /// The record, handed back.
+        record: Box<UserRecord>,
     },
     /// The partition key is longer than 256 characters as Kinesis counts them (UTF-16 code
     /// units: two for a character outside the Basic Multilingual Plane, such as an emoji).
@@ -118,6 +126,8 @@ pub enum PutError {
         chars: usize,
         /// The limit, 256.
         max: usize,
+        /// The record, handed back.
+        record: Box<UserRecord>,
     },
     /// Partition key plus data are larger than the stream's maximum record size.
     #[error(
@@ -128,10 +138,17 @@ pub enum PutError {
         size: usize,
         /// The configured maximum record size.
         max: usize,
+        /// The record, handed back.
+        record: Box<UserRecord>,
     },
     /// The explicit hash key is not a decimal integer in `0..2^128`.
-    #[error(transparent)]
-    InvalidExplicitHashKey(#[from] HashKeyError),
+    #[error("{error}")]
+    InvalidExplicitHashKey {
+        /// What is wrong with it.
+        error: HashKeyError,
+        /// The record, handed back.
+        record: Box<UserRecord>,
+    },
     /// `try_put_record` found the buffers at their bound.
     #[error(
         "producer buffers are full: at most {max_records} records and {max_bytes} bytes may be outstanding"
@@ -141,6 +158,8 @@ pub enum PutError {
         max_records: usize,
         /// The configured bound on buffered bytes.
         max_bytes: usize,
+        /// The record, handed back.
+        record: Box<UserRecord>,
     },
     /// The record could not be put before its deadline (`record_ttl`). Every attempt made is
     /// listed.
@@ -148,6 +167,8 @@ pub enum PutError {
     Expired {
         /// The attempts, oldest first.
         attempts: Vec<Attempt>,
+        /// The record, handed back.
+        record: Box<UserRecord>,
     },
     /// The record was throttled and `fail_if_throttled` is set.
     #[error(
@@ -161,6 +182,8 @@ pub enum PutError {
         /// has only the code and message of its attempt).
         #[source]
         source: Option<SharedSource>,
+        /// The record, handed back.
+        record: Box<UserRecord>,
     },
     /// Kinesis refused the record with an error that retrying cannot fix (for example an
     /// unknown stream, a KMS key that is disabled, or missing permissions).
@@ -172,6 +195,8 @@ pub enum PutError {
         /// only the code and message of its attempt).
         #[source]
         source: Option<SharedSource>,
+        /// The record, handed back.
+        record: Box<UserRecord>,
     },
     /// The call carrying the record ended without an answer (its task panicked, e.g. in a
     /// user-supplied SDK interceptor), or the record was stored on a shard that could not be
@@ -184,10 +209,16 @@ pub enum PutError {
     UnknownOutcome {
         /// The attempts, oldest first.
         attempts: Vec<Attempt>,
+        /// The record, handed back.
+        record: Box<UserRecord>,
     },
     /// The producer was shut down before the record was accepted.
     #[error("the producer is shut down")]
-    ShutDown,
+    ShutDown {
+        /// The record, handed back; `None` only if the producer's pipeline task ended
+        /// abnormally (it panicked) with the record inside.
+        record: Option<Box<UserRecord>>,
+    },
 }
 
 impl PutError {
@@ -205,9 +236,65 @@ impl PutError {
             PutError::EmptyPartitionKey { .. }
             | PutError::PartitionKeyTooLong { .. }
             | PutError::RecordTooLarge { .. }
-            | PutError::InvalidExplicitHashKey(_)
+            | PutError::InvalidExplicitHashKey { .. }
             | PutError::Rejected { .. }
-            | PutError::ShutDown => false,
+            | PutError::ShutDown { .. } => false,
+        }
+    }
+
+    /// The record whose put failed.
+    pub fn record(&self) -> Option<&UserRecord> {
+        match self {
+            PutError::EmptyPartitionKey { record, .. }
+            | PutError::PartitionKeyTooLong { record, .. }
+            | PutError::RecordTooLarge { record, .. }
+            | PutError::InvalidExplicitHashKey { record, .. }
+            | PutError::Full { record, .. }
+            | PutError::Expired { record, .. }
+            | PutError::Throttled { record, .. }
+            | PutError::Rejected { record, .. }
+            | PutError::UnknownOutcome { record, .. } => Some(record),
+            PutError::ShutDown { record } => record.as_deref(),
+        }
+    }
+
+    /// The record whose put failed, to put again (when [`is_retryable`](PutError::is_retryable))
+    /// or to set aside. `None` only for [`ShutDown`](PutError::ShutDown) after the pipeline
+    /// task panicked.
+    ///
+    /// ```no_run
+    /// # async fn run(producer: kinesis_kpl::Producer, dead_letters: &mut Vec<kinesis_kpl::UserRecord>) {
+    /// use kinesis_kpl::{PutError, UserRecord};
+    ///
+    /// let mut record = UserRecord::new("user-17", "clicked");
+    /// loop {
+    ///     match producer.put_record(record).await {
+    ///         Ok(_) => break,
+    ///         Err(error) if error.is_retryable() => match error.into_record() {
+    ///             Some(again) => record = again,
+    ///             None => break,
+    ///         },
+    ///         Err(error) => {
+    ///             eprintln!("{error}");
+    ///             dead_letters.extend(error.into_record());
+    ///             break;
+    ///         }
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn into_record(self) -> Option<UserRecord> {
+        match self {
+            PutError::EmptyPartitionKey { record, .. }
+            | PutError::PartitionKeyTooLong { record, .. }
+            | PutError::RecordTooLarge { record, .. }
+            | PutError::InvalidExplicitHashKey { record, .. }
+            | PutError::Full { record, .. }
+            | PutError::Expired { record, .. }
+            | PutError::Throttled { record, .. }
+            | PutError::Rejected { record, .. }
+            | PutError::UnknownOutcome { record, .. } => Some(*record),
+            PutError::ShutDown { record } => record.map(|record| *record),
         }
     }
 }
@@ -333,23 +420,38 @@ mod tests {
 
     #[test]
     fn retryable_says_whether_the_same_record_may_succeed() {
-        assert!(PutError::Expired { attempts: vec![] }.is_retryable());
+        let record = || Box::new(UserRecord::new("k", "v"));
+        assert!(
+            PutError::Expired {
+                attempts: vec![],
+                record: record()
+            }
+            .is_retryable()
+        );
         assert!(
             PutError::Full {
                 max_records: 1,
-                max_bytes: 1
+                max_bytes: 1,
+                record: record()
             }
             .is_retryable()
         );
         assert!(
             !PutError::Rejected {
                 attempts: vec![],
-                source: None
+                source: None,
+                record: record()
             }
             .is_retryable()
         );
-        assert!(!PutError::EmptyPartitionKey { max: 256 }.is_retryable());
-        assert!(!PutError::ShutDown.is_retryable());
+        assert!(
+            !PutError::EmptyPartitionKey {
+                max: 256,
+                record: record()
+            }
+            .is_retryable()
+        );
+        assert!(!PutError::ShutDown { record: None }.is_retryable());
         assert!(!Error::NoOpenShards { stream: "s".into() }.is_retryable());
     }
 }

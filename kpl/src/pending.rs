@@ -91,6 +91,13 @@ impl Pending {
         }
     }
 
+    /// The record, to hand back in its put's error: moved out (an empty record is left, which
+    /// allocates nothing), never copied.
+    pub(crate) fn take_record(&mut self) -> Box<UserRecord> {
+        let empty = UserRecord::new(String::new(), bytes::Bytes::new());
+        Box::new(std::mem::replace(&mut self.record, empty))
+    }
+
     /// Whether no attempt was made yet.
     pub(crate) fn untried(&self) -> bool {
         self.attempts.is_empty()

@@ -246,7 +246,9 @@ impl Pipeline {
         while let Ok(command) = commands.try_recv() {
             match command {
                 Command::Put(pending) => {
-                    let _ = pending.reply.send(Err(PutError::ShutDown));
+                    let mut pending = *pending;
+                    let record = Some(pending.take_record());
+                    let _ = pending.reply.send(Err(PutError::ShutDown { record }));
                 }
                 Command::Flush(done) => {
                     let _ = done.send(());
@@ -286,8 +288,8 @@ impl Pipeline {
             for mut pending in entry.records {
                 pending.record_attempt(&tried);
                 self.metrics.failed("unknown_outcome");
-                let attempts = pending.take_attempts();
-                self.resolve(pending, Err(PutError::UnknownOutcome { attempts }));
+                let (attempts, record) = (pending.take_attempts(), pending.take_record());
+                self.resolve(pending, Err(PutError::UnknownOutcome { attempts, record }));
             }
         }
         self.settle_flushes();
@@ -664,14 +666,23 @@ impl Pipeline {
                     {
                         tracing::debug!(code = %failure.code, records = entry.records.len(), "entry failed for good");
                         for mut pending in entry.records.drain(..) {
-                            let attempts = pending.take_attempts();
+                            let (attempts, record) =
+                                (pending.take_attempts(), pending.take_record());
                             let source = failure.source.clone();
                             let error = if failure.kind == FailureKind::Final {
                                 self.metrics.failed("rejected");
-                                PutError::Rejected { attempts, source }
+                                PutError::Rejected {
+                                    attempts,
+                                    source,
+                                    record,
+                                }
                             } else {
                                 self.metrics.failed("throttled");
-                                PutError::Throttled { attempts, source }
+                                PutError::Throttled {
+                                    attempts,
+                                    source,
+                                    record,
+                                }
                             };
                             self.resolve(pending, Err(error));
                         }
@@ -738,9 +749,16 @@ impl Pipeline {
         tracing::debug!(code = %failure.code, "a record refused as malformed");
         for mut pending in entry.records {
             self.metrics.failed("rejected");
-            let attempts = pending.take_attempts();
+            let (attempts, record) = (pending.take_attempts(), pending.take_record());
             let source = failure.source.clone();
-            self.resolve(pending, Err(PutError::Rejected { attempts, source }));
+            self.resolve(
+                pending,
+                Err(PutError::Rejected {
+                    attempts,
+                    source,
+                    record,
+                }),
+            );
         }
     }
 
@@ -1037,8 +1055,8 @@ impl Pipeline {
                 // of the aggregate (so that a consumer delivers them) cannot be told.
                 for mut pending in records {
                     self.metrics.failed("unknown_outcome");
-                    let attempts = pending.take_attempts();
-                    self.resolve(pending, Err(PutError::UnknownOutcome { attempts }));
+                    let (attempts, record) = (pending.take_attempts(), pending.take_record());
+                    self.resolve(pending, Err(PutError::UnknownOutcome { attempts, record }));
                 }
                 continue;
             }
@@ -1072,8 +1090,8 @@ impl Pipeline {
 
     fn expire(&mut self, mut pending: Pending) {
         self.metrics.failed("expired");
-        let attempts = pending.take_attempts();
-        self.resolve(pending, Err(PutError::Expired { attempts }));
+        let (attempts, record) = (pending.take_attempts(), pending.take_record());
+        self.resolve(pending, Err(PutError::Expired { attempts, record }));
     }
 
     fn resolve(&mut self, pending: Pending, result: Result<PutResult, PutError>) {

@@ -174,7 +174,10 @@ impl Producer {
     /// - [`PutError::Expired`] when it could not be stored within `record_ttl`;
     /// - [`PutError::Throttled`] when throttled and `fail_if_throttled` is set;
     /// - [`PutError::Rejected`] when Kinesis refused it with an error no retry can fix;
+    /// - [`PutError::UnknownOutcome`] when it may or may not be stored;
     /// - [`PutError::ShutDown`] when the producer was shut down first.
+    ///
+    /// Every failure hands the record back ([`PutError::into_record`]).
     ///
     /// The record is accepted at once when the buffers have room; otherwise the future waits for
     /// room when first polled (records waiting for room are accepted in the order they began to
@@ -194,12 +197,17 @@ impl Producer {
         async move {
             let reply = match accepted? {
                 Ok(reply) => reply?,
-                Err(valid) => {
-                    let room = inner.wait_for_room(valid.size).await?;
-                    inner.submit(valid, room)?
-                }
+                Err(valid) => match inner.wait_for_room(valid.size).await {
+                    Some(room) => inner.submit(valid, room)?,
+                    None => {
+                        let record = Some(Box::new(valid.record));
+                        return Err(PutError::ShutDown { record });
+                    }
+                },
             };
-            reply.await.unwrap_or(Err(PutError::ShutDown))
+            reply
+                .await
+                .unwrap_or(Err(PutError::ShutDown { record: None }))
         }
     }
 
@@ -210,12 +218,19 @@ impl Producer {
         record: UserRecord,
     ) -> Result<impl Future<Output = Result<PutResult, PutError>> + Send + 'static, PutError> {
         let valid = validate(record, self.inner.config.max_record_size())?;
-        let room = self.inner.try_room(valid.size).ok_or(PutError::Full {
-            max_records: self.inner.config.max_buffered_records(),
-            max_bytes: self.inner.config.max_buffered_bytes(),
-        })?;
+        let Some(room) = self.inner.try_room(valid.size) else {
+            return Err(PutError::Full {
+                max_records: self.inner.config.max_buffered_records(),
+                max_bytes: self.inner.config.max_buffered_bytes(),
+                record: Box::new(valid.record),
+            });
+        };
         let reply = self.inner.submit(valid, room)?;
-        Ok(async move { reply.await.unwrap_or(Err(PutError::ShutDown)) })
+        Ok(async move {
+            reply
+                .await
+                .unwrap_or(Err(PutError::ShutDown { record: None }))
+        })
     }
 
     /// Sends everything buffered now, without waiting for `record_max_buffered_time`, and
@@ -280,20 +295,16 @@ impl Inner {
         Some(self.room(records, bytes))
     }
 
-    async fn wait_for_room(&self, size: usize) -> Result<Room, PutError> {
-        let records = self
-            .records
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| PutError::ShutDown)?;
+    /// Waits for room; `None` if the semaphores were closed.
+    async fn wait_for_room(&self, size: usize) -> Option<Room> {
+        let records = self.records.clone().acquire_owned().await.ok()?;
         let bytes = self
             .bytes
             .clone()
             .acquire_many_owned(self.byte_permits(size))
             .await
-            .map_err(|_| PutError::ShutDown)?;
-        Ok(self.room(records, bytes))
+            .ok()?;
+        Some(self.room(records, bytes))
     }
 
     fn room(
@@ -315,7 +326,8 @@ impl Inner {
         room: Room,
     ) -> Result<oneshot::Receiver<Result<PutResult, PutError>>, PutError> {
         if self.shut_down.load(Ordering::SeqCst) {
-            return Err(PutError::ShutDown);
+            let record = Some(Box::new(valid.record));
+            return Err(PutError::ShutDown { record });
         }
         let (reply, receiver) = oneshot::channel();
         let now = Instant::now();
@@ -327,9 +339,15 @@ impl Inner {
             reply,
             room,
         );
-        self.commands
-            .send(Command::Put(Box::new(pending)))
-            .map_err(|_| PutError::ShutDown)?;
-        Ok(receiver)
+        match self.commands.send(Command::Put(Box::new(pending))) {
+            Ok(()) => Ok(receiver),
+            Err(mpsc::error::SendError(command)) => {
+                let record = match command {
+                    Command::Put(mut pending) => Some(pending.take_record()),
+                    _ => None,
+                };
+                Err(PutError::ShutDown { record })
+            }
+        }
     }
 }

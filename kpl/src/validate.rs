@@ -26,6 +26,7 @@ pub(crate) fn validate(
     if record.partition_key.is_empty() {
         return Err(PutError::EmptyPartitionKey {
             max: MAX_PARTITION_KEY_CHARS,
+            record: Box::new(record),
         });
     }
     // Cheap bound first: a key of at most 256 bytes has at most 256 UTF-16 units.
@@ -35,6 +36,7 @@ pub(crate) fn validate(
             return Err(PutError::PartitionKeyTooLong {
                 chars,
                 max: MAX_PARTITION_KEY_CHARS,
+                record: Box::new(record),
             });
         }
     }
@@ -43,11 +45,20 @@ pub(crate) fn validate(
         return Err(PutError::RecordTooLarge {
             size,
             max: max_record_size,
+            record: Box::new(record),
         });
     }
     let hash_key = match &record.explicit_hash_key {
         Some(ehk) => {
-            let value = parse_explicit_hash_key(ehk)?;
+            let value = match parse_explicit_hash_key(ehk) {
+                Ok(value) => value,
+                Err(error) => {
+                    return Err(PutError::InvalidExplicitHashKey {
+                        error,
+                        record: Box::new(record),
+                    });
+                }
+            };
             let canonical = value.to_string();
             if &canonical != ehk {
                 record.explicit_hash_key = Some(canonical);
@@ -84,7 +95,8 @@ mod tests {
             validate(UserRecord::new("😀".repeat(129), "x"), 4096),
             Err(PutError::PartitionKeyTooLong {
                 chars: 258,
-                max: 256
+                max: 256,
+                ..
             })
         ));
     }
@@ -93,13 +105,14 @@ mod tests {
     fn rejects_with_the_value_and_the_limit() {
         assert!(matches!(
             validate(UserRecord::new("", "x"), 1024),
-            Err(PutError::EmptyPartitionKey { max: 256 })
+            Err(PutError::EmptyPartitionKey { max: 256, .. })
         ));
         assert!(matches!(
             validate(UserRecord::new("k".repeat(257), "x"), 1024),
             Err(PutError::PartitionKeyTooLong {
                 chars: 257,
-                max: 256
+                max: 256,
+                ..
             })
         ));
         let err = validate(UserRecord::new("k", vec![0u8; 1024]), 1024).unwrap_err();
@@ -107,7 +120,8 @@ mod tests {
             err,
             PutError::RecordTooLarge {
                 size: 1025,
-                max: 1024
+                max: 1024,
+                ..
             }
         ));
         assert!(err.to_string().contains("1025") && err.to_string().contains("1024"));
@@ -116,7 +130,10 @@ mod tests {
             1024,
         )
         .unwrap_err();
-        assert!(matches!(err, PutError::InvalidExplicitHashKey(_)), "{err}");
+        assert!(
+            matches!(err, PutError::InvalidExplicitHashKey { .. }),
+            "{err}"
+        );
         assert!(validate(UserRecord::new("k", "x").explicit_hash_key("-1"), 1024).is_err());
     }
 

@@ -10,7 +10,9 @@ use aws_sdk_kinesis::config::retry::RetryConfig;
 use bytes::Bytes;
 use kinesis_integration::TestBed;
 use kinesis_integration::faults::{FaultPlan, PutRecordsFaults};
-use kinesis_kpl::{Ordering, Producer, ProducerConfig, PutError, PutResult, UserRecord};
+use kinesis_kpl::{
+    ConfigError, Error, Ordering, Producer, ProducerConfig, PutError, PutResult, UserRecord,
+};
 use readback::{by_data, read_all};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -161,7 +163,7 @@ async fn records_expire_at_their_deadline_with_every_attempt() -> TestResult {
         .collect();
     for future in futures {
         match future.await {
-            Err(PutError::Expired { attempts }) => {
+            Err(PutError::Expired { attempts, .. }) => {
                 assert!(attempts.len() >= 2, "retried before expiring: {attempts:?}");
                 assert!(attempts.iter().all(|a| !a.success
                     && a.error_code.as_deref() == Some("ProvisionedThroughputExceededException")));
@@ -174,6 +176,69 @@ async fn records_expire_at_their_deadline_with_every_attempt() -> TestResult {
     assert!(
         read_all(bed.kinesis(), &stream).await?.is_empty(),
         "nothing was stored"
+    );
+    Ok(())
+}
+
+/// The KPL's `ReturnUserRecordOnFailure`: a failed put hands its record back, so that it can be
+/// put again without the caller keeping a copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_record_comes_back_intact_and_puts_again() -> TestResult {
+    let bed = TestBed::start().await?;
+    let stream = bed.create_stream(2).await?;
+    let faults = PutRecordsFaults::new(FaultPlan {
+        entry_throttle: 1.0,
+        ..FaultPlan::seeded(21)
+    });
+    let client = client_without_sdk_retries(&bed, Some(&faults));
+    let refused = Producer::builder(client.clone(), &stream)
+        .collection_max_count(0)
+        .build()
+        .await
+        .expect_err("a bad setting fails the build");
+    assert!(
+        matches!(
+            &refused,
+            Error::InvalidConfig(ConfigError {
+                setting: "collection_max_count",
+                ..
+            })
+        ),
+        "{refused}"
+    );
+    assert!(!refused.is_retryable());
+    let producer = Producer::builder(client, &stream)
+        .record_ttl(Duration::from_millis(300))
+        .min_backoff(Duration::from_millis(20))
+        .max_backoff(Duration::from_millis(50))
+        .build()
+        .await?;
+    let original = UserRecord::new("user-17", Bytes::from(vec![7u8; 3_000]))
+        .explicit_hash_key(u128::MAX.to_string());
+    let error = producer
+        .put_record(original.clone())
+        .await
+        .expect_err("every entry is throttled until the record expires");
+    assert!(
+        matches!(&error, PutError::Expired { attempts, .. } if !attempts.is_empty()),
+        "{error}"
+    );
+    assert!(error.is_retryable());
+    assert_eq!(error.record(), Some(&original));
+    let record = error.into_record().expect("an expired record comes back");
+    assert_eq!(record, original, "intact: key, hash key and data");
+
+    faults.set_enabled(false);
+    let stored = producer.put_record(record).await?;
+    producer.shutdown().await;
+    let read = by_data(read_all(bed.kinesis(), &stream).await?);
+    assert_eq!(read.len(), 1, "stored once, by the second put");
+    let read = &read[&original.data];
+    assert_eq!(read.partition_key, "user-17");
+    assert_eq!(read.range.1, u128::MAX, "routed by its explicit hash key");
+    assert_eq!(
+        (read.shard_id.as_str(), read.sequence_number.as_str()),
+        (stored.shard_id.as_str(), stored.sequence_number.as_str())
     );
     Ok(())
 }
@@ -250,6 +315,12 @@ async fn backpressure_bounds_the_buffers() -> TestResult {
         "{:?}",
         full.err()
     );
+    let full = full.err().and_then(PutError::into_record);
+    assert_eq!(
+        full,
+        Some(UserRecord::new("k", "one too many")),
+        "a refused record comes back"
+    );
     // A waiting put goes ahead once room frees up.
     let waiting = tokio::spawn(producer.put_record(UserRecord::new("k", "waited")));
     producer.flush().await;
@@ -310,29 +381,31 @@ async fn bad_input_gets_typed_errors_and_disturbs_nothing() -> TestResult {
     }
     assert!(matches!(
         errors[0],
-        PutError::EmptyPartitionKey { max: 256 }
+        PutError::EmptyPartitionKey { max: 256, .. }
     ));
     assert!(matches!(
         errors[1],
         PutError::PartitionKeyTooLong {
             chars: 257,
-            max: 256
+            max: 256,
+            ..
         }
     ));
     assert!(matches!(
         errors[2],
         PutError::RecordTooLarge {
             size: 1_048_577,
-            max: 1_048_576
+            max: 1_048_576,
+            ..
         }
     ));
-    assert!(matches!(errors[3], PutError::InvalidExplicitHashKey(_)));
+    assert!(matches!(errors[3], PutError::InvalidExplicitHashKey { .. }));
     assert!(
         errors[3]
             .to_string()
             .contains("340282366920938463463374607431768211456")
     );
-    assert!(matches!(errors[4], PutError::InvalidExplicitHashKey(_)));
+    assert!(matches!(errors[4], PutError::InvalidExplicitHashKey { .. }));
     // A record with an explicit hash key lands on the shard owning that key.
     let routed = producer
         .put_record(UserRecord::new("k", "routed").explicit_hash_key("0"))
@@ -347,7 +420,7 @@ async fn bad_input_gets_typed_errors_and_disturbs_nothing() -> TestResult {
     assert_eq!(stored[&Bytes::from("routed")].range.0, 0);
     assert!(matches!(
         producer.put_record(UserRecord::new("k", "late")).await,
-        Err(PutError::ShutDown)
+        Err(PutError::ShutDown { .. })
     ));
     Ok(())
 }
@@ -402,7 +475,7 @@ async fn a_send_task_that_panics_reports_an_unknown_outcome_and_stalls_nothing()
     let lost = lost.await;
     // Not ShutDown: the call may have reached Kinesis, so the record may be stored.
     match &lost {
-        Err(PutError::UnknownOutcome { attempts }) => {
+        Err(PutError::UnknownOutcome { attempts, .. }) => {
             assert_eq!(attempts.len(), 1);
             assert_eq!(attempts[0].error_code.as_deref(), Some("CallLost"));
         }

@@ -180,7 +180,7 @@ async fn a_record_expires_at_its_deadline_not_at_the_last_retry_before_it() -> T
     let started = Instant::now();
     let put = producer.put_record(UserRecord::new("k", "r")).await;
     let elapsed = started.elapsed();
-    let Err(PutError::Expired { attempts }) = put else {
+    let Err(PutError::Expired { attempts, .. }) = put else {
         panic!("expected Expired, got {put:?}");
     };
     assert!(

@@ -261,19 +261,20 @@ fn bad_puts() -> Vec<(&'static str, UserRecord, Expect)> {
             "oversize",
             UserRecord::new("k", vec![0u8; MAX_RECORD_SIZE]),
             |e| {
-                matches!(e, PutError::RecordTooLarge { size, max }
+                matches!(e, PutError::RecordTooLarge { size, max, .. }
                     if *size == MAX_RECORD_SIZE + 1 && *max == MAX_RECORD_SIZE)
             },
         ),
         ("empty-key", UserRecord::new("", "x"), |e| {
-            matches!(e, PutError::EmptyPartitionKey { max: 256 })
+            matches!(e, PutError::EmptyPartitionKey { max: 256, .. })
         }),
         ("257-char-key", UserRecord::new("k".repeat(257), "x"), |e| {
             matches!(
                 e,
                 PutError::PartitionKeyTooLong {
                     chars: 257,
-                    max: 256
+                    max: 256,
+                    ..
                 }
             )
         }),
@@ -282,7 +283,8 @@ fn bad_puts() -> Vec<(&'static str, UserRecord, Expect)> {
                 e,
                 PutError::PartitionKeyTooLong {
                     chars: 258,
-                    max: 256
+                    max: 256,
+                    ..
                 }
             )
         }),
@@ -290,7 +292,7 @@ fn bad_puts() -> Vec<(&'static str, UserRecord, Expect)> {
             "ehk-not-decimal",
             UserRecord::new("k", "x").explicit_hash_key("12ab"),
             |e| {
-                matches!(e, PutError::InvalidExplicitHashKey(h)
+                matches!(e, PutError::InvalidExplicitHashKey { error: h, .. }
                 if h.problem == HashKeyProblem::NotDecimal)
             },
         ),
@@ -298,7 +300,7 @@ fn bad_puts() -> Vec<(&'static str, UserRecord, Expect)> {
             "ehk-negative",
             UserRecord::new("k", "x").explicit_hash_key("-1"),
             |e| {
-                matches!(e, PutError::InvalidExplicitHashKey(h)
+                matches!(e, PutError::InvalidExplicitHashKey { error: h, .. }
                 if h.problem == HashKeyProblem::NotDecimal)
             },
         ),
@@ -306,7 +308,7 @@ fn bad_puts() -> Vec<(&'static str, UserRecord, Expect)> {
             "ehk-2^128",
             UserRecord::new("k", "x").explicit_hash_key(u128::MAX.to_string() + "0"),
             |e| {
-                matches!(e, PutError::InvalidExplicitHashKey(h)
+                matches!(e, PutError::InvalidExplicitHashKey { error: h, .. }
                 if h.problem == HashKeyProblem::OutOfRange)
             },
         ),
@@ -314,7 +316,7 @@ fn bad_puts() -> Vec<(&'static str, UserRecord, Expect)> {
             "ehk-exactly-2^128",
             UserRecord::new("k", "x").explicit_hash_key("340282366920938463463374607431768211456"),
             |e| {
-                matches!(e, PutError::InvalidExplicitHashKey(h)
+                matches!(e, PutError::InvalidExplicitHashKey { error: h, .. }
                 if h.problem == HashKeyProblem::OutOfRange)
             },
         ),
@@ -322,7 +324,7 @@ fn bad_puts() -> Vec<(&'static str, UserRecord, Expect)> {
             "ehk-empty",
             UserRecord::new("k", "x").explicit_hash_key(""),
             |e| {
-                matches!(e, PutError::InvalidExplicitHashKey(h)
+                matches!(e, PutError::InvalidExplicitHashKey { error: h, .. }
                 if h.problem == HashKeyProblem::Empty)
             },
         ),

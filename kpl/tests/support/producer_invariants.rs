@@ -161,18 +161,19 @@ pub fn expected_outcome(record: &UserRecord, max_record_size: usize) -> Expected
 /// Checks that a rejected put was rejected as the oracle says (`what` names the input).
 pub fn check_rejection(expected: &Expected, error: &PutError, what: &str) {
     let ok = match (expected, error) {
-        (Expected::EmptyPartitionKey, PutError::EmptyPartitionKey { max }) => {
+        (Expected::EmptyPartitionKey, PutError::EmptyPartitionKey { max, .. }) => {
             *max == MAX_PARTITION_KEY_CHARS
         }
-        (Expected::PartitionKeyTooLong(want), PutError::PartitionKeyTooLong { chars, max }) => {
+        (Expected::PartitionKeyTooLong(want), PutError::PartitionKeyTooLong { chars, max, .. }) => {
             chars == want && *max == MAX_PARTITION_KEY_CHARS
         }
-        (Expected::RecordTooLarge(want), PutError::RecordTooLarge { size, max }) => {
+        (Expected::RecordTooLarge(want), PutError::RecordTooLarge { size, max, .. }) => {
             size == want && *max == MAX_RECORD_SIZE
         }
-        (Expected::InvalidExplicitHashKey(want), PutError::InvalidExplicitHashKey(e)) => {
-            e.problem == *want
-        }
+        (
+            Expected::InvalidExplicitHashKey(want),
+            PutError::InvalidExplicitHashKey { error: e, .. },
+        ) => e.problem == *want,
         _ => false,
     };
     assert!(
