@@ -5,23 +5,19 @@ use std::time::Duration;
 use crate::ConfigError;
 
 /// The Kinesis limit on entries in one PutRecords call.
-pub const PUT_RECORDS_MAX_ENTRIES: usize = 500;
+pub(crate) const PUT_RECORDS_MAX_ENTRIES: usize = 500;
 /// The Kinesis limit on the bytes (data + partition keys) of one PutRecords call: 5 MiB.
-pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
+pub(crate) const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
 /// The longest partition key Kinesis accepts, in characters as the API counts them (UTF-16
 /// code units).
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
-
-/// The most bytes a valid partition key takes in UTF-8: 3 per UTF-16 unit at most (a 4-byte
-/// character takes two units).
-pub const MAX_PARTITION_KEY_BYTES: usize = 3 * MAX_PARTITION_KEY_CHARS;
 /// Kinesis's default maximum record size (data + partition key): 1 MiB.
-pub const DEFAULT_MAX_RECORD_SIZE: usize = 1024 * 1024;
+pub(crate) const DEFAULT_MAX_RECORD_SIZE: usize = 1024 * 1024;
 /// The bookkeeping memory of one buffered user record besides its key and data (see
 /// [`ProducerConfig::memory_bound`]): measured at 0.9 KiB per record with the buffers full through an
 /// outage (`kpl/tests/memory.rs`: the record's slot in its aggregate's list, its future's
 /// channel, its attempts, allocator slack), with headroom for the growth of those lists.
-pub const RECORD_OVERHEAD: usize = 1280;
+pub(crate) const RECORD_OVERHEAD: usize = 1280;
 /// Copies of the bytes in flight held during a call, in tenths: the SDK's entries (1) and the
 /// JSON body with base64 data (4/3), rounded up.
 const IN_FLIGHT_COPIES_TENTHS: usize = 25;
@@ -193,7 +189,7 @@ impl ProducerConfig {
     /// included. It adds up:
     ///
     /// - `max_buffered_bytes`: the records' keys and data, and their aggregates;
-    /// - `max_buffered_records` × [`RECORD_OVERHEAD`] bytes: each record's bookkeeping (its
+    /// - `max_buffered_records` × 1 280 bytes: each record's bookkeeping (its
     ///   future's channel, timestamps, up to [`MAX_ATTEMPTS_KEPT`](crate::MAX_ATTEMPTS_KEPT)
     ///   attempts; an error's code and message are held once per call and shared);
     /// - while calls are in flight, 2.5 × the bytes in flight (the SDK's copy of each entry and
