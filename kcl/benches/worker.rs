@@ -48,7 +48,7 @@ async fn run(records: u64, runs: usize) -> Result<(), BoxError> {
     let producer = Producer::new(
         bed.kinesis().clone(),
         &stream,
-        kinesis_kpl::Config::default(),
+        kinesis_kpl::ProducerConfig::default(),
     )
     .await?;
     let payload = Bytes::from(vec![b'x'; 100]);

@@ -94,7 +94,7 @@ async fn produce(
     let producer = Producer::new(
         bed.kinesis().clone(),
         stream,
-        kinesis_kpl::Config::default(),
+        kinesis_kpl::ProducerConfig::default(),
     )
     .await?;
     let mut pending = Vec::new();

@@ -2,26 +2,22 @@
 
 use std::time::Duration;
 
-use crate::Error;
+use crate::ConfigError;
 
 /// The Kinesis limit on entries in one PutRecords call.
-pub const PUT_RECORDS_MAX_ENTRIES: usize = 500;
+pub(crate) const PUT_RECORDS_MAX_ENTRIES: usize = 500;
 /// The Kinesis limit on the bytes (data + partition keys) of one PutRecords call: 5 MiB.
-pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
+pub(crate) const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
 /// The longest partition key Kinesis accepts, in characters as the API counts them (UTF-16
 /// code units).
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
-
-/// The most bytes a valid partition key takes in UTF-8: 3 per UTF-16 unit at most (a 4-byte
-/// character takes two units).
-pub const MAX_PARTITION_KEY_BYTES: usize = 3 * MAX_PARTITION_KEY_CHARS;
 /// Kinesis's default maximum record size (data + partition key): 1 MiB.
-pub const DEFAULT_MAX_RECORD_SIZE: usize = 1024 * 1024;
+pub(crate) const DEFAULT_MAX_RECORD_SIZE: usize = 1024 * 1024;
 /// The bookkeeping memory of one buffered user record besides its key and data (see
-/// [`Config::memory_bound`]): measured at 0.9 KiB per record with the buffers full through an
+/// [`ProducerConfig::memory_bound`]): measured at 0.9 KiB per record with the buffers full through an
 /// outage (`kpl/tests/memory.rs`: the record's slot in its aggregate's list, its future's
 /// channel, its attempts, allocator slack), with headroom for the growth of those lists.
-pub const RECORD_OVERHEAD: usize = 1280;
+pub(crate) const RECORD_OVERHEAD: usize = 1280;
 /// Copies of the bytes in flight held during a call, in tenths: the SDK's entries (1) and the
 /// JSON body with base64 data (4/3), rounded up.
 const IN_FLIGHT_COPIES_TENTHS: usize = 25;
@@ -42,22 +38,22 @@ pub enum Ordering {
     PerShardStrict,
 }
 
-/// How the producer behaves. Build one with [`Config::builder`]; the defaults are the KPL's
+/// How the producer behaves. Build one with [`ProducerConfig::builder`]; the defaults are the KPL's
 /// (`default_config.properties` of the KPL) where the KPL has the setting.
 ///
 /// ```
 /// use std::time::Duration;
-/// use kinesis_kpl::Config;
+/// use kinesis_kpl::ProducerConfig;
 ///
-/// let config = Config::builder()
+/// let config = ProducerConfig::builder()
 ///     .record_max_buffered_time(Duration::from_millis(50))
 ///     .record_ttl(Duration::from_secs(60))
 ///     .build()?;
 /// assert_eq!(config.collection_max_count(), 500);
-/// # Ok::<(), kinesis_kpl::Error>(())
+/// # Ok::<(), kinesis_kpl::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
-pub struct Config {
+pub struct ProducerConfig {
     aggregation_enabled: bool,
     aggregation_max_count: usize,
     aggregation_max_size: usize,
@@ -78,7 +74,7 @@ pub struct Config {
     shard_map_refresh_interval: Duration,
 }
 
-impl Default for Config {
+impl Default for ProducerConfig {
     fn default() -> Self {
         Self {
             aggregation_enabled: true,
@@ -103,11 +99,11 @@ impl Default for Config {
     }
 }
 
-impl Config {
+impl ProducerConfig {
     /// A builder starting from the defaults.
-    pub fn builder() -> ConfigBuilder {
-        ConfigBuilder {
-            config: Config::default(),
+    pub fn builder() -> ProducerConfigBuilder {
+        ProducerConfigBuilder {
+            config: ProducerConfig::default(),
         }
     }
 
@@ -145,7 +141,7 @@ impl Config {
         self.record_max_buffered_time
     }
     /// A user record's deadline: after this long without success its put resolves to
-    /// [`Error::Expired`]. Default 30 s (KPL `RecordTtl`).
+    /// [`PutError::Expired`](crate::PutError::Expired). Default 30 s (KPL `RecordTtl`).
     pub fn record_ttl(&self) -> Duration {
         self.record_ttl
     }
@@ -175,7 +171,7 @@ impl Config {
         self.max_record_size
     }
     /// Most user records buffered (put but not yet resolved) before `put_record` waits for room
-    /// and `try_put_record` reports [`Error::Full`]. Default 100 000. The KPL has no bound (its
+    /// and `try_put_record` reports [`PutError::Full`](crate::PutError::Full). Default 100 000. The KPL has no bound (its
     /// buffers grow until the process runs out of memory); we bound memory by default.
     pub fn max_buffered_records(&self) -> usize {
         self.max_buffered_records
@@ -184,7 +180,7 @@ impl Config {
     /// (+ explicit hash key) once, or twice when it may be aggregated (aggregation on and the
     /// record no larger than `aggregation_max_size`: its aggregate holds a second copy until
     /// it is stored). Default 256 MiB. The memory this and the other bounds
-    /// add up to is [`Config::memory_bound`].
+    /// add up to is [`ProducerConfig::memory_bound`].
     pub fn max_buffered_bytes(&self) -> usize {
         self.max_buffered_bytes
     }
@@ -193,7 +189,7 @@ impl Config {
     /// included. It adds up:
     ///
     /// - `max_buffered_bytes`: the records' keys and data, and their aggregates;
-    /// - `max_buffered_records` × [`RECORD_OVERHEAD`] bytes: each record's bookkeeping (its
+    /// - `max_buffered_records` × 1 280 bytes: each record's bookkeeping (its
     ///   future's channel, timestamps, up to [`MAX_ATTEMPTS_KEPT`](crate::MAX_ATTEMPTS_KEPT)
     ///   attempts; an error's code and message are held once per call and shared);
     /// - while calls are in flight, 2.5 × the bytes in flight (the SDK's copy of each entry and
@@ -234,11 +230,58 @@ impl Config {
     }
 }
 
-/// Builds a [`Config`]; [`ConfigBuilder::build`] checks every value against its limits.
+/// Builds a [`ProducerConfig`]; [`ProducerConfigBuilder::build`] checks every value against its limits.
 #[derive(Clone, Debug)]
-pub struct ConfigBuilder {
-    config: Config,
+pub struct ProducerConfigBuilder {
+    config: ProducerConfig,
 }
+
+/// Calls `$callback!` with every setting, as `/// doc  name: Type;` items: the one list the
+/// setters of [`ProducerConfigBuilder`] and of [`ProducerBuilder`](crate::ProducerBuilder) are
+/// generated from.
+macro_rules! with_settings {
+    ($callback:ident) => {
+        $callback! {
+            /// See [`ProducerConfig::aggregation_enabled`].
+            aggregation_enabled: bool;
+            /// See [`ProducerConfig::aggregation_max_count`].
+            aggregation_max_count: usize;
+            /// See [`ProducerConfig::aggregation_max_size`].
+            aggregation_max_size: usize;
+            /// See [`ProducerConfig::collection_max_count`].
+            collection_max_count: usize;
+            /// See [`ProducerConfig::collection_max_size`].
+            collection_max_size: usize;
+            /// See [`ProducerConfig::record_max_buffered_time`].
+            record_max_buffered_time: ::std::time::Duration;
+            /// See [`ProducerConfig::record_ttl`].
+            record_ttl: ::std::time::Duration;
+            /// See [`ProducerConfig::rate_limit`].
+            rate_limit: u32;
+            /// See [`ProducerConfig::max_connections`].
+            max_connections: usize;
+            /// See [`ProducerConfig::request_timeout`].
+            request_timeout: ::std::time::Duration;
+            /// See [`ProducerConfig::fail_if_throttled`].
+            fail_if_throttled: bool;
+            /// See [`ProducerConfig::max_record_size`].
+            max_record_size: usize;
+            /// See [`ProducerConfig::max_buffered_records`].
+            max_buffered_records: usize;
+            /// See [`ProducerConfig::max_buffered_bytes`].
+            max_buffered_bytes: usize;
+            /// See [`ProducerConfig::ordering`].
+            ordering: $crate::Ordering;
+            /// See [`ProducerConfig::min_backoff`].
+            min_backoff: ::std::time::Duration;
+            /// See [`ProducerConfig::max_backoff`].
+            max_backoff: ::std::time::Duration;
+            /// See [`ProducerConfig::shard_map_refresh_interval`].
+            shard_map_refresh_interval: ::std::time::Duration;
+        }
+    };
+}
+pub(crate) use with_settings;
 
 macro_rules! setters {
     ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
@@ -252,52 +295,15 @@ macro_rules! setters {
     };
 }
 
-impl ConfigBuilder {
-    setters! {
-        /// See [`Config::aggregation_enabled`].
-        aggregation_enabled: bool;
-        /// See [`Config::aggregation_max_count`].
-        aggregation_max_count: usize;
-        /// See [`Config::aggregation_max_size`].
-        aggregation_max_size: usize;
-        /// See [`Config::collection_max_count`].
-        collection_max_count: usize;
-        /// See [`Config::collection_max_size`].
-        collection_max_size: usize;
-        /// See [`Config::record_max_buffered_time`].
-        record_max_buffered_time: Duration;
-        /// See [`Config::record_ttl`].
-        record_ttl: Duration;
-        /// See [`Config::rate_limit`].
-        rate_limit: u32;
-        /// See [`Config::max_connections`].
-        max_connections: usize;
-        /// See [`Config::request_timeout`].
-        request_timeout: Duration;
-        /// See [`Config::fail_if_throttled`].
-        fail_if_throttled: bool;
-        /// See [`Config::max_record_size`].
-        max_record_size: usize;
-        /// See [`Config::max_buffered_records`].
-        max_buffered_records: usize;
-        /// See [`Config::max_buffered_bytes`].
-        max_buffered_bytes: usize;
-        /// See [`Config::ordering`].
-        ordering: Ordering;
-        /// See [`Config::min_backoff`].
-        min_backoff: Duration;
-        /// See [`Config::max_backoff`].
-        max_backoff: Duration;
-        /// See [`Config::shard_map_refresh_interval`].
-        shard_map_refresh_interval: Duration;
-    }
+impl ProducerConfigBuilder {
+    with_settings!(setters);
 
-    /// Checks every setting and returns the configuration, or [`Error::InvalidConfig`] naming the
+    /// Checks every setting and returns the configuration, or a [`ConfigError`] naming the
     /// first bad setting, its value and its limit.
-    pub fn build(self) -> Result<Config, Error> {
+    pub fn build(self) -> Result<ProducerConfig, ConfigError> {
         let c = self.config;
         let bad = |setting: &'static str, value: String, limit: String| {
-            Err(Error::InvalidConfig {
+            Err(ConfigError {
                 setting,
                 value,
                 limit,
@@ -389,23 +395,23 @@ mod tests {
     fn aggregates_leave_room_for_their_partition_key() {
         // Found by fuzzing: an aggregate as large as the record limit plus its partition key
         // is a record Kinesis refuses.
-        let full = Config::builder()
+        let full = ProducerConfig::builder()
             .max_record_size(4096)
             .aggregation_max_size(4096)
             .build();
         assert!(matches!(
             full,
-            Err(Error::InvalidConfig {
+            Err(ConfigError {
                 setting: "aggregation_max_size",
                 ..
             })
         ));
-        let roomy = Config::builder()
+        let roomy = ProducerConfig::builder()
             .max_record_size(4096)
             .aggregation_max_size(4096 - 1)
             .build();
         assert!(roomy.is_ok());
-        let unaggregated = Config::builder()
+        let unaggregated = ProducerConfig::builder()
             .aggregation_enabled(false)
             .max_record_size(4096)
             .aggregation_max_size(4096)
@@ -415,7 +421,7 @@ mod tests {
 
     #[test]
     fn defaults_equal_the_kpl() {
-        let c = Config::default();
+        let c = ProducerConfig::default();
         assert!(c.aggregation_enabled());
         assert_eq!(c.aggregation_max_count(), 4_294_967_295);
         assert_eq!(c.aggregation_max_size(), 51_200);
@@ -427,12 +433,12 @@ mod tests {
         assert_eq!(c.max_connections(), 24);
         assert_eq!(c.request_timeout(), Duration::from_millis(6_000));
         assert!(!c.fail_if_throttled());
-        assert!(Config::builder().build().is_ok());
+        assert!(ProducerConfig::builder().build().is_ok());
     }
 
     #[test]
     fn bad_settings_name_the_value_and_the_limit() {
-        let err = Config::builder()
+        let err = ProducerConfig::builder()
             .collection_max_count(501)
             .build()
             .unwrap_err();
@@ -443,15 +449,20 @@ mod tests {
                 && text.contains("1..=500"),
             "{text}"
         );
-        let err = Config::builder()
+        let err = ProducerConfig::builder()
             .aggregation_max_size(2_000_000)
             .build()
             .unwrap_err();
         assert!(err.to_string().contains("aggregation_max_size"));
-        assert!(Config::builder().rate_limit(0).build().is_err());
-        assert!(Config::builder().max_connections(0).build().is_err());
+        assert!(ProducerConfig::builder().rate_limit(0).build().is_err());
         assert!(
-            Config::builder()
+            ProducerConfig::builder()
+                .max_connections(0)
+                .build()
+                .is_err()
+        );
+        assert!(
+            ProducerConfig::builder()
                 .record_ttl(Duration::ZERO)
                 .build()
                 .is_err()

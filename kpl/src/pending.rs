@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::result::{Attempt, MAX_ATTEMPTS_KEPT, PutResult};
-use crate::{Error, UserRecord};
+use crate::{PutError, UserRecord};
 
 /// The room a record takes in the producer's bounded buffers; given back when it is dropped,
 /// which happens right after its put resolves.
@@ -56,7 +56,7 @@ pub(crate) struct Pending {
     /// The hash key Kinesis routes by.
     pub(crate) hash_key: u128,
     pub(crate) arrived: Instant,
-    /// After this, the put resolves to [`Error::Expired`].
+    /// After this, the put resolves to [`PutError::Expired`].
     pub(crate) deadline: Instant,
     /// The attempts kept, oldest first: the first and the latest (see [`MAX_ATTEMPTS_KEPT`]).
     attempts: Vec<Arc<Tried>>,
@@ -65,7 +65,7 @@ pub(crate) struct Pending {
     dropped_end: Option<Instant>,
     /// The flush generation it arrived in (see the pipeline's flush tracking).
     pub(crate) generation: u64,
-    pub(crate) reply: oneshot::Sender<Result<PutResult, Error>>,
+    pub(crate) reply: oneshot::Sender<Result<PutResult, PutError>>,
     pub(crate) _room: Room,
 }
 
@@ -75,7 +75,7 @@ impl Pending {
         hash_key: u128,
         arrived: Instant,
         deadline: Instant,
-        reply: oneshot::Sender<Result<PutResult, Error>>,
+        reply: oneshot::Sender<Result<PutResult, PutError>>,
         room: Room,
     ) -> Self {
         Self {
@@ -89,6 +89,13 @@ impl Pending {
             reply,
             _room: room,
         }
+    }
+
+    /// The record, to hand back in its put's error: moved out (an empty record is left, which
+    /// allocates nothing), never copied.
+    pub(crate) fn take_record(&mut self) -> Box<UserRecord> {
+        let empty = UserRecord::new(String::new(), bytes::Bytes::new());
+        Box::new(std::mem::replace(&mut self.record, empty))
     }
 
     /// Whether no attempt was made yet.

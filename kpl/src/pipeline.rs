@@ -21,10 +21,9 @@ use kinesis_aggregation::HashKeyRange;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use crate::Error;
 use crate::aggregator::{Entry, ShardAggregator};
 use crate::clock::later;
-use crate::config::{Config, Ordering};
+use crate::config::{Ordering, ProducerConfig};
 use crate::metrics::Metrics;
 use crate::pending::{Pending, Tried};
 use crate::result::PutResult;
@@ -32,6 +31,7 @@ use crate::retrier::{Failure, FailureKind, backoff};
 use crate::sender::{Completed, EntryOutcome, put_records, request_entries};
 use crate::shard_map::{Scope, ShardMap, StreamId};
 use crate::strict::Blocks;
+use crate::{Error, PutError};
 
 /// The shard key for records the map does not cover (a gap while a reshard is seen): they are
 /// sent unaggregated, so Kinesis routes each by its own hash key, and the map is refreshed.
@@ -114,7 +114,7 @@ type Listing = (u64, Scope, Result<ShardMap, Error>);
 pub(crate) struct Pipeline {
     client: aws_sdk_kinesis::Client,
     stream: StreamId,
-    config: Config,
+    config: ProducerConfig,
     map: ShardMap,
     shards: HashMap<Arc<str>, ShardState>,
     /// Shard visiting order, rotated so that no shard is always served first.
@@ -154,7 +154,7 @@ impl Pipeline {
     pub(crate) fn new(
         client: aws_sdk_kinesis::Client,
         stream: StreamId,
-        config: Config,
+        config: ProducerConfig,
         map: ShardMap,
     ) -> Self {
         let metrics = Metrics::new(stream.as_str());
@@ -246,7 +246,9 @@ impl Pipeline {
         while let Ok(command) = commands.try_recv() {
             match command {
                 Command::Put(pending) => {
-                    let _ = pending.reply.send(Err(Error::ShutDown));
+                    let mut pending = *pending;
+                    let record = Some(pending.take_record());
+                    let _ = pending.reply.send(Err(PutError::ShutDown { record }));
                 }
                 Command::Flush(done) => {
                     let _ = done.send(());
@@ -286,8 +288,8 @@ impl Pipeline {
             for mut pending in entry.records {
                 pending.record_attempt(&tried);
                 self.metrics.failed("unknown_outcome");
-                let attempts = pending.take_attempts();
-                self.resolve(pending, Err(Error::UnknownOutcome { attempts }));
+                let (attempts, record) = (pending.take_attempts(), pending.take_record());
+                self.resolve(pending, Err(PutError::UnknownOutcome { attempts, record }));
             }
         }
         self.settle_flushes();
@@ -664,13 +666,23 @@ impl Pipeline {
                     {
                         tracing::debug!(code = %failure.code, records = entry.records.len(), "entry failed for good");
                         for mut pending in entry.records.drain(..) {
-                            let attempts = pending.take_attempts();
+                            let (attempts, record) =
+                                (pending.take_attempts(), pending.take_record());
+                            let source = failure.source.clone();
                             let error = if failure.kind == FailureKind::Final {
                                 self.metrics.failed("rejected");
-                                Error::Rejected { attempts }
+                                PutError::Rejected {
+                                    attempts,
+                                    source,
+                                    record,
+                                }
                             } else {
                                 self.metrics.failed("throttled");
-                                Error::Throttled { attempts }
+                                PutError::Throttled {
+                                    attempts,
+                                    source,
+                                    record,
+                                }
                             };
                             self.resolve(pending, Err(error));
                         }
@@ -737,8 +749,16 @@ impl Pipeline {
         tracing::debug!(code = %failure.code, "a record refused as malformed");
         for mut pending in entry.records {
             self.metrics.failed("rejected");
-            let attempts = pending.take_attempts();
-            self.resolve(pending, Err(Error::Rejected { attempts }));
+            let (attempts, record) = (pending.take_attempts(), pending.take_record());
+            let source = failure.source.clone();
+            self.resolve(
+                pending,
+                Err(PutError::Rejected {
+                    attempts,
+                    source,
+                    record,
+                }),
+            );
         }
     }
 
@@ -1035,8 +1055,8 @@ impl Pipeline {
                 // of the aggregate (so that a consumer delivers them) cannot be told.
                 for mut pending in records {
                     self.metrics.failed("unknown_outcome");
-                    let attempts = pending.take_attempts();
-                    self.resolve(pending, Err(Error::UnknownOutcome { attempts }));
+                    let (attempts, record) = (pending.take_attempts(), pending.take_record());
+                    self.resolve(pending, Err(PutError::UnknownOutcome { attempts, record }));
                 }
                 continue;
             }
@@ -1070,11 +1090,11 @@ impl Pipeline {
 
     fn expire(&mut self, mut pending: Pending) {
         self.metrics.failed("expired");
-        let attempts = pending.take_attempts();
-        self.resolve(pending, Err(Error::Expired { attempts }));
+        let (attempts, record) = (pending.take_attempts(), pending.take_record());
+        self.resolve(pending, Err(PutError::Expired { attempts, record }));
     }
 
-    fn resolve(&mut self, pending: Pending, result: Result<PutResult, Error>) {
+    fn resolve(&mut self, pending: Pending, result: Result<PutResult, PutError>) {
         if let Some(count) = self.unresolved.get_mut(&pending.generation) {
             *count -= 1;
             if *count == 0 {

@@ -9,12 +9,13 @@ use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::config::ProducerConfigBuilder;
 use crate::pending::{Pending, Room};
 use crate::pipeline::{Command, Pipeline};
 use crate::result::PutResult;
 use crate::shard_map::{Scope, ShardMap, StreamId};
 use crate::validate::{Validated, validate};
-use crate::{Config, Error, UserRecord};
+use crate::{Error, ProducerConfig, PutError, UserRecord};
 
 /// An async Kinesis producer: aggregates user records per predicted shard, collects them into
 /// PutRecords calls, rate-limits per shard, retries with backoff until each record's deadline,
@@ -31,9 +32,9 @@ use crate::{Config, Error, UserRecord};
 /// #     kinesis_integration::Backend::Embedded, Default::default()).await?;
 /// # let stream = bed.create_stream(2).await?;
 /// # let client = bed.kinesis().clone();
-/// use kinesis_kpl::{Config, Producer, UserRecord};
+/// use kinesis_kpl::{ProducerConfig, Producer, UserRecord};
 ///
-/// let producer = Producer::new(client, &stream, Config::default()).await?;
+/// let producer = Producer::new(client, &stream, ProducerConfig::default()).await?;
 /// let result = producer.put_record(UserRecord::new("user-17", "clicked")).await?;
 /// println!("stored on {} at {}", result.shard_id, result.sequence_number);
 /// producer.shutdown().await;
@@ -50,7 +51,7 @@ struct Inner {
     records: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     outstanding: Arc<AtomicUsize>,
-    config: Config,
+    config: ProducerConfig,
     shut_down: AtomicBool,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -63,7 +64,63 @@ impl std::fmt::Debug for Producer {
     }
 }
 
+/// Builds a [`Producer`]: the settings of [`ProducerConfig`], checked by
+/// [`build`](ProducerBuilder::build), which then starts the producer. See [`Producer::builder`].
+#[derive(Clone, Debug)]
+pub struct ProducerBuilder {
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+    config: ProducerConfigBuilder,
+}
+
+macro_rules! forwarding_setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.config = self.config.$name(value);
+                self
+            }
+        )*
+    };
+}
+
+impl ProducerBuilder {
+    crate::config::with_settings!(forwarding_setters);
+
+    /// Checks the settings (failing with [`Error::InvalidConfig`] naming the first bad one),
+    /// then starts the producer as [`Producer::new`] does.
+    pub async fn build(self) -> Result<Producer, Error> {
+        let config = self.config.build()?;
+        Producer::new(self.client, self.stream, config).await
+    }
+}
+
 impl Producer {
+    /// A builder for a producer putting to `stream` (a name, or an ARN starting with `arn:`)
+    /// through `client`; its setters are [`ProducerConfig`]'s, and
+    /// [`build`](ProducerBuilder::build) starts the producer.
+    ///
+    /// ```no_run
+    /// # async fn run(client: aws_sdk_kinesis::Client) -> Result<(), kinesis_kpl::Error> {
+    /// use std::time::Duration;
+    /// use kinesis_kpl::Producer;
+    ///
+    /// let producer = Producer::builder(client, "clickstream")
+    ///     .record_ttl(Duration::from_secs(60))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder(client: aws_sdk_kinesis::Client, stream: impl Into<String>) -> ProducerBuilder {
+        ProducerBuilder {
+            client,
+            stream: stream.into(),
+            config: ProducerConfig::builder(),
+        }
+    }
+
     /// Starts a producer for the stream `stream` (a name, or an ARN starting with `arn:`).
     ///
     /// Lists the stream's shards first, so a missing stream or missing permissions fail here
@@ -77,7 +134,7 @@ impl Producer {
     pub async fn new(
         client: aws_sdk_kinesis::Client,
         stream: impl Into<String>,
-        config: Config,
+        config: ProducerConfig,
     ) -> Result<Self, Error> {
         let client = aws_sdk_kinesis::Client::from_conf(
             client
@@ -112,12 +169,15 @@ impl Producer {
 
     /// Puts a record. The returned future resolves when the record is stored (to its shard,
     /// sequence and sub-sequence numbers and attempts) or has failed for good:
-    /// - at once, to [`Error::EmptyPartitionKey`], [`Error::PartitionKeyTooLong`],
-    ///   [`Error::RecordTooLarge`] or [`Error::InvalidExplicitHashKey`] for bad input;
-    /// - [`Error::Expired`] when it could not be stored within `record_ttl`;
-    /// - [`Error::Throttled`] when throttled and `fail_if_throttled` is set;
-    /// - [`Error::Rejected`] when Kinesis refused it with an error no retry can fix;
-    /// - [`Error::ShutDown`] when the producer was shut down first.
+    /// - at once, to [`PutError::EmptyPartitionKey`], [`PutError::PartitionKeyTooLong`],
+    ///   [`PutError::RecordTooLarge`] or [`PutError::InvalidExplicitHashKey`] for bad input;
+    /// - [`PutError::Expired`] when it could not be stored within `record_ttl`;
+    /// - [`PutError::Throttled`] when throttled and `fail_if_throttled` is set;
+    /// - [`PutError::Rejected`] when Kinesis refused it with an error no retry can fix;
+    /// - [`PutError::UnknownOutcome`] when it may or may not be stored;
+    /// - [`PutError::ShutDown`] when the producer was shut down first.
+    ///
+    /// Every failure hands the record back ([`PutError::into_record`]).
     ///
     /// The record is accepted at once when the buffers have room; otherwise the future waits for
     /// room when first polled (records waiting for room are accepted in the order they began to
@@ -125,7 +185,7 @@ impl Producer {
     pub fn put_record(
         &self,
         record: UserRecord,
-    ) -> impl Future<Output = Result<PutResult, Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<PutResult, PutError>> + Send + 'static {
         let inner = self.inner.clone();
         let accepted = match validate(record, inner.config.max_record_size()) {
             Err(error) => Err(error),
@@ -137,28 +197,40 @@ impl Producer {
         async move {
             let reply = match accepted? {
                 Ok(reply) => reply?,
-                Err(valid) => {
-                    let room = inner.wait_for_room(valid.size).await?;
-                    inner.submit(valid, room)?
-                }
+                Err(valid) => match inner.wait_for_room(valid.size).await {
+                    Some(room) => inner.submit(valid, room)?,
+                    None => {
+                        let record = Some(Box::new(valid.record));
+                        return Err(PutError::ShutDown { record });
+                    }
+                },
             };
-            reply.await.unwrap_or(Err(Error::ShutDown))
+            reply
+                .await
+                .unwrap_or(Err(PutError::ShutDown { record: None }))
         }
     }
 
-    /// Puts a record if the buffers have room now; fails fast with [`Error::Full`] (or a
+    /// Puts a record if the buffers have room now; fails fast with [`PutError::Full`] (or a
     /// validation error) otherwise. The returned future resolves as [`Producer::put_record`]'s.
     pub fn try_put_record(
         &self,
         record: UserRecord,
-    ) -> Result<impl Future<Output = Result<PutResult, Error>> + Send + 'static, Error> {
+    ) -> Result<impl Future<Output = Result<PutResult, PutError>> + Send + 'static, PutError> {
         let valid = validate(record, self.inner.config.max_record_size())?;
-        let room = self.inner.try_room(valid.size).ok_or(Error::Full {
-            max_records: self.inner.config.max_buffered_records(),
-            max_bytes: self.inner.config.max_buffered_bytes(),
-        })?;
+        let Some(room) = self.inner.try_room(valid.size) else {
+            return Err(PutError::Full {
+                max_records: self.inner.config.max_buffered_records(),
+                max_bytes: self.inner.config.max_buffered_bytes(),
+                record: Box::new(valid.record),
+            });
+        };
         let reply = self.inner.submit(valid, room)?;
-        Ok(async move { reply.await.unwrap_or(Err(Error::ShutDown)) })
+        Ok(async move {
+            reply
+                .await
+                .unwrap_or(Err(PutError::ShutDown { record: None }))
+        })
     }
 
     /// Sends everything buffered now, without waiting for `record_max_buffered_time`, and
@@ -170,7 +242,7 @@ impl Producer {
         }
     }
 
-    /// Stops accepting records (later puts resolve to [`Error::ShutDown`]), sends everything
+    /// Stops accepting records (later puts resolve to [`PutError::ShutDown`]), sends everything
     /// buffered, and resolves once every accepted record has resolved and the pipeline has
     /// ended. Calling it again, from any clone, waits for the same end.
     ///
@@ -196,7 +268,7 @@ impl Producer {
     }
 
     /// The configuration in use.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ProducerConfig {
         &self.inner.config
     }
 }
@@ -223,20 +295,16 @@ impl Inner {
         Some(self.room(records, bytes))
     }
 
-    async fn wait_for_room(&self, size: usize) -> Result<Room, Error> {
-        let records = self
-            .records
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::ShutDown)?;
+    /// Waits for room; `None` if the semaphores were closed.
+    async fn wait_for_room(&self, size: usize) -> Option<Room> {
+        let records = self.records.clone().acquire_owned().await.ok()?;
         let bytes = self
             .bytes
             .clone()
             .acquire_many_owned(self.byte_permits(size))
             .await
-            .map_err(|_| Error::ShutDown)?;
-        Ok(self.room(records, bytes))
+            .ok()?;
+        Some(self.room(records, bytes))
     }
 
     fn room(
@@ -256,9 +324,10 @@ impl Inner {
         &self,
         valid: Validated,
         room: Room,
-    ) -> Result<oneshot::Receiver<Result<PutResult, Error>>, Error> {
+    ) -> Result<oneshot::Receiver<Result<PutResult, PutError>>, PutError> {
         if self.shut_down.load(Ordering::SeqCst) {
-            return Err(Error::ShutDown);
+            let record = Some(Box::new(valid.record));
+            return Err(PutError::ShutDown { record });
         }
         let (reply, receiver) = oneshot::channel();
         let now = Instant::now();
@@ -270,9 +339,15 @@ impl Inner {
             reply,
             room,
         );
-        self.commands
-            .send(Command::Put(Box::new(pending)))
-            .map_err(|_| Error::ShutDown)?;
-        Ok(receiver)
+        match self.commands.send(Command::Put(Box::new(pending))) {
+            Ok(()) => Ok(receiver),
+            Err(mpsc::error::SendError(command)) => {
+                let record = match command {
+                    Command::Put(mut pending) => Some(pending.take_record()),
+                    _ => None,
+                };
+                Err(PutError::ShutDown { record })
+            }
+        }
     }
 }

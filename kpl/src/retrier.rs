@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
+use crate::error::SharedSource;
+
 /// The error codes of a throttled write.
 const THROTTLING_CODES: &[&str] = &[
     "ProvisionedThroughputExceededException",
@@ -43,8 +45,13 @@ const MALFORMED_CALL_CODES: &[&str] = &[
     "SerializationException",
 ];
 
+/// Whether `code` is one no retry can fix.
+pub(crate) fn is_final_code(code: &str) -> bool {
+    FINAL_CODES.contains(&code)
+}
+
 /// A failed attempt, classified.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct Failure {
     /// Shared by every record of the call it concerns.
     pub(crate) code: Arc<str>,
@@ -53,6 +60,9 @@ pub(crate) struct Failure {
     pub(crate) kind: FailureKind,
     /// The whole call failed (not this entry alone).
     pub(crate) whole_call: bool,
+    /// The SDK error of a failed call, shared by every record of the call; only the records
+    /// failing for good keep it (in their [`PutError`](crate::PutError)), not their attempts.
+    pub(crate) source: Option<SharedSource>,
 }
 
 /// How a failure is handled.
@@ -88,7 +98,14 @@ impl Failure {
             message: Arc::from(message),
             kind,
             whole_call: false,
+            source: None,
         }
+    }
+
+    /// The same failure, caused by `source`.
+    pub(crate) fn with_source(mut self, source: SharedSource) -> Self {
+        self.source = Some(source);
+        self
     }
 
     /// The same failure, of a whole call.

@@ -1,5 +1,6 @@
 //! Sends one PutRecords call and reports, per entry, what Kinesis said.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
@@ -7,6 +8,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
 use crate::aggregator::Entry;
+use crate::error::sdk_code_and_message;
 use crate::retrier::Failure;
 use crate::shard_map::StreamId;
 
@@ -75,7 +77,7 @@ pub(crate) async fn put_records(
                     format!("PutRecords took longer than {timeout:?}"),
                 ),
             ),
-            Ok(Err(error)) => same_for_all(count, classify_request_error(&error)),
+            Ok(Err(error)) => same_for_all(count, classify_request_error(error)),
             Ok(Ok(response)) => {
                 let mut failures = Interned::default();
                 let mut outcomes: Vec<EntryOutcome> = response
@@ -149,26 +151,20 @@ fn same_for_all(count: usize, failure: Failure) -> Vec<EntryOutcome> {
 }
 
 /// Classifies a failed call: service errors by code and HTTP status, transport failures and
-/// timeouts as retryable, a request that could not be built as final.
-fn classify_request_error<E, R>(error: &SdkError<E, R>) -> Failure
+/// timeouts as retryable, a request that could not be built as final. The failure says the
+/// code and a short message; the SDK error itself is its source.
+fn classify_request_error<E, R>(error: SdkError<E, R>) -> Failure
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let message = aws_smithy_types::error::display::DisplayErrorContext(error).to_string();
-    match error {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("UnknownServiceError");
-            Failure::from_request_error(code, message)
-        }
-        SdkError::TimeoutError(_) => Failure::retryable("RequestTimeout", message),
-        // The connection's own timeout: the call may have been applied, as with ours.
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
-            Failure::retryable("RequestTimeout", message)
-        }
-        SdkError::DispatchFailure(_) => Failure::retryable("DispatchFailure", message),
-        SdkError::ResponseError(_) => Failure::retryable("ResponseError", message),
-        SdkError::ConstructionFailure(_) => Failure::rejected("ConstructionFailure", message),
-        _ => Failure::retryable("SdkError", message),
-    }
+    let (code, message) = sdk_code_and_message(&error);
+    let failure = match &error {
+        SdkError::ServiceError(_) => Failure::from_request_error(code, message),
+        SdkError::ConstructionFailure(_) => Failure::rejected(code, message),
+        // Timeouts (the SDK's or the connection's: the call may have been applied, as with
+        // ours), dropped connections, unreadable responses.
+        _ => Failure::retryable(code, message),
+    };
+    failure.with_source(Arc::new(error))
 }

@@ -8,6 +8,8 @@ use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType};
 use kinesis_aggregation::HashKeyRange;
 
 use crate::Error;
+use crate::error::{CONSTRUCTION_FAILURE, causes, sdk_code_and_message};
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
 /// A stream addressed by name or by ARN (`arn:…`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,7 +124,7 @@ impl ShardMap {
                         let filter = ShardFilter::builder()
                             .r#type(ShardFilterType::AtLatest)
                             .build()
-                            .map_err(|e| list_error(stream, e))?;
+                            .map_err(|e| filter_error(stream, e))?;
                         request.shard_filter(filter)
                     } else {
                         request
@@ -185,11 +187,27 @@ impl ShardMap {
     }
 }
 
-fn list_error(stream: &StreamId, error: impl std::error::Error + Send + Sync + 'static) -> Error {
+fn list_error<E, R>(stream: &StreamId, error: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let (code, message) = sdk_code_and_message(&error);
     Error::ListShards {
         stream: stream.as_str().to_owned(),
-        message: aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
-        source: Some(Arc::new(error)),
+        code: code.to_owned(),
+        message,
+        source: Arc::new(error),
+    }
+}
+
+/// The shard filter could not be built (a request never sent).
+fn filter_error(stream: &StreamId, error: aws_sdk_kinesis::error::BuildError) -> Error {
+    Error::ListShards {
+        stream: stream.as_str().to_owned(),
+        code: CONSTRUCTION_FAILURE.to_owned(),
+        message: causes(&error),
+        source: Arc::new(error),
     }
 }
 

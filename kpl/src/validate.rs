@@ -1,7 +1,7 @@
 //! Checks a user record against Kinesis's limits before it enters the pipeline.
 
 use crate::config::MAX_PARTITION_KEY_CHARS;
-use crate::{Error, UserRecord};
+use crate::{PutError, UserRecord};
 use kinesis_aggregation::{hash_key_for_partition_key, parse_explicit_hash_key};
 
 /// A record that passed validation, with its hash key computed once.
@@ -19,32 +19,46 @@ pub(crate) struct Validated {
 /// others such as emoji), partition key + data at most
 /// `max_record_size` bytes, explicit hash key a decimal in `0..2^128` (rewritten in the canonical
 /// spelling the API accepts, e.g. `"007"` → `"7"`).
-pub(crate) fn validate(mut record: UserRecord, max_record_size: usize) -> Result<Validated, Error> {
+pub(crate) fn validate(
+    mut record: UserRecord,
+    max_record_size: usize,
+) -> Result<Validated, PutError> {
     if record.partition_key.is_empty() {
-        return Err(Error::EmptyPartitionKey {
+        return Err(PutError::EmptyPartitionKey {
             max: MAX_PARTITION_KEY_CHARS,
+            record: Box::new(record),
         });
     }
     // Cheap bound first: a key of at most 256 bytes has at most 256 UTF-16 units.
     if record.partition_key.len() > MAX_PARTITION_KEY_CHARS {
         let chars = record.partition_key.encode_utf16().count();
         if chars > MAX_PARTITION_KEY_CHARS {
-            return Err(Error::PartitionKeyTooLong {
+            return Err(PutError::PartitionKeyTooLong {
                 chars,
                 max: MAX_PARTITION_KEY_CHARS,
+                record: Box::new(record),
             });
         }
     }
     let size = record.partition_key.len() + record.data.len();
     if size > max_record_size {
-        return Err(Error::RecordTooLarge {
+        return Err(PutError::RecordTooLarge {
             size,
             max: max_record_size,
+            record: Box::new(record),
         });
     }
     let hash_key = match &record.explicit_hash_key {
         Some(ehk) => {
-            let value = parse_explicit_hash_key(ehk)?;
+            let value = match parse_explicit_hash_key(ehk) {
+                Ok(value) => value,
+                Err(error) => {
+                    return Err(PutError::InvalidExplicitHashKey {
+                        error,
+                        record: Box::new(record),
+                    });
+                }
+            };
             let canonical = value.to_string();
             if &canonical != ehk {
                 record.explicit_hash_key = Some(canonical);
@@ -79,9 +93,10 @@ mod tests {
         assert!(validate(UserRecord::new("😀".repeat(128), "x"), 4096).is_ok());
         assert!(matches!(
             validate(UserRecord::new("😀".repeat(129), "x"), 4096),
-            Err(Error::PartitionKeyTooLong {
+            Err(PutError::PartitionKeyTooLong {
                 chars: 258,
-                max: 256
+                max: 256,
+                ..
             })
         ));
     }
@@ -90,21 +105,23 @@ mod tests {
     fn rejects_with_the_value_and_the_limit() {
         assert!(matches!(
             validate(UserRecord::new("", "x"), 1024),
-            Err(Error::EmptyPartitionKey { max: 256 })
+            Err(PutError::EmptyPartitionKey { max: 256, .. })
         ));
         assert!(matches!(
             validate(UserRecord::new("k".repeat(257), "x"), 1024),
-            Err(Error::PartitionKeyTooLong {
+            Err(PutError::PartitionKeyTooLong {
                 chars: 257,
-                max: 256
+                max: 256,
+                ..
             })
         ));
         let err = validate(UserRecord::new("k", vec![0u8; 1024]), 1024).unwrap_err();
         assert!(matches!(
             err,
-            Error::RecordTooLarge {
+            PutError::RecordTooLarge {
                 size: 1025,
-                max: 1024
+                max: 1024,
+                ..
             }
         ));
         assert!(err.to_string().contains("1025") && err.to_string().contains("1024"));
@@ -113,7 +130,10 @@ mod tests {
             1024,
         )
         .unwrap_err();
-        assert!(matches!(err, Error::InvalidExplicitHashKey(_)), "{err}");
+        assert!(
+            matches!(err, PutError::InvalidExplicitHashKey { .. }),
+            "{err}"
+        );
         assert!(validate(UserRecord::new("k", "x").explicit_hash_key("-1"), 1024).is_err());
     }
 

@@ -18,7 +18,7 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 use kinesis_aggregation::{Deaggregated, deaggregate};
 use kinesis_integration::TestBed;
-use kinesis_kpl::{Error, Producer, PutResult, UserRecord};
+use kinesis_kpl::{Producer, PutError, PutResult, UserRecord};
 
 // The fuzz targets' invariants. `even_shards` serves only the fuzz target's mock client.
 #[allow(dead_code)]
@@ -164,7 +164,7 @@ async fn producer_validation_corpus_matches_the_oracle_and_stores_what_kinesis_a
         for (origin, record, hash_key, explicit_hash_key, put) in puts {
             let stored = match put.await {
                 Ok(stored) => stored,
-                Err(Error::Rejected { attempts }) if long_key => {
+                Err(PutError::Rejected { attempts, .. }) if long_key => {
                     let last = attempts.last().expect("a refused put made an attempt");
                     assert_eq!(
                         last.error_code.as_deref(),

@@ -1,5 +1,5 @@
 //! The producer's memory at its bounds: held at full buffers through an outage that throttles
-//! every call, its process's resident memory grows by no more than [`Config::memory_bound`].
+//! every call, its process's resident memory grows by no more than [`ProducerConfig::memory_bound`].
 //!
 //! Its own test binary, so that no other test shares the process whose memory is measured.
 //! Linux only (it reads `/proc/self/status`).
@@ -15,7 +15,7 @@ use kinesis_integration::TestBed;
 use kinesis_integration::faults::{
     FaultPlan, PutRecordsFaults, Service, ServiceFaults, ServicePlan,
 };
-use kinesis_kpl::{Config, Error, Producer, UserRecord};
+use kinesis_kpl::{Producer, ProducerConfig, PutError, UserRecord};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -70,7 +70,7 @@ async fn an_outage_holds_the_producer_within_its_memory_bound() -> Result<(), Bo
             .interceptor(entries.clone())
             .build(),
     );
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .max_buffered_records(MAX_RECORDS)
         .max_buffered_bytes(MAX_BYTES)
         .max_connections(4)
@@ -117,7 +117,7 @@ async fn an_outage_holds_the_producer_within_its_memory_bound() -> Result<(), Bo
                 drop(put);
                 accepted += 1;
             }
-            Err(Error::Full { .. }) => {
+            Err(PutError::Full { .. }) => {
                 full += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

@@ -10,7 +10,9 @@ use aws_sdk_kinesis::config::retry::RetryConfig;
 use bytes::Bytes;
 use kinesis_integration::TestBed;
 use kinesis_integration::faults::{FaultPlan, PutRecordsFaults};
-use kinesis_kpl::{Config, Error, Ordering, Producer, PutResult, UserRecord};
+use kinesis_kpl::{
+    ConfigError, Error, Ordering, Producer, ProducerConfig, PutError, PutResult, UserRecord,
+};
 use readback::{by_data, read_all};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -30,7 +32,7 @@ fn client_without_sdk_retries(
 async fn hundred_thousand_records_arrive_once_on_their_predicted_shards() -> TestResult {
     let bed = TestBed::start().await?;
     let stream = bed.create_stream(8).await?;
-    let producer = Producer::new(bed.kinesis().clone(), &stream, Config::default()).await?;
+    let producer = Producer::new(bed.kinesis().clone(), &stream, ProducerConfig::default()).await?;
 
     let records = bed.scaled(100_000);
     let keys = bed.scaled(5_000).min(records / 2);
@@ -93,7 +95,7 @@ async fn injected_throttling_and_failures_lose_nothing() -> TestResult {
     });
     let client = client_without_sdk_retries(&bed, Some(&faults));
     // Small aggregates and calls: many calls, so every kind of fault is drawn.
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .aggregation_max_size(1_024)
         .collection_max_count(20)
         .min_backoff(Duration::from_millis(10))
@@ -149,7 +151,7 @@ async fn records_expire_at_their_deadline_with_every_attempt() -> TestResult {
         ..FaultPlan::seeded(1)
     });
     let client = client_without_sdk_retries(&bed, Some(&faults));
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .record_ttl(Duration::from_millis(800))
         .min_backoff(Duration::from_millis(20))
         .max_backoff(Duration::from_millis(100))
@@ -161,7 +163,7 @@ async fn records_expire_at_their_deadline_with_every_attempt() -> TestResult {
         .collect();
     for future in futures {
         match future.await {
-            Err(Error::Expired { attempts }) => {
+            Err(PutError::Expired { attempts, .. }) => {
                 assert!(attempts.len() >= 2, "retried before expiring: {attempts:?}");
                 assert!(attempts.iter().all(|a| !a.success
                     && a.error_code.as_deref() == Some("ProvisionedThroughputExceededException")));
@@ -178,6 +180,69 @@ async fn records_expire_at_their_deadline_with_every_attempt() -> TestResult {
     Ok(())
 }
 
+/// The KPL's `ReturnUserRecordOnFailure`: a failed put hands its record back, so that it can be
+/// put again without the caller keeping a copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_record_comes_back_intact_and_puts_again() -> TestResult {
+    let bed = TestBed::start().await?;
+    let stream = bed.create_stream(2).await?;
+    let faults = PutRecordsFaults::new(FaultPlan {
+        entry_throttle: 1.0,
+        ..FaultPlan::seeded(21)
+    });
+    let client = client_without_sdk_retries(&bed, Some(&faults));
+    let refused = Producer::builder(client.clone(), &stream)
+        .collection_max_count(0)
+        .build()
+        .await
+        .expect_err("a bad setting fails the build");
+    assert!(
+        matches!(
+            &refused,
+            Error::InvalidConfig(ConfigError {
+                setting: "collection_max_count",
+                ..
+            })
+        ),
+        "{refused}"
+    );
+    assert!(!refused.is_retryable());
+    let producer = Producer::builder(client, &stream)
+        .record_ttl(Duration::from_millis(300))
+        .min_backoff(Duration::from_millis(20))
+        .max_backoff(Duration::from_millis(50))
+        .build()
+        .await?;
+    let original = UserRecord::new("user-17", Bytes::from(vec![7u8; 3_000]))
+        .explicit_hash_key(u128::MAX.to_string());
+    let error = producer
+        .put_record(original.clone())
+        .await
+        .expect_err("every entry is throttled until the record expires");
+    assert!(
+        matches!(&error, PutError::Expired { attempts, .. } if !attempts.is_empty()),
+        "{error}"
+    );
+    assert!(error.is_retryable());
+    assert_eq!(error.record(), Some(&original));
+    let record = error.into_record().expect("an expired record comes back");
+    assert_eq!(record, original, "intact: key, hash key and data");
+
+    faults.set_enabled(false);
+    let stored = producer.put_record(record).await?;
+    producer.shutdown().await;
+    let read = by_data(read_all(bed.kinesis(), &stream).await?);
+    assert_eq!(read.len(), 1, "stored once, by the second put");
+    let read = &read[&original.data];
+    assert_eq!(read.partition_key, "user-17");
+    assert_eq!(read.range.1, u128::MAX, "routed by its explicit hash key");
+    assert_eq!(
+        (read.shard_id.as_str(), read.sequence_number.as_str()),
+        (stored.shard_id.as_str(), stored.sequence_number.as_str())
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_ordering_keeps_per_key_order_across_retries() -> TestResult {
     let bed = TestBed::start().await?;
@@ -188,7 +253,7 @@ async fn strict_ordering_keeps_per_key_order_across_retries() -> TestResult {
         ..FaultPlan::seeded(9)
     });
     let client = client_without_sdk_retries(&bed, Some(&faults));
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .ordering(Ordering::PerShardStrict)
         .aggregation_max_size(2_048)
         .record_max_buffered_time(Duration::from_millis(5))
@@ -226,7 +291,7 @@ async fn strict_ordering_keeps_per_key_order_across_retries() -> TestResult {
 async fn backpressure_bounds_the_buffers() -> TestResult {
     let bed = TestBed::start().await?;
     let stream = bed.create_stream(1).await?;
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .max_buffered_records(100)
         .max_buffered_bytes(2 * 1024 * 1024)
         // Nothing is sent before the flush, so the buffers stay full until then.
@@ -242,13 +307,19 @@ async fn backpressure_bounds_the_buffers() -> TestResult {
     assert!(
         matches!(
             full,
-            Err(Error::Full {
+            Err(PutError::Full {
                 max_records: 100,
                 ..
             })
         ),
         "{:?}",
         full.err()
+    );
+    let full = full.err().and_then(PutError::into_record);
+    assert_eq!(
+        full,
+        Some(UserRecord::new("k", "one too many")),
+        "a refused record comes back"
     );
     // A waiting put goes ahead once room frees up.
     let waiting = tokio::spawn(producer.put_record(UserRecord::new("k", "waited")));
@@ -273,7 +344,7 @@ async fn backpressure_bounds_the_buffers() -> TestResult {
     let second = producer.try_put_record(big())?;
     assert!(matches!(
         producer.try_put_record(big()),
-        Err(Error::Full { .. })
+        Err(PutError::Full { .. })
     ));
     producer.flush().await;
     first.await?;
@@ -287,7 +358,7 @@ async fn backpressure_bounds_the_buffers() -> TestResult {
 async fn bad_input_gets_typed_errors_and_disturbs_nothing() -> TestResult {
     let bed = TestBed::start().await?;
     let stream = bed.create_stream(2).await?;
-    let producer = Producer::new(bed.kinesis().clone(), &stream, Config::default()).await?;
+    let producer = Producer::new(bed.kinesis().clone(), &stream, ProducerConfig::default()).await?;
     let good: Vec<_> = (0..50)
         .map(|n| producer.put_record(UserRecord::new(format!("k{n}"), format!("good-{n}"))))
         .collect();
@@ -308,28 +379,33 @@ async fn bad_input_gets_typed_errors_and_disturbs_nothing() -> TestResult {
                 .expect_err("bad input fails"),
         );
     }
-    assert!(matches!(errors[0], Error::EmptyPartitionKey { max: 256 }));
+    assert!(matches!(
+        errors[0],
+        PutError::EmptyPartitionKey { max: 256, .. }
+    ));
     assert!(matches!(
         errors[1],
-        Error::PartitionKeyTooLong {
+        PutError::PartitionKeyTooLong {
             chars: 257,
-            max: 256
+            max: 256,
+            ..
         }
     ));
     assert!(matches!(
         errors[2],
-        Error::RecordTooLarge {
+        PutError::RecordTooLarge {
             size: 1_048_577,
-            max: 1_048_576
+            max: 1_048_576,
+            ..
         }
     ));
-    assert!(matches!(errors[3], Error::InvalidExplicitHashKey(_)));
+    assert!(matches!(errors[3], PutError::InvalidExplicitHashKey { .. }));
     assert!(
         errors[3]
             .to_string()
             .contains("340282366920938463463374607431768211456")
     );
-    assert!(matches!(errors[4], Error::InvalidExplicitHashKey(_)));
+    assert!(matches!(errors[4], PutError::InvalidExplicitHashKey { .. }));
     // A record with an explicit hash key lands on the shard owning that key.
     let routed = producer
         .put_record(UserRecord::new("k", "routed").explicit_hash_key("0"))
@@ -344,7 +420,7 @@ async fn bad_input_gets_typed_errors_and_disturbs_nothing() -> TestResult {
     assert_eq!(stored[&Bytes::from("routed")].range.0, 0);
     assert!(matches!(
         producer.put_record(UserRecord::new("k", "late")).await,
-        Err(Error::ShutDown)
+        Err(PutError::ShutDown { .. })
     ));
     Ok(())
 }
@@ -387,7 +463,7 @@ async fn a_send_task_that_panics_reports_an_unknown_outcome_and_stalls_nothing()
             .interceptor(PanicOnce::default())
             .build(),
     );
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .ordering(Ordering::PerShardStrict)
         .record_max_buffered_time(Duration::from_millis(10))
         .record_ttl(Duration::from_secs(5))
@@ -399,7 +475,7 @@ async fn a_send_task_that_panics_reports_an_unknown_outcome_and_stalls_nothing()
     let lost = lost.await;
     // Not ShutDown: the call may have reached Kinesis, so the record may be stored.
     match &lost {
-        Err(Error::UnknownOutcome { attempts }) => {
+        Err(PutError::UnknownOutcome { attempts, .. }) => {
             assert_eq!(attempts.len(), 1);
             assert_eq!(attempts[0].error_code.as_deref(), Some("CallLost"));
         }

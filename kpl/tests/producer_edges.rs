@@ -20,7 +20,7 @@ use kinesis_integration::TestBed;
 use kinesis_integration::faults::{
     FaultPlan, PutRecordsFaults, Service, ServiceFaults, ServicePlan,
 };
-use kinesis_kpl::{Config, Error, Producer, UserRecord};
+use kinesis_kpl::{Producer, ProducerConfig, PutError, UserRecord};
 use readback::{BoxError, by_data, java_kcl_view, read_all};
 
 type TestResult = Result<(), BoxError>;
@@ -44,7 +44,7 @@ async fn every_duration_setting_may_be_the_largest_there_is() -> TestResult {
         entry_throttle: 0.3,
         ..FaultPlan::seeded(5)
     });
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .record_ttl(Duration::MAX)
         .record_max_buffered_time(Duration::MAX)
         .request_timeout(Duration::MAX)
@@ -62,7 +62,7 @@ async fn every_duration_setting_may_be_the_largest_there_is() -> TestResult {
     for put in puts {
         put.await?;
     }
-    let huge = Config::builder()
+    let huge = ProducerConfig::builder()
         .min_backoff(Duration::MAX)
         .max_backoff(Duration::MAX)
         .build()?;
@@ -83,7 +83,7 @@ async fn a_cancelled_shutdown_leaves_the_next_one_waiting_for_the_end() -> TestR
         entry_throttle: 1.0,
         ..FaultPlan::seeded(3)
     });
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .record_ttl(Duration::from_secs(2))
         .min_backoff(Duration::from_millis(20))
         .max_backoff(Duration::from_millis(50))
@@ -106,7 +106,7 @@ async fn a_cancelled_shutdown_leaves_the_next_one_waiting_for_the_end() -> TestR
         "the second shutdown waited for every record"
     );
     for put in puts {
-        assert!(matches!(put.await, Err(Error::Expired { .. })));
+        assert!(matches!(put.await, Err(PutError::Expired { .. })));
     }
     Ok(())
 }
@@ -118,7 +118,7 @@ async fn a_cancelled_shutdown_leaves_the_next_one_waiting_for_the_end() -> TestR
 async fn one_flush_under_load_does_not_switch_aggregation_off() -> TestResult {
     let bed = TestBed::start().await?;
     let stream = bed.create_stream(1).await?;
-    let producer = Producer::new(bed.kinesis().clone(), &stream, Config::default()).await?;
+    let producer = Producer::new(bed.kinesis().clone(), &stream, ProducerConfig::default()).await?;
     let data = |prefix: &str, n: usize| {
         let mut data = format!("{prefix}-{n}-").into_bytes();
         data.resize(1_000, b'.');
@@ -171,7 +171,7 @@ async fn a_record_expires_at_its_deadline_not_at_the_last_retry_before_it() -> T
         ..FaultPlan::seeded(8)
     });
     let ttl = Duration::from_secs(3);
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .record_ttl(ttl)
         .min_backoff(Duration::from_millis(2_500))
         .max_backoff(Duration::from_millis(2_500))
@@ -180,7 +180,7 @@ async fn a_record_expires_at_its_deadline_not_at_the_last_retry_before_it() -> T
     let started = Instant::now();
     let put = producer.put_record(UserRecord::new("k", "r")).await;
     let elapsed = started.elapsed();
-    let Err(Error::Expired { attempts }) = put else {
+    let Err(PutError::Expired { attempts, .. }) = put else {
         panic!("expected Expired, got {put:?}");
     };
     assert!(
@@ -209,7 +209,7 @@ async fn fail_if_throttled_is_about_the_shards_throughput_only() -> TestResult {
         entry_kms_throttle: 0.5,
         ..FaultPlan::seeded(11)
     });
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .fail_if_throttled(true)
         .aggregation_enabled(false)
         .min_backoff(Duration::from_millis(5))
@@ -232,7 +232,7 @@ async fn fail_if_throttled_is_about_the_shards_throughput_only() -> TestResult {
     let producer = Producer::new(client(&bed, &throughput), &stream, config).await?;
     let put = producer.put_record(UserRecord::new("k", "throttled")).await;
     match put {
-        Err(Error::Throttled { attempts }) => assert_eq!(attempts.len(), 1),
+        Err(PutError::Throttled { attempts, .. }) => assert_eq!(attempts.len(), 1),
         other => panic!("expected Throttled, got {other:?}"),
     }
     producer.shutdown().await;
@@ -262,7 +262,7 @@ async fn every_call_the_server_sees_is_an_attempt_the_producer_reports() -> Test
             .retry_config(RetryConfig::standard().with_max_attempts(5))
             .build(),
     );
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .aggregation_enabled(false)
         .collection_max_count(1)
         .min_backoff(Duration::from_millis(5))
@@ -292,7 +292,7 @@ async fn every_call_the_server_sees_is_an_attempt_the_producer_reports() -> Test
 async fn a_record_in_an_open_aggregate_expires_at_its_deadline() -> TestResult {
     let bed = TestBed::start().await?;
     let stream = bed.create_stream(1).await?;
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .record_ttl(Duration::from_millis(300))
         .record_max_buffered_time(Duration::from_secs(10))
         .build()?;
@@ -302,7 +302,7 @@ async fn a_record_in_an_open_aggregate_expires_at_its_deadline() -> TestResult {
     let second = producer.put_record(UserRecord::new("b", "second"));
     for put in [first, second] {
         let put = put.await;
-        assert!(matches!(put, Err(Error::Expired { .. })), "{put:?}");
+        assert!(matches!(put, Err(PutError::Expired { .. })), "{put:?}");
     }
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -355,7 +355,7 @@ async fn records_of_a_gap_in_the_map_are_sent_alone_and_land_on_their_shards() -
             ]))
             .build(),
     );
-    let producer = Producer::new(client, &stream, Config::default()).await?;
+    let producer = Producer::new(client, &stream, ProducerConfig::default()).await?;
     let puts: Vec<_> = (0..3_000)
         .map(|n| producer.put_record(UserRecord::new(format!("k{n}"), format!("r{n}"))))
         .collect();
@@ -396,7 +396,7 @@ async fn a_failing_map_refresh_backs_off_and_retries_by_itself() -> TestResult {
     ));
     faults.set_enabled(false);
     let client = aws_sdk_kinesis::Client::from_conf(faults.kinesis_config(&bed).build());
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .shard_map_refresh_interval(Duration::from_millis(100))
         .build()?;
     let producer = Producer::new(client, &stream, config).await?;
@@ -467,7 +467,7 @@ async fn one_malformed_record_fails_alone_not_its_whole_call() -> TestResult {
         refuse_calls_containing: Some(b"POISON".to_vec()),
         ..FaultPlan::seeded(2)
     });
-    let producer = Producer::new(client(&bed, &faults), &stream, Config::default()).await?;
+    let producer = Producer::new(client(&bed, &faults), &stream, ProducerConfig::default()).await?;
     let data = |n: usize| {
         if n == 777 {
             "POISON".to_owned()
@@ -482,7 +482,7 @@ async fn one_malformed_record_fails_alone_not_its_whole_call() -> TestResult {
     for (n, put) in puts.into_iter().enumerate() {
         match put.await {
             Ok(result) => results.push((n, result)),
-            Err(Error::Rejected { attempts }) if n == 777 => {
+            Err(PutError::Rejected { attempts, .. }) if n == 777 => {
                 let last = attempts.last().expect("an attempt");
                 assert_eq!(last.error_code.as_deref(), Some("ValidationException"));
             }
@@ -515,7 +515,7 @@ async fn a_short_backoff_is_not_held_back_by_a_long_one() -> TestResult {
         ..FaultPlan::seeded(21)
     });
     // Backoffs from 1 ms doubling to 3 s, each with up to as much again of jitter.
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .aggregation_enabled(false)
         .record_max_buffered_time(Duration::from_millis(1))
         .min_backoff(Duration::from_millis(1))

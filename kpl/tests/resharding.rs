@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kinesis_integration::TestBed;
 use kinesis_integration::faults::{FaultPlan, PutRecordsFaults};
-use kinesis_kpl::{Config, Ordering, Producer, PutResult};
+use kinesis_kpl::{Ordering, Producer, ProducerConfig, PutResult};
 use readback::{BoxError, Read, by_data, java_kcl_view, read_all};
 use reshard_load::{put_through_reshards, wrong_shard_count};
 
@@ -31,7 +31,7 @@ struct Run {
 async fn run_through_reshards(
     bed: &TestBed,
     client: aws_sdk_kinesis::Client,
-    config: Config,
+    config: ProducerConfig,
     records: usize,
     keys: usize,
 ) -> Result<Run, BoxError> {
@@ -114,7 +114,7 @@ async fn a_producer_running_through_two_splits_and_a_merge_puts_every_record_on_
     let run = run_through_reshards(
         &bed,
         bed.kinesis().clone(),
-        Config::default(),
+        ProducerConfig::default(),
         records,
         keys,
     )
@@ -137,7 +137,7 @@ async fn strict_order_holds_per_key_across_the_lineage_with_throttling() -> Test
             .interceptor(faults.clone())
             .build(),
     );
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .ordering(Ordering::PerShardStrict)
         .min_backoff(Duration::from_millis(5))
         .max_backoff(Duration::from_millis(100))

@@ -28,7 +28,7 @@ use kinesis_kcl::{
     Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
     Retrieval, ShardRecordProcessor, Worker,
 };
-use kinesis_kpl::{Config, Error, Producer, UserRecord};
+use kinesis_kpl::{Producer, ProducerConfig, PutError, UserRecord};
 use md5::{Digest, Md5};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -252,7 +252,7 @@ async fn bad_input_is_refused_or_passed_through_and_disturbs_nothing() -> TestRe
 }
 
 /// What a bad put must be refused with.
-type Expect = fn(&Error) -> bool;
+type Expect = fn(&PutError) -> bool;
 
 fn bad_puts() -> Vec<(&'static str, UserRecord, Expect)> {
     let emoji_key = "😀".repeat(129); // 258 UTF-16 units, 129 characters
@@ -261,28 +261,30 @@ fn bad_puts() -> Vec<(&'static str, UserRecord, Expect)> {
             "oversize",
             UserRecord::new("k", vec![0u8; MAX_RECORD_SIZE]),
             |e| {
-                matches!(e, Error::RecordTooLarge { size, max }
+                matches!(e, PutError::RecordTooLarge { size, max, .. }
                     if *size == MAX_RECORD_SIZE + 1 && *max == MAX_RECORD_SIZE)
             },
         ),
         ("empty-key", UserRecord::new("", "x"), |e| {
-            matches!(e, Error::EmptyPartitionKey { max: 256 })
+            matches!(e, PutError::EmptyPartitionKey { max: 256, .. })
         }),
         ("257-char-key", UserRecord::new("k".repeat(257), "x"), |e| {
             matches!(
                 e,
-                Error::PartitionKeyTooLong {
+                PutError::PartitionKeyTooLong {
                     chars: 257,
-                    max: 256
+                    max: 256,
+                    ..
                 }
             )
         }),
         ("258-unit-emoji-key", UserRecord::new(emoji_key, "x"), |e| {
             matches!(
                 e,
-                Error::PartitionKeyTooLong {
+                PutError::PartitionKeyTooLong {
                     chars: 258,
-                    max: 256
+                    max: 256,
+                    ..
                 }
             )
         }),
@@ -290,7 +292,7 @@ fn bad_puts() -> Vec<(&'static str, UserRecord, Expect)> {
             "ehk-not-decimal",
             UserRecord::new("k", "x").explicit_hash_key("12ab"),
             |e| {
-                matches!(e, Error::InvalidExplicitHashKey(h)
+                matches!(e, PutError::InvalidExplicitHashKey { error: h, .. }
                 if h.problem == HashKeyProblem::NotDecimal)
             },
         ),
@@ -298,7 +300,7 @@ fn bad_puts() -> Vec<(&'static str, UserRecord, Expect)> {
             "ehk-negative",
             UserRecord::new("k", "x").explicit_hash_key("-1"),
             |e| {
-                matches!(e, Error::InvalidExplicitHashKey(h)
+                matches!(e, PutError::InvalidExplicitHashKey { error: h, .. }
                 if h.problem == HashKeyProblem::NotDecimal)
             },
         ),
@@ -306,7 +308,7 @@ fn bad_puts() -> Vec<(&'static str, UserRecord, Expect)> {
             "ehk-2^128",
             UserRecord::new("k", "x").explicit_hash_key(u128::MAX.to_string() + "0"),
             |e| {
-                matches!(e, Error::InvalidExplicitHashKey(h)
+                matches!(e, PutError::InvalidExplicitHashKey { error: h, .. }
                 if h.problem == HashKeyProblem::OutOfRange)
             },
         ),
@@ -314,7 +316,7 @@ fn bad_puts() -> Vec<(&'static str, UserRecord, Expect)> {
             "ehk-exactly-2^128",
             UserRecord::new("k", "x").explicit_hash_key("340282366920938463463374607431768211456"),
             |e| {
-                matches!(e, Error::InvalidExplicitHashKey(h)
+                matches!(e, PutError::InvalidExplicitHashKey { error: h, .. }
                 if h.problem == HashKeyProblem::OutOfRange)
             },
         ),
@@ -322,7 +324,7 @@ fn bad_puts() -> Vec<(&'static str, UserRecord, Expect)> {
             "ehk-empty",
             UserRecord::new("k", "x").explicit_hash_key(""),
             |e| {
-                matches!(e, Error::InvalidExplicitHashKey(h)
+                matches!(e, PutError::InvalidExplicitHashKey { error: h, .. }
                 if h.problem == HashKeyProblem::Empty)
             },
         ),
@@ -366,7 +368,7 @@ async fn scenario() -> TestResult {
     let producer = Producer::new(
         bed.kinesis().clone(),
         &stream,
-        Config::builder()
+        ProducerConfig::builder()
             .record_max_buffered_time(Duration::from_millis(20))
             .build()?,
     )

@@ -302,7 +302,7 @@ async fn produce(
     let producer = Producer::new(
         bed.kinesis().clone(),
         stream,
-        kinesis_kpl::Config::builder()
+        kinesis_kpl::ProducerConfig::builder()
             .ordering(kinesis_kpl::Ordering::PerShardStrict)
             .record_max_buffered_time(Duration::from_millis(50))
             .build()?,

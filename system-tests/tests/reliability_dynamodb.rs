@@ -472,7 +472,7 @@ async fn scenario() -> TestResult {
     let producer = Producer::new(
         bed.kinesis().clone(),
         &stream,
-        kinesis_kpl::Config::builder()
+        kinesis_kpl::ProducerConfig::builder()
             .record_max_buffered_time(Duration::from_millis(50))
             .build()?,
     )

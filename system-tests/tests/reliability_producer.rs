@@ -28,7 +28,7 @@ use kinesis_integration::TestBed;
 use kinesis_integration::faults::{
     FaultPlan, PutRecordsFaults, Service, ServiceFaults, ServicePlan,
 };
-use kinesis_kpl::{Config, Error, Ordering, Producer, UserRecord};
+use kinesis_kpl::{Ordering, Producer, ProducerConfig, PutError, UserRecord};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type TestResult = Result<(), BoxError>;
@@ -163,7 +163,7 @@ async fn scenario(ordering: Ordering, seed: u64) -> TestResult {
     // The producer starts (its first ListShards) without faults; they begin with the puts.
     transport_faults.set_enabled(false);
     put_faults.set_enabled(false);
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .ordering(ordering)
         .aggregation_max_size(2_048)
         .collection_max_count(10)
@@ -191,7 +191,7 @@ async fn scenario(ordering: Ordering, seed: u64) -> TestResult {
                     futures.push(future);
                     break;
                 }
-                Err(Error::Full { .. }) => {
+                Err(PutError::Full { .. }) => {
                     full += 1;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }

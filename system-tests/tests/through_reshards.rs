@@ -29,7 +29,7 @@ use kinesis_kcl::{
     Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
     Retrieval, ShardRecordProcessor, Worker,
 };
-use kinesis_kpl::{Config, Ordering, Producer};
+use kinesis_kpl::{Ordering, Producer, ProducerConfig};
 use reshard_load::{BoxError, put_through_reshards, wrong_shard_count};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
@@ -149,7 +149,7 @@ async fn producer_and_workers_through_two_splits_and_a_merge_deliver_each_record
         workers.push((handle, tokio::spawn(worker.run())));
     }
 
-    let config = Config::builder()
+    let config = ProducerConfig::builder()
         .ordering(Ordering::PerShardStrict)
         .record_ttl(Duration::from_secs(120))
         .build()?;

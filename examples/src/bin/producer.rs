@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use kinesis_examples::{ConnectArgs, error_line};
-use kinesis_kpl::{Config, Producer, UserRecord};
+use kinesis_kpl::{Producer, ProducerConfig, UserRecord};
 use tokio::io::AsyncBufReadExt;
 
 /// Put records to a Kinesis stream through the kinesis-kpl producer.
@@ -77,8 +77,12 @@ async fn run(args: Args) -> Result<u64, BoxError> {
         .await?;
         eprintln!("created stream {} with {shards} shards", args.stream);
     }
-    let producer =
-        Producer::new(connection.kinesis.clone(), &args.stream, Config::default()).await?;
+    let producer = Producer::new(
+        connection.kinesis.clone(),
+        &args.stream,
+        ProducerConfig::default(),
+    )
+    .await?;
     let started = Instant::now();
     let (done, mut results) = tokio::sync::mpsc::unbounded_channel();
 

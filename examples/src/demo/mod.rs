@@ -264,12 +264,12 @@ async fn drive(
     let producer = Producer::new(
         connection.kinesis.clone(),
         stream,
-        kinesis_kpl::Config::default(),
+        kinesis_kpl::ProducerConfig::default(),
     )
     .await?;
     let mut put_errors = Vec::new();
     let mut settle =
-        |n: u64, result: Result<kinesis_kpl::PutResult, kinesis_kpl::Error>| match result {
+        |n: u64, result: Result<kinesis_kpl::PutResult, kinesis_kpl::PutError>| match result {
             Ok(stored) => tracker.stored(n, &stored.shard_id, &stored.sequence_number),
             Err(error) => {
                 tracker.put_failed();

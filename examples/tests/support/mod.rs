@@ -160,7 +160,7 @@ pub async fn produce(
     let producer = Producer::new(
         bed.kinesis().clone(),
         stream,
-        kinesis_kpl::Config::default(),
+        kinesis_kpl::ProducerConfig::default(),
     )
     .await?;
     let puts: Vec<_> = values

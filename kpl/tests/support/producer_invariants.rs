@@ -17,16 +17,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kinesis_aggregation::{Deaggregated, HashKeyProblem, deaggregate, has_magic};
-use kinesis_kpl::{Config, Error, MAX_PARTITION_KEY_CHARS, UserRecord};
+use kinesis_kpl::{MAX_PARTITION_KEY_CHARS, ProducerConfig, PutError, UserRecord};
 use md5::{Digest, Md5};
 
 // --- producer input validation ---------------------------------------------------------------
 
 /// The producer's maximum record size in these checks: small, so that inputs of a few hundred
-/// bytes reach [`Error::RecordTooLarge`].
+/// bytes reach [`PutError::RecordTooLarge`].
 pub const MAX_RECORD_SIZE: usize = 1536;
 
-/// The aggregation size limit: the largest `Config::build` allows, leaving room in a record of
+/// The aggregation size limit: the largest `ProducerConfig::build` allows, leaving room in a record of
 /// [`MAX_RECORD_SIZE`] for the aggregate's one-byte partition key `"a"`. (Aggregates once went
 /// out under their first record's key, and at this size could exceed the record limit: see
 /// `fuzz/README.md`.)
@@ -41,8 +41,8 @@ pub const MAX_DATA_LEN: usize = 4096;
 /// The producer configuration of the fuzz target and the corpus replay: small records, nothing
 /// sent until a flush (so the records of one input are aggregated together), no rate limit
 /// to speak of.
-pub fn producer_config() -> Config {
-    Config::builder()
+pub fn producer_config() -> ProducerConfig {
+    ProducerConfig::builder()
         .max_record_size(MAX_RECORD_SIZE)
         .aggregation_max_size(AGGREGATION_MAX_SIZE)
         .record_max_buffered_time(Duration::from_secs(600))
@@ -115,13 +115,13 @@ pub enum Expected {
         /// The explicit hash key as the API accepts it (no leading zeros).
         explicit_hash_key: Option<String>,
     },
-    /// [`Error::EmptyPartitionKey`].
+    /// [`PutError::EmptyPartitionKey`].
     EmptyPartitionKey,
-    /// [`Error::PartitionKeyTooLong`] with the key's length in UTF-16 code units.
+    /// [`PutError::PartitionKeyTooLong`] with the key's length in UTF-16 code units.
     PartitionKeyTooLong(usize),
-    /// [`Error::RecordTooLarge`] with partition key + data in bytes.
+    /// [`PutError::RecordTooLarge`] with partition key + data in bytes.
     RecordTooLarge(usize),
-    /// [`Error::InvalidExplicitHashKey`] with the problem.
+    /// [`PutError::InvalidExplicitHashKey`] with the problem.
     InvalidExplicitHashKey(HashKeyProblem),
 }
 
@@ -159,20 +159,21 @@ pub fn expected_outcome(record: &UserRecord, max_record_size: usize) -> Expected
 }
 
 /// Checks that a rejected put was rejected as the oracle says (`what` names the input).
-pub fn check_rejection(expected: &Expected, error: &Error, what: &str) {
+pub fn check_rejection(expected: &Expected, error: &PutError, what: &str) {
     let ok = match (expected, error) {
-        (Expected::EmptyPartitionKey, Error::EmptyPartitionKey { max }) => {
+        (Expected::EmptyPartitionKey, PutError::EmptyPartitionKey { max, .. }) => {
             *max == MAX_PARTITION_KEY_CHARS
         }
-        (Expected::PartitionKeyTooLong(want), Error::PartitionKeyTooLong { chars, max }) => {
+        (Expected::PartitionKeyTooLong(want), PutError::PartitionKeyTooLong { chars, max, .. }) => {
             chars == want && *max == MAX_PARTITION_KEY_CHARS
         }
-        (Expected::RecordTooLarge(want), Error::RecordTooLarge { size, max }) => {
+        (Expected::RecordTooLarge(want), PutError::RecordTooLarge { size, max, .. }) => {
             size == want && *max == MAX_RECORD_SIZE
         }
-        (Expected::InvalidExplicitHashKey(want), Error::InvalidExplicitHashKey(e)) => {
-            e.problem == *want
-        }
+        (
+            Expected::InvalidExplicitHashKey(want),
+            PutError::InvalidExplicitHashKey { error: e, .. },
+        ) => e.problem == *want,
         _ => false,
     };
     assert!(
