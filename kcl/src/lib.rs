@@ -81,7 +81,7 @@ pub mod worker;
 
 pub use aws::RetryPolicy;
 pub use config::{DEFAULT_FAILOVER_TIME, DEFAULT_HANDOFF_TIMEOUT, LeaseConfig, LeaseConfigBuilder};
-pub use error::{Error, Result};
+pub use error::{ConfigError, Error, Result};
 pub use record::Record;
 
 pub use checkpoint::{Checkpointer, PreparedCheckpoint};

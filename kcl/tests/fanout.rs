@@ -382,7 +382,7 @@ async fn the_consumer_is_registered_once_and_reused() -> TestResult {
     // Neither a name nor an ARN: a configuration error, no call.
     assert!(matches!(
         FanOutRetriever::register(bed.kinesis().clone(), &stream, FanOutConfig::default()).await,
-        Err(kinesis_kcl::Error::InvalidConfig { .. })
+        Err(kinesis_kcl::Error::Config(_))
     ));
 
     // Deregistered: gone (after DELETING); registering the name again makes a new one.

@@ -114,7 +114,7 @@ use tracing::Instrument;
 use super::metrics::ShardLabels;
 use super::{OutOfRangePolicy, PrefetchLimits, ShardReader, StartingPosition};
 use crate::aws::{KinesisApi, RetryPolicy};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Result};
 use crate::lease::HashKeyRange;
 
 /// Default [`FanOutConfig::registration_retry_delay`]: 1 s, the Java KCL's
@@ -451,10 +451,10 @@ impl FanOutConfigBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if the consumer name is not 1 to 128 of `a-zA-Z0-9_.-`, the
-    /// consumer ARN is not an ARN, a prefetch limit is 0, a delay or timeout is zero, or the
-    /// retry delays are out of order.
-    pub fn build(self) -> Result<FanOutConfig> {
+    /// A [`ConfigError`] if the consumer name is not 1 to 128 of `a-zA-Z0-9_.-`, the consumer
+    /// ARN is not an ARN, a prefetch limit is 0, a delay or timeout is zero, or the retry
+    /// delays are out of order.
+    pub fn build(self) -> Result<FanOutConfig, ConfigError> {
         let mut config = self.config;
         if let Some(name) = &config.consumer_name {
             validate_consumer_name(name)?;
@@ -462,7 +462,7 @@ impl FanOutConfigBuilder {
         if let Some(arn) = &config.consumer_arn
             && !arn.starts_with("arn:")
         {
-            return Err(invalid("consumer_arn", "must be an ARN (`arn:…`)"));
+            return Err(invalid("consumer_arn", arn, "must be an ARN (`arn:…`)"));
         }
         for (field, value) in [
             (
@@ -475,23 +475,29 @@ impl FanOutConfigBuilder {
             ("idle_timeout", config.idle_timeout),
         ] {
             if value.is_zero() {
-                return Err(invalid(field, "must be positive"));
+                return Err(invalid(field, value, "must be positive"));
             }
         }
         if config.registration_retry.max_delay < config.registration_retry.min_delay {
             return Err(invalid(
                 "registration_retry",
+                config.registration_retry,
                 "max_delay must be at least min_delay",
             ));
         }
         if config.subscription_retry.max_delay < config.subscription_retry.min_delay {
             return Err(invalid(
                 "retry_max_delay",
-                "must be at least retry_min_delay",
+                config.subscription_retry.max_delay,
+                format!(
+                    "must be at least retry_min_delay ({:?})",
+                    config.subscription_retry.min_delay
+                ),
             ));
         }
         let defaults = PrefetchLimits::default();
-        config.prefetch = PrefetchLimits::new(
+        config.prefetch = PrefetchLimits::checked(
+            "FanOutConfig",
             self.prefetch.0.unwrap_or(defaults.max_batches()),
             self.prefetch.1.unwrap_or(defaults.max_records()),
             self.prefetch.2.unwrap_or(defaults.max_bytes()),
@@ -501,7 +507,7 @@ impl FanOutConfigBuilder {
 }
 
 /// Consumer names: 1 to 128 characters of `a-zA-Z0-9_.-` (the API's pattern).
-fn validate_consumer_name(name: &str) -> Result<()> {
+fn validate_consumer_name(name: &str) -> Result<(), ConfigError> {
     let ok = (1..=128).contains(&name.len())
         && name
             .bytes()
@@ -511,16 +517,18 @@ fn validate_consumer_name(name: &str) -> Result<()> {
     } else {
         Err(invalid(
             "consumer_name",
+            name,
             "must be 1 to 128 characters of a-zA-Z0-9_.-",
         ))
     }
 }
 
-fn invalid(field: &'static str, reason: &'static str) -> Error {
-    Error::InvalidConfig {
-        field,
-        reason: reason.into(),
-    }
+fn invalid(
+    field: &'static str,
+    value: impl std::fmt::Debug,
+    limit: impl Into<std::borrow::Cow<'static, str>>,
+) -> ConfigError {
+    ConfigError::new("FanOutConfig", field, value, limit)
 }
 
 /// Starts fan-out readers for the shards of one stream, through one registered stream
@@ -543,7 +551,7 @@ impl FanOutRetriever {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] with neither a consumer name nor an ARN;
+    /// [`Error::Config`] with neither a consumer name nor an ARN;
     /// [`Error::Kinesis`] if `DescribeStreamSummary`, `DescribeStreamConsumer` or
     /// `RegisterStreamConsumer` fails with an error that is not retried (no such stream,
     /// access denied, too many consumers on the stream);
@@ -571,8 +579,10 @@ impl FanOutRetriever {
             (None, None) => {
                 return Err(invalid(
                     "consumer_name",
+                    None::<&str>,
                     "is needed (or consumer_arn) to find or register the stream consumer",
-                ));
+                )
+                .into());
             }
         };
         Ok(FanOutRetriever {
@@ -709,7 +719,7 @@ mod tests {
             FanOutConfig::builder().registration_retry(backwards),
             FanOutConfig::builder().subscription_retry(backwards),
         ] {
-            assert!(matches!(bad.build(), Err(Error::InvalidConfig { .. })));
+            assert!(matches!(bad.build(), Err(ConfigError { .. })));
         }
     }
 
@@ -734,7 +744,7 @@ mod tests {
                 .retry_min_delay(Duration::from_secs(2))
                 .retry_max_delay(Duration::from_secs(1)),
         ] {
-            assert!(matches!(bad.build(), Err(Error::InvalidConfig { .. })));
+            assert!(matches!(bad.build(), Err(ConfigError { .. })));
         }
         let named = FanOutConfig::default().with_default_consumer_name("app");
         assert_eq!(named.consumer_name(), Some("app"));

@@ -110,7 +110,7 @@ use super::{
 use crate::aws::kinesis::kinesis_error;
 use crate::aws::retry::retrying;
 use crate::aws::{KinesisApi, RetryPolicy, StreamTarget, classify};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::lease::{HashKeyRange, SequenceNumber};
 use crate::record::Record;
 use crate::shard::ChildShard;
@@ -363,27 +363,44 @@ impl PollingConfigBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if `max_records` is not in `1..=10_000`, a prefetch limit is
-    /// 0, the retry delays are zero or out of order, or the request timeout is zero.
-    pub fn build(self) -> Result<PollingConfig> {
+    /// A [`ConfigError`] if `max_records` is not in `1..=10_000`, a prefetch limit is 0, the
+    /// retry delays are zero or out of order, or the request timeout is zero.
+    pub fn build(self) -> Result<PollingConfig, ConfigError> {
         let mut config = self.config;
         if !(1..=DEFAULT_MAX_RECORDS).contains(&config.max_records) {
-            return Err(invalid("max_records", "must be between 1 and 10 000"));
+            return Err(invalid(
+                "max_records",
+                config.max_records,
+                format!("must be between 1 and {DEFAULT_MAX_RECORDS}"),
+            ));
         }
         if config.retry.min_delay.is_zero() {
-            return Err(invalid("retry_min_delay", "must be positive"));
+            return Err(invalid(
+                "retry_min_delay",
+                config.retry.min_delay,
+                "must be positive",
+            ));
         }
         if config.retry.max_delay < config.retry.min_delay {
             return Err(invalid(
                 "retry_max_delay",
-                "must be at least retry_min_delay",
+                config.retry.max_delay,
+                format!(
+                    "must be at least retry_min_delay ({:?})",
+                    config.retry.min_delay
+                ),
             ));
         }
         if config.request_timeout.is_zero() {
-            return Err(invalid("request_timeout", "must be positive"));
+            return Err(invalid(
+                "request_timeout",
+                config.request_timeout,
+                "must be positive",
+            ));
         }
         let defaults = PrefetchLimits::default();
-        config.prefetch = PrefetchLimits::new(
+        config.prefetch = PrefetchLimits::checked(
+            "PollingConfig",
             self.prefetch.0.unwrap_or(defaults.max_batches()),
             self.prefetch.1.unwrap_or(defaults.max_records()),
             self.prefetch.2.unwrap_or(defaults.max_bytes()),
@@ -392,11 +409,12 @@ impl PollingConfigBuilder {
     }
 }
 
-fn invalid(field: &'static str, reason: &'static str) -> Error {
-    Error::InvalidConfig {
-        field,
-        reason: reason.into(),
-    }
+fn invalid(
+    field: &'static str,
+    value: impl std::fmt::Debug,
+    limit: impl Into<std::borrow::Cow<'static, str>>,
+) -> ConfigError {
+    ConfigError::new("PollingConfig", field, value, limit)
 }
 
 /// Starts polling readers for the shards of one stream.
@@ -929,7 +947,7 @@ mod tests {
                 .retry_max_delay(Duration::from_secs(1)),
             PollingConfig::builder().request_timeout(Duration::ZERO),
         ] {
-            assert!(matches!(bad.build(), Err(Error::InvalidConfig { .. })));
+            assert!(matches!(bad.build(), Err(ConfigError { .. })));
         }
         let limits = PollingConfig::builder()
             .max_pending_batches(7)

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::RecordBatch;
 use super::metrics::{PREFETCH_BATCHES, PREFETCH_BYTES, PREFETCH_RECORDS, ShardLabels};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 
 /// Default [`PrefetchLimits::max_batches`]: 3, the Java KCL's `maxPendingProcessRecordsInput`.
 pub const DEFAULT_MAX_PENDING_BATCHES: usize = 3;
@@ -62,18 +62,34 @@ impl PrefetchLimits {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if any is 0.
-    pub fn new(max_batches: usize, max_records: usize, max_bytes: usize) -> Result<Self> {
+    /// A [`ConfigError`] if any is 0.
+    pub fn new(
+        max_batches: usize,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Self, ConfigError> {
+        Self::checked("PrefetchLimits", max_batches, max_records, max_bytes)
+    }
+
+    /// [`PrefetchLimits::new`], with errors naming `builder`.
+    pub(crate) fn checked(
+        builder: &'static str,
+        max_batches: usize,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Self, ConfigError> {
         for (field, value) in [
             ("max_pending_batches", max_batches),
             ("max_pending_records", max_records),
             ("max_pending_bytes", max_bytes),
         ] {
             if value == 0 {
-                return Err(Error::InvalidConfig {
+                return Err(ConfigError::new(
+                    builder,
                     field,
-                    reason: "must be at least 1".into(),
-                });
+                    value,
+                    "must be at least 1",
+                ));
             }
         }
         Ok(PrefetchLimits {

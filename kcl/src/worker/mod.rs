@@ -41,7 +41,7 @@ use self::shard_consumer::{ConsumerContext, Exit};
 use self::state::ShardStates;
 use self::stream::{Identity, StreamContext};
 use crate::config::LeaseConfig;
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Result};
 use crate::lease::{HeldLease, LeaseCoordinator, LeaseTable, StreamIdentifier, TableOptions};
 use crate::processor::{ShardRecordProcessorFactory, SharedFactory};
 use crate::retrieval::{FanOutConfig, PollingConfig};
@@ -270,20 +270,26 @@ impl WorkerBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Worker`] without a stream, with an empty application name or worker id, or
-    /// with a zero interval.
-    pub fn build(self) -> Result<Worker> {
+    /// A [`ConfigError`] without a stream, with a stream named twice, an empty application
+    /// name or worker id, a zero interval, or a stream identifier that does not match its
+    /// stream or comes with `multi_stream(false)`.
+    pub fn build(self) -> Result<Worker, ConfigError> {
+        let invalid = |field, value: &dyn std::fmt::Debug, limit: &'static str| {
+            ConfigError::new("WorkerBuilder", field, value, limit)
+        };
         if self.application_name.is_empty() {
-            return Err(Error::Worker("the application name is empty".into()));
+            return Err(invalid("application_name", &"", "must not be empty"));
         }
         if self.streams.is_empty() {
-            return Err(Error::Worker("no stream configured".into()));
+            return Err(invalid(
+                "stream",
+                &self.streams,
+                "at least one stream is needed",
+            ));
         }
         let mut seen = HashSet::new();
         if let Some(dup) = self.streams.iter().find(|s| !seen.insert(s.as_str())) {
-            return Err(Error::Worker(
-                format!("stream `{dup}` configured twice").into(),
-            ));
+            return Err(invalid("streams", dup, "a stream may be configured once"));
         }
         for (name, d) in [
             ("shard_sync_interval", self.shard_sync_interval),
@@ -295,14 +301,15 @@ impl WorkerBuilder {
             ("processor_stop_timeout", self.processor_stop_timeout),
         ] {
             if d.is_zero() {
-                return Err(Error::Worker(format!("`{name}` must be positive").into()));
+                return Err(invalid(name, &d, "must be positive"));
             }
         }
         if !self.identifiers.is_empty() && self.multi_stream == Some(false) {
-            return Err(Error::Worker(
-                "a stream identifier was supplied (`stream_with_identifier`) but multi-stream \
-                 lease keys are turned off (`multi_stream(false)`)"
-                    .into(),
+            return Err(invalid(
+                "multi_stream",
+                &false,
+                "must not be turned off when a stream identifier is supplied \
+                 (`stream_with_identifier`): identifiers are part of multi-stream lease keys",
             ));
         }
         for (stream, id) in &self.identifiers {
@@ -310,7 +317,7 @@ impl WorkerBuilder {
         }
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         if worker_id.is_empty() {
-            return Err(Error::Worker("the worker id is empty".into()));
+            return Err(invalid("worker_id", &"", "must not be empty"));
         }
         let (shutdown, _) = watch::channel(false);
         let (finished, _) = watch::channel(false);
@@ -474,11 +481,14 @@ impl Worker {
             && fan_out.consumer_arn().is_some()
             && self.streams.len() > 1
         {
-            return Err(Error::Worker(
+            return Err(ConfigError::new(
+                "WorkerBuilder",
+                "retrieval",
+                fan_out.consumer_arn(),
                 "a fan-out consumer ARN belongs to one stream: name the consumer instead \
-                 (`consumer_name`) to consume several streams"
-                    .into(),
-            ));
+                 (`consumer_name`) to consume several streams",
+            )
+            .into());
         }
         let mut streams = Vec::new();
         for name in &self.streams {
@@ -834,26 +844,24 @@ impl Running {
 }
 
 /// An identifier supplied for `stream` must name it (and its account, for an ARN).
-fn check_identifier(stream: &str, id: &StreamIdentifier) -> Result<()> {
+fn check_identifier(stream: &str, id: &StreamIdentifier) -> Result<(), ConfigError> {
     let target = crate::shard::StreamTarget::parse(stream);
+    let invalid = |limit: String| {
+        ConfigError::displayed("WorkerBuilder", "stream_with_identifier", id, limit)
+    };
     if target.stream_name() != Some(id.stream_name()) {
-        return Err(Error::invalid_value(
-            "stream identifier",
-            &id.to_string(),
-            format!("it names stream `{}`, not `{stream}`", id.stream_name()),
-        ));
+        return Err(invalid(format!(
+            "it names stream `{}`, not `{stream}`",
+            id.stream_name()
+        )));
     }
     if let crate::shard::StreamTarget::Arn(arn) = &target
         && arn.split(':').nth(4) != Some(id.account_id())
     {
-        return Err(Error::invalid_value(
-            "stream identifier",
-            &id.to_string(),
-            format!(
-                "its account `{}` is not the account of `{arn}`",
-                id.account_id()
-            ),
-        ));
+        return Err(invalid(format!(
+            "its account `{}` is not the account of `{arn}`",
+            id.account_id()
+        )));
     }
     Ok(())
 }
