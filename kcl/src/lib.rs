@@ -6,12 +6,14 @@
 //! enhanced fan-out, deaggregates KPL records, and calls your processor batch by batch.
 //!
 //! ```no_run
-//! use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker};
-//! use kinesis_kcl::shard::InitialPosition;
+//! use kinesis_kcl::{
+//!     Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorError, ShardRecordProcessor,
+//!     Worker,
+//! };
 //!
 //! struct Count(u64);
 //!
-//! #[async_trait::async_trait]
+//! #[kinesis_kcl::async_trait]
 //! impl ShardRecordProcessor for Count {
 //!     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
 //!         self.0 += input.records.len() as u64;
@@ -29,17 +31,13 @@
 //!     "clickstream-counter", // the application: also the lease table's name
 //!     aws_sdk_kinesis::Client::new(&config),
 //!     aws_sdk_dynamodb::Client::new(&config),
-//!     |_: &kinesis_kcl::processor::ShardContext| Count(0),
+//!     |_| Count(0), // a processor per shard lease
 //! )
 //! .stream("clickstream")
 //! .initial_position(InitialPosition::TrimHorizon)
 //! .build()?;
-//! let handle = worker.handle();
-//! tokio::spawn(async move {
-//!     tokio::signal::ctrl_c().await.ok();
-//!     handle.shutdown().await; // processors checkpoint, leases go to the other workers
-//! });
-//! worker.run().await
+//! // Until Ctrl-C; then processors checkpoint and leases go to the other workers.
+//! worker.run_until(async { tokio::signal::ctrl_c().await.ok(); }).await
 //! # }
 //! ```
 //!
@@ -86,8 +84,12 @@ pub use record::Record;
 
 pub use checkpoint::{Checkpointer, PreparedCheckpoint};
 pub use processor::{
-    ProcessRecordsInput, ProcessorError, ShardRecordProcessor, ShardRecordProcessorFactory,
+    InitializationInput, ProcessRecordsInput, ProcessorError, ShardContext, ShardRecordProcessor,
 };
+
+/// The attribute [`ShardRecordProcessor`] implementations carry (`#[kinesis_kcl::async_trait]`),
+/// re-exported from the `async-trait` crate so that applications need not depend on it.
+pub use async_trait::async_trait;
 pub use retrieval::{FanOutConfig, PollingConfig, RecordBatch};
 pub use shard::InitialPosition;
 pub use worker::{

@@ -1,5 +1,5 @@
-//! The code users write: a [`ShardRecordProcessor`] per shard lease, made by a
-//! [`ShardRecordProcessorFactory`].
+//! The code users write: a [`ShardRecordProcessor`] per shard lease, made by the factory
+//! closure given to [`Worker::builder`](crate::Worker::builder).
 //!
 //! # Lifecycle of one processor
 //!
@@ -48,7 +48,29 @@ use crate::checkpoint::Checkpointer;
 use crate::lease::ExtendedSequenceNumber;
 use crate::record::Record;
 
-/// The error type processors return.
+/// The error a [`ShardRecordProcessor`] returns: any error, boxed.
+///
+/// Every error type that implements [`std::error::Error`] + `Send` + `Sync` (and `String` or
+/// `&str` messages) converts into it with `?` or `.into()`, among them this crate's
+/// [`Error`](crate::Error) from a failed checkpoint. What the worker does with it: an error
+/// from [`process_records`](ShardRecordProcessor::process_records) restarts the shard from
+/// its last checkpoint with a new processor (see [Errors and panics](self#errors-and-panics));
+/// one from [`shard_ended`](ShardRecordProcessor::shard_ended) makes the worker call it again;
+/// one from [`shutdown_requested`](ShardRecordProcessor::shutdown_requested) is logged.
+///
+/// ```
+/// use kinesis_kcl::ProcessorError;
+///
+/// fn parse(data: &[u8]) -> Result<u64, ProcessorError> {
+///     let text = std::str::from_utf8(data)?; // a Utf8Error
+///     if text.is_empty() {
+///         return Err("empty record".into()); // a message
+///     }
+///     Ok(text.parse()?) // a ParseIntError
+/// }
+/// assert!(parse(b"42").is_ok());
+/// assert_eq!(parse(b"").unwrap_err().to_string(), "empty record");
+/// ```
 pub type ProcessorError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a processor learns when it starts.
@@ -79,18 +101,19 @@ pub struct ProcessRecordsInput {
     pub millis_behind_latest: Option<u64>,
 }
 
-/// Processes the records of one shard. One instance per shard lease, made by a
-/// [`ShardRecordProcessorFactory`]; see the [module docs](self) for the lifecycle.
+/// Processes the records of one shard. One instance per shard lease, made by the factory given
+/// to [`Worker::builder`](crate::Worker::builder); see the [module docs](self) for the
+/// lifecycle.
 ///
 /// ```
 /// use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor};
-/// use kinesis_kcl::processor::InitializationInput;
+/// use kinesis_kcl::InitializationInput;
 ///
 /// struct Counter {
 ///     seen: u64,
 /// }
 ///
-/// #[async_trait::async_trait]
+/// #[kinesis_kcl::async_trait]
 /// impl ShardRecordProcessor for Counter {
 ///     async fn initialize(&mut self, input: InitializationInput) {
 ///         tracing::info!(shard = %input.shard_id, from = %input.checkpoint, "starting");
@@ -172,24 +195,9 @@ pub struct ShardContext {
     pub lease_key: String,
 }
 
-/// Makes one [`ShardRecordProcessor`] per shard lease. Implemented for closures
-/// `Fn(&ShardContext) -> P`.
-///
-/// ```
-/// # use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor};
-/// use kinesis_kcl::ShardRecordProcessorFactory;
-/// use kinesis_kcl::processor::ShardContext;
-/// # struct Printer { shard: String }
-/// # #[async_trait::async_trait]
-/// # impl ShardRecordProcessor for Printer {
-/// #     async fn process_records(&mut self, _: ProcessRecordsInput, _: &mut Checkpointer) -> Result<(), ProcessorError> { Ok(()) }
-/// #     async fn shard_ended(&mut self, c: &mut Checkpointer) -> Result<(), ProcessorError> { Ok(c.checkpoint().await?) }
-/// # }
-///
-/// let factory = |shard: &ShardContext| Printer { shard: shard.shard_id.clone() };
-/// let processor = factory.create(&ShardContext::new("shardId-000000000000", "clicks", "shardId-000000000000"));
-/// ```
-pub trait ShardRecordProcessorFactory: Send + Sync + 'static {
+/// Makes one [`ShardRecordProcessor`] per shard lease: the closures `Fn(&ShardContext) -> P`
+/// given to [`Worker::builder`](crate::Worker::builder).
+pub(crate) trait ShardRecordProcessorFactory: Send + Sync + 'static {
     /// A new processor for `shard`.
     fn create(&self, shard: &ShardContext) -> Box<dyn ShardRecordProcessor>;
 }
@@ -205,7 +213,7 @@ where
 }
 
 impl ShardContext {
-    /// A context (for tests of factories).
+    /// A context (for tests of factories and processors).
     pub fn new(
         shard_id: impl Into<String>,
         stream: impl Into<String>,

@@ -28,6 +28,7 @@ mod state;
 mod stream;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,7 @@ use self::stream::{Identity, StreamContext};
 use crate::config::LeaseConfig;
 use crate::error::{ConfigError, Result};
 use crate::lease::{HeldLease, LeaseCoordinator, LeaseTable, StreamIdentifier, TableOptions};
-use crate::processor::{ShardRecordProcessorFactory, SharedFactory};
+use crate::processor::{ShardContext, ShardRecordProcessor, SharedFactory};
 use crate::retrieval::{FanOutConfig, PollingConfig};
 use crate::shard::InitialPosition;
 
@@ -356,12 +357,11 @@ impl WorkerBuilder {
 /// A consumer application's worker process (see the [module docs](self)).
 ///
 /// ```no_run
-/// use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker};
-/// use kinesis_kcl::shard::InitialPosition;
+/// use kinesis_kcl::{Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker};
 ///
 /// struct Printer;
 ///
-/// #[async_trait::async_trait]
+/// #[kinesis_kcl::async_trait]
 /// impl ShardRecordProcessor for Printer {
 ///     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
 ///         for record in &input.records {
@@ -381,17 +381,13 @@ impl WorkerBuilder {
 ///     "my-application",
 ///     aws_sdk_kinesis::Client::new(&config),
 ///     aws_sdk_dynamodb::Client::new(&config),
-///     |_: &kinesis_kcl::processor::ShardContext| Printer,
+///     |_| Printer,
 /// )
 /// .stream("clickstream")
 /// .initial_position(InitialPosition::TrimHorizon)
 /// .build()?;
-/// let handle = worker.handle();
-/// tokio::spawn(async move {
-///     tokio::signal::ctrl_c().await.ok();
-///     handle.shutdown().await; // checkpoints and hands off every lease
-/// });
-/// worker.run().await
+/// // On Ctrl-C: checkpoints and hands off every lease, then returns.
+/// worker.run_until(async { tokio::signal::ctrl_c().await.ok(); }).await
 /// # }
 /// ```
 pub struct Worker {
@@ -429,12 +425,44 @@ impl Worker {
     /// A builder for the application `application_name` (also the lease table's name by
     /// default), reading with `kinesis`, coordinating through `dynamodb`, processing with
     /// processors from `factory`.
-    pub fn builder(
+    ///
+    /// The factory is any `Fn(&ShardContext) -> P` where `P` is a [`ShardRecordProcessor`]:
+    /// a plain closure such as `|_| Counter::default()` or `|shard| Printer::new(&shard.shard_id)`
+    /// will do (no type annotation needed). It is called once per shard lease, each time
+    /// processing of the shard starts or restarts.
+    ///
+    /// ```
+    /// # use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker};
+    /// # #[derive(Default)]
+    /// # struct Counter(u64);
+    /// # #[kinesis_kcl::async_trait]
+    /// # impl ShardRecordProcessor for Counter {
+    /// #     async fn process_records(&mut self, _: ProcessRecordsInput, _: &mut Checkpointer) -> Result<(), ProcessorError> { Ok(()) }
+    /// #     async fn shard_ended(&mut self, c: &mut Checkpointer) -> Result<(), ProcessorError> { Ok(c.checkpoint().await?) }
+    /// # }
+    /// # fn clients() -> (aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client) {
+    /// #     let config = aws_config::SdkConfig::builder()
+    /// #         .behavior_version(aws_config::BehaviorVersion::latest())
+    /// #         .build();
+    /// #     (aws_sdk_kinesis::Client::new(&config), aws_sdk_dynamodb::Client::new(&config))
+    /// # }
+    /// let (kinesis, dynamodb) = clients();
+    /// let worker = Worker::builder("counter", kinesis, dynamodb, |_| Counter::default())
+    ///     .stream("clickstream")
+    ///     .build()?;
+    /// # let _ = worker;
+    /// # Ok::<(), kinesis_kcl::ConfigError>(())
+    /// ```
+    pub fn builder<F, P>(
         application_name: impl Into<String>,
         kinesis: aws_sdk_kinesis::Client,
         dynamodb: aws_sdk_dynamodb::Client,
-        factory: impl ShardRecordProcessorFactory,
-    ) -> WorkerBuilder {
+        factory: F,
+    ) -> WorkerBuilder
+    where
+        F: Fn(&ShardContext) -> P + Send + Sync + 'static,
+        P: ShardRecordProcessor + 'static,
+    {
         WorkerBuilder {
             application_name: application_name.into(),
             kinesis,
@@ -461,7 +489,40 @@ impl Worker {
         self.handle.clone()
     }
 
-    /// Runs until shut down through a [`WorkerHandle`].
+    /// Runs until `signal` resolves, then shuts down gracefully (as
+    /// [`WorkerHandle::shutdown`]: processors checkpoint, leases go to the other workers) and
+    /// returns once that is done. A shutdown through a [`WorkerHandle`] ends it too.
+    ///
+    /// ```no_run
+    /// # async fn run(worker: kinesis_kcl::Worker) -> Result<(), kinesis_kcl::Error> {
+    /// worker
+    ///     .run_until(async {
+    ///         tokio::signal::ctrl_c().await.ok();
+    ///     })
+    ///     .await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Worker::run`].
+    pub async fn run_until<S>(self, signal: S) -> Result<()>
+    where
+        S: Future<Output = ()>,
+    {
+        let handle = self.handle();
+        let run = self.run();
+        tokio::pin!(run);
+        tokio::select! {
+            result = &mut run => result,
+            () = signal => {
+                handle.request_shutdown();
+                run.await
+            }
+        }
+    }
+
+    /// Runs until shut down through a [`WorkerHandle`] (or see [`Worker::run_until`]).
     ///
     /// # Errors
     ///
