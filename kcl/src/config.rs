@@ -7,11 +7,11 @@ use crate::error::ConfigError;
 use crate::lease::AssignmentConfig;
 
 /// Default failover time: 10 000 ms, the Java KCL's `failoverTimeMillis` default.
-pub const DEFAULT_FAILOVER_TIME: Duration = Duration::from_millis(10_000);
+pub(crate) const DEFAULT_FAILOVER_TIME: Duration = Duration::from_millis(10_000);
 
 /// Default graceful hand-off timeout: 30 000 ms, the Java KCL 3.x
 /// `gracefulLeaseHandoffTimeoutMillis` default.
-pub const DEFAULT_HANDOFF_TIMEOUT: Duration = Duration::from_millis(30_000);
+pub(crate) const DEFAULT_HANDOFF_TIMEOUT: Duration = Duration::from_millis(30_000);
 
 /// How leases are held, renewed, taken and balanced.
 ///
@@ -145,7 +145,7 @@ impl LeaseConfig {
     }
 
     /// The settings [`decide`](crate::lease::decide) uses.
-    pub fn assignment(&self) -> AssignmentConfig {
+    pub(crate) fn assignment(&self) -> AssignmentConfig {
         AssignmentConfig {
             max_leases_for_worker: self.max_leases_for_worker,
             max_leases_to_steal_at_one_time: self.max_leases_to_steal_at_one_time,

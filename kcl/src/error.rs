@@ -68,7 +68,7 @@ pub enum Error {
     /// A DynamoDB request on the lease table failed with an error that is not retried
     /// (validation, access denied, missing table, …), or a transient error (throttling,
     /// 5xx, timeout) outlasted the retry budget. A failed condition on a lease write is not
-    /// an error: it is [`WriteOutcome::ConditionFailed`](crate::lease::WriteOutcome).
+    /// an error: the worker reads it as a lost race (a lease taken by another worker).
     #[error("DynamoDB {operation} on table `{table}` failed")]
     DynamoDb {
         /// The DynamoDB operation (`UpdateItem`, `Scan`, …).

@@ -53,49 +53,75 @@
 //!   once its parents were checkpointed at `SHARD_END`.
 //! - **Stopping is not cancelling.** A call in flight when the lease is lost, handed off or
 //!   the worker shuts down may finish, within
-//!   [`processor_stop_timeout`](WorkerBuilder::processor_stop_timeout) (see [`processor`]).
+//!   [`processor_stop_timeout`](WorkerBuilder::processor_stop_timeout) (see [`ShardRecordProcessor`]).
 //!
-//! The modules, from the top down: [`worker`] (the worker and its settings), [`processor`]
-//! (what you implement), [`retrieval`] (polling and enhanced fan-out), [`shard`] (shard
-//! listing, lineage and lease creation), [`lease`] (the lease table and protocol:
-//! [`lease::LeaseCoordinator`] runs it for one worker, [`lease::decide`] is the pure
-//! assignment, [`lease::Lease`] the Java-compatible item), [`record`] and [`metrics`].
-//! The README's "Moving from the Java KCL" says which Java versions can share or take over a
-//! lease table.
-
-#![warn(missing_docs)]
+//! The public API is what this page lists: the [`Worker`] and its settings ([`LeaseConfig`],
+//! [`Retrieval`] with [`PollingConfig`] or [`FanOutConfig`], [`RetryPolicy`], [`TableOptions`]),
+//! what you implement ([`ShardRecordProcessor`]) and what it is handed ([`ProcessRecordsInput`],
+//! [`Record`], [`Checkpointer`]), positions ([`InitialPosition`], [`ExtendedSequenceNumber`]),
+//! errors ([`Error`], [`ConfigError`]) and the names of the [`metrics`]. Defaults equal the
+//! Java KCL's; each builder method documents its own. The README's "Moving from the Java KCL"
+//! says which Java versions can share or take over a lease table.
+//!
+//! # The `unstable` feature
+//!
+//! It makes the layers under the worker public, with **no semver promise** (they change with
+//! any release): `lease` (the Java-compatible lease item, its conditional writes, the lease
+//! table, the coordinator and the pure assignment), `shard` (shard listing, lineage, lease
+//! creation) and `retrieval` (shard readers for polling and enhanced fan-out, on their own).
+//! It exists for operations tools (the workspace's `kinesis-ops` lists leases and resets a
+//! checkpoint with a write conditional on the lease counter) and for this crate's own tests.
+//! Applications should not need it.
 
 mod aws;
 mod checkpoint;
 mod config;
 mod error;
-pub mod lease;
 pub mod metrics;
-pub mod processor;
-pub mod record;
+mod processor;
+mod record;
+mod worker;
+
+// With `unstable`, the layers under the worker are public (see the crate docs); without it they
+// are internal, and items the worker does not use are left in for the feature's sake.
+#[cfg(feature = "unstable")]
+pub mod lease;
+#[cfg(not(feature = "unstable"))]
+#[allow(dead_code, unreachable_pub, unused_imports)]
+mod lease;
+#[cfg(feature = "unstable")]
 pub mod retrieval;
+#[cfg(not(feature = "unstable"))]
+#[allow(dead_code, unreachable_pub, unused_imports)]
+mod retrieval;
+#[cfg(feature = "unstable")]
 pub mod shard;
-pub mod worker;
+#[cfg(not(feature = "unstable"))]
+#[allow(dead_code, unreachable_pub, unused_imports)]
+mod shard;
 
 pub use aws::RetryPolicy;
-pub use config::{DEFAULT_FAILOVER_TIME, DEFAULT_HANDOFF_TIMEOUT, LeaseConfig, LeaseConfigBuilder};
-pub use error::{ConfigError, Error, Result};
-pub use record::Record;
-
 pub use checkpoint::{Checkpointer, PreparedCheckpoint};
+pub use config::{LeaseConfig, LeaseConfigBuilder};
+pub use error::{ConfigError, Error, Result};
+pub use lease::{
+    Billing, ExtendedSequenceNumber, SequenceNumber, SequencePosition, StreamIdentifier,
+    TableOptions,
+};
 pub use processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, ShardContext, ShardRecordProcessor,
 };
+pub use record::Record;
+pub use retrieval::{
+    FanOutConfig, FanOutConfigBuilder, OutOfRangePolicy, PollingConfig, PollingConfigBuilder,
+    PrefetchLimits,
+};
+pub use shard::InitialPosition;
+pub use worker::{Retrieval, ShardState, Worker, WorkerBuilder, WorkerHandle};
 
 /// The attribute [`ShardRecordProcessor`] implementations carry (`#[kinesis_kcl::async_trait]`),
 /// re-exported from the `async-trait` crate so that applications need not depend on it.
 pub use async_trait::async_trait;
-pub use retrieval::{FanOutConfig, PollingConfig, RecordBatch};
-pub use shard::InitialPosition;
-pub use worker::{
-    DEFAULT_LEASE_CLEANUP_INTERVAL, DEFAULT_PARENT_SHARD_POLL_INTERVAL,
-    DEFAULT_SHARD_SYNC_INTERVAL, Retrieval, ShardState, Worker, WorkerBuilder, WorkerHandle,
-};
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]

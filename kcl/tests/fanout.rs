@@ -26,7 +26,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use bytes::Bytes;
 use kinesis_integration::{BedOptions, KinesisTransport, TestBed};
-use kinesis_kcl::processor::ShardContext;
+use kinesis_kcl::ShardContext;
 use kinesis_kcl::retrieval::{
     FanOutConfig, FanOutConfigBuilder, FanOutRetriever, ShardReader, StartingPosition,
 };

@@ -14,8 +14,8 @@ use std::time::Duration;
 use aws_sdk_kinesis::primitives::Blob;
 use kinesis_integration::TestBed;
 use kinesis_integration::faults::{Service, ServiceFaults, ServicePlan};
+use kinesis_kcl::ShardContext;
 use kinesis_kcl::lease::{LeaseTable, StreamIdentifier};
-use kinesis_kcl::processor::ShardContext;
 use kinesis_kcl::{
     Checkpointer, ConfigError, InitialPosition, ProcessRecordsInput, ProcessorError,
     ShardRecordProcessor, Worker, WorkerBuilder, WorkerHandle,

@@ -50,7 +50,7 @@
 //!   backoff with jitter from [`FanOutConfig::retry_min_delay`] to
 //!   [`FanOutConfig::retry_max_delay`], until [`FanOutConfig::retry_budget`] of failures in a
 //!   row (an event delivered ends the row). Then, and on any other error (access denied, a
-//!   bad argument), the reader returns the error ([`Error::Kinesis`]) and ends; a worker
+//!   bad argument), the reader returns the error ([`Error::Kinesis`](crate::Error::Kinesis)) and ends; a worker
 //!   restarts the shard from its checkpoint.
 //! - **Shard not found** (`ResourceNotFoundException`: trimmed after its retention period,
 //!   or the stream deleted): as the Java `FanOutRecordsPublisher`, the shard's end, with no
@@ -119,23 +119,23 @@ use crate::lease::HashKeyRange;
 
 /// Default [`FanOutConfig::registration_retry_delay`]: 1 s, the Java KCL's
 /// `retryBackoffMillis`.
-pub const DEFAULT_REGISTRATION_RETRY_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_REGISTRATION_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Default [`FanOutConfig::registration_timeout`]: 2 minutes.
-pub const DEFAULT_REGISTRATION_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_REGISTRATION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default [`FanOutConfig::min_time_between_subscribes`]: 1 s (Kinesis accepts one
 /// `SubscribeToShard` per second per shard and consumer).
-pub const DEFAULT_MIN_TIME_BETWEEN_SUBSCRIBES: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_MIN_TIME_BETWEEN_SUBSCRIBES: Duration = Duration::from_secs(1);
 /// Default [`FanOutConfig::retry_min_delay`]: 1 s.
-pub const DEFAULT_FANOUT_RETRY_MIN_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_FANOUT_RETRY_MIN_DELAY: Duration = Duration::from_secs(1);
 /// Default [`FanOutConfig::retry_max_delay`]: 10 s.
-pub const DEFAULT_FANOUT_RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_FANOUT_RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
 /// Default [`FanOutConfig::retry_budget`]: 5 minutes.
-pub const DEFAULT_FANOUT_RETRY_BUDGET: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_FANOUT_RETRY_BUDGET: Duration = Duration::from_secs(300);
 /// Default [`FanOutConfig::request_timeout`]: 30 s, the Java KCL's `kinesisRequestTimeout`.
-pub const DEFAULT_FANOUT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_FANOUT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`FanOutConfig::idle_timeout`]: 30 s (Kinesis sends an event at least every 5 s,
 /// records or not).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of enhanced fan-out retrieval. Build with [`FanOutConfig::builder`].
 ///
@@ -210,7 +210,8 @@ impl FanOutConfig {
 
     /// The stream consumer to find or register. Default `None`: a worker uses its application
     /// name (the Java KCL's `consumerName`, defaulting to `applicationName`);
-    /// [`FanOutRetriever::register`] needs a name or [`consumer_arn`](Self::consumer_arn).
+    /// finding or registering the consumer needs a name or
+    /// [`consumer_arn`](Self::consumer_arn).
     pub fn consumer_name(&self) -> Option<&str> {
         self.consumer_name.as_deref()
     }
@@ -267,7 +268,7 @@ impl FanOutConfig {
         self.registration_retry.min_delay
     }
 
-    /// How long [`FanOutRetriever::register`] waits for the consumer to be `ACTIVE`, retries
+    /// How long finding or registering the consumer waits for the consumer to be `ACTIVE`, retries
     /// included. Default 2 minutes (the Java KCL gives up after 10 calls of each kind:
     /// `maxDescribeStreamConsumerRetries`, `registerStreamConsumerRetries`). The budget of
     /// [`registration_retry`](Self::registration_retry).
@@ -551,11 +552,11 @@ impl FanOutRetriever {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] with neither a consumer name nor an ARN;
-    /// [`Error::Kinesis`] if `DescribeStreamSummary`, `DescribeStreamConsumer` or
+    /// [`Error::Config`](crate::Error::Config) with neither a consumer name nor an ARN;
+    /// [`Error::Kinesis`](crate::Error::Kinesis) if `DescribeStreamSummary`, `DescribeStreamConsumer` or
     /// `RegisterStreamConsumer` fails with an error that is not retried (no such stream,
     /// access denied, too many consumers on the stream);
-    /// [`Error::ConsumerNotActive`] if the consumer is not `ACTIVE` within
+    /// [`Error::ConsumerNotActive`](crate::Error::ConsumerNotActive) if the consumer is not `ACTIVE` within
     /// [`FanOutConfig::registration_timeout`].
     pub async fn register(
         client: Client,
@@ -612,7 +613,7 @@ impl FanOutRetriever {
     ///
     /// # Errors
     ///
-    /// [`Error::Kinesis`] if `SubscribeToShard` fails with an error that is not retried (no
+    /// [`Error::Kinesis`](crate::Error::Kinesis) if `SubscribeToShard` fails with an error that is not retried (no
     /// such shard or consumer, a sequence number of another shard, access denied, …) or
     /// retried errors outlast [`FanOutConfig::retry_budget`].
     pub async fn start(
@@ -654,7 +655,7 @@ impl FanOutRetriever {
     ///
     /// # Errors
     ///
-    /// [`Error::Kinesis`] if the call fails (a consumer already gone is not an error).
+    /// [`Error::Kinesis`](crate::Error::Kinesis) if the call fails (a consumer already gone is not an error).
     pub async fn deregister(&self) -> Result<()> {
         registration::deregister(&self.api, &self.stream, &self.consumer_arn, &self.config).await
     }

@@ -117,21 +117,21 @@ use crate::shard::ChildShard;
 
 /// Default [`PollingConfig::max_records`]: 10 000, the Java KCL's `maxRecords` (and the most
 /// Kinesis returns per call).
-pub const DEFAULT_MAX_RECORDS: u32 = 10_000;
+pub(crate) const DEFAULT_MAX_RECORDS: u32 = 10_000;
 /// Default [`PollingConfig::idle_time_between_reads`]: 1 500 ms, the Java KCL's
 /// `idleTimeBetweenReadsInMillis`.
-pub const DEFAULT_IDLE_TIME_BETWEEN_READS: Duration = Duration::from_millis(1_500);
+pub(crate) const DEFAULT_IDLE_TIME_BETWEEN_READS: Duration = Duration::from_millis(1_500);
 /// Default [`PollingConfig::min_time_between_reads`]: 200 ms (Kinesis serves 5 `GetRecords` per
 /// second per shard).
-pub const DEFAULT_MIN_TIME_BETWEEN_READS: Duration = Duration::from_millis(200);
+pub(crate) const DEFAULT_MIN_TIME_BETWEEN_READS: Duration = Duration::from_millis(200);
 /// Default [`PollingConfig::retry_min_delay`]: 100 ms.
-pub const DEFAULT_RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
 /// Default [`PollingConfig::retry_max_delay`]: 10 s.
-pub const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
 /// Default [`PollingConfig::retry_budget`]: 5 minutes.
-pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(300);
 /// Default [`PollingConfig::request_timeout`]: 30 s, the Java KCL's `kinesisRequestTimeout`.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most `InvalidArgumentException`s in a row on `GetRecords` before giving up.
 const MAX_INVALID_ITERATORS_IN_A_ROW: u32 = 3;
@@ -208,7 +208,8 @@ impl PollingConfig {
 
     /// The pause after a response with no records at the tip of the shard, or a throttled
     /// call. Default 1 500 ms, the Java KCL's `idleTimeBetweenReadsInMillis` (which Java waits
-    /// between every call; see the [module](self) for the difference).
+    /// between every call, where this waits only after an empty response at the tip of the
+    /// shard or a throttled call).
     pub fn idle_time_between_reads(&self) -> Duration {
         self.idle_time_between_reads
     }
@@ -234,7 +235,8 @@ impl PollingConfig {
     }
 
     /// Whether responses that leave no user record are delivered as empty batches (to see
-    /// [`RecordBatch::millis_behind_latest`] move). Default false, as the Java KCL's
+    /// [`ProcessRecordsInput::millis_behind_latest`](crate::ProcessRecordsInput::millis_behind_latest)
+    /// move). Default false, as the Java KCL's
     /// `callProcessRecordsEvenForEmptyRecordList`.
     pub fn deliver_empty_batches(&self) -> bool {
         self.deliver_empty_batches

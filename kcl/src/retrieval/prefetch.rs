@@ -19,11 +19,11 @@ use super::metrics::{PREFETCH_BATCHES, PREFETCH_BYTES, PREFETCH_RECORDS, ShardLa
 use crate::error::{ConfigError, Error, Result};
 
 /// Default [`PrefetchLimits::max_batches`]: 3, the Java KCL's `maxPendingProcessRecordsInput`.
-pub const DEFAULT_MAX_PENDING_BATCHES: usize = 3;
+pub(crate) const DEFAULT_MAX_PENDING_BATCHES: usize = 3;
 /// Default [`PrefetchLimits::max_records`]: 30 000, the Java KCL's `maxRecordsCount`.
-pub const DEFAULT_MAX_PENDING_RECORDS: usize = 30_000;
+pub(crate) const DEFAULT_MAX_PENDING_RECORDS: usize = 30_000;
 /// Default [`PrefetchLimits::max_bytes`]: 8 MiB, the Java KCL's `maxByteSize`.
-pub const DEFAULT_MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
 
 /// How much a shard's reader may hold ahead of its processor: fetching pauses while any limit
 /// is reached, and resumes when the consumer drops batches.

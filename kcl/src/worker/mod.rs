@@ -1,28 +1,3 @@
-//! The [`Worker`]: leases shards of one or more streams and runs a
-//! [`ShardRecordProcessor`](crate::ShardRecordProcessor) on each.
-//!
-//! A worker
-//! 1. creates the lease table if needed and syncs the streams' shards into leases (the Java
-//!    KCL's rules for the initial position; see [`ShardSyncer`](crate::shard::ShardSyncer)),
-//!    again every [`shard_sync_interval`](WorkerBuilder::shard_sync_interval) and at once when
-//!    a shard ends;
-//! 2. runs a [`LeaseCoordinator`] (renewing, taking and balancing leases with the other
-//!    workers of the application);
-//! 3. for each lease it holds, waits until the shard's parents are finished, then reads the
-//!    shard from its checkpoint and hands the records to a processor made by the factory;
-//! 4. restarts a shard whose processor fails or panics from its last checkpoint after a
-//!    backoff (1 s doubling to 30 s), without disturbing the others;
-//! 5. deletes the leases of finished shards once their children have started
-//!    ([`lease_cleanup_interval`](WorkerBuilder::lease_cleanup_interval)).
-//!
-//! Shutting down through a [`WorkerHandle`] stops taking leases, gives every processor its
-//! [`shutdown_requested`](crate::ShardRecordProcessor::shutdown_requested) (a chance to
-//! checkpoint), then releases every lease so that other workers take them over at their
-//! next scan. A processor call in flight when its shard must stop (shutdown, hand-off, lost
-//! lease) may finish, within
-//! [`processor_stop_timeout`](WorkerBuilder::processor_stop_timeout): a hung processor
-//! delays a shutdown or a hand-off by that much, never for ever.
-
 mod shard_consumer;
 mod state;
 mod stream;
@@ -49,15 +24,15 @@ use crate::retrieval::{FanOutConfig, PollingConfig};
 use crate::shard::InitialPosition;
 
 /// Java KCL `shardSyncIntervalMillis` default: 60 000 ms.
-pub const DEFAULT_SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
 /// Java KCL `parentShardPollIntervalMillis` default: 10 000 ms.
-pub const DEFAULT_PARENT_SHARD_POLL_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_PARENT_SHARD_POLL_INTERVAL: Duration = Duration::from_secs(10);
 /// Java KCL `completedLeaseCleanupIntervalMillis` default: 5 minutes.
-pub const DEFAULT_LEASE_CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_LEASE_CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
 /// How long a processor has to finish once processing must stop: 30 s, the Java KCL 3.x
 /// graceful hand-off timeout (`gracefulLeaseHandoffTimeoutMillis`), after which the new
 /// owner takes the lease whatever the old one is doing.
-pub const DEFAULT_PROCESSOR_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_PROCESSOR_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// First restart delay of a failed shard consumer; doubles per failure in a row.
 const RESTART_MIN_DELAY: Duration = Duration::from_secs(1);
@@ -92,7 +67,7 @@ pub enum Retrieval {
     /// registered stream consumer, with 2 MB/s per shard of its own, pushed over HTTP/2. The
     /// consumer is [`FanOutConfig::consumer_name`], or the application name by default; it is
     /// found or registered when the worker starts (on every stream it consumes) and reused
-    /// across restarts. See [`crate::retrieval::fanout`].
+    /// across restarts.
     FanOut(FanOutConfig),
 }
 
@@ -261,7 +236,7 @@ impl WorkerBuilder {
     /// so a hung processor delays a hand-off or a shutdown by this much at most. A processor
     /// that hangs while its lease is simply held is not interrupted (neither is it in the
     /// Java KCL, which has no per-call timeout): its shard's state stays
-    /// [`ShardState::Processing`]. Default 30 s ([`DEFAULT_PROCESSOR_STOP_TIMEOUT`]).
+    /// [`ShardState::Processing`]. Default 30 s, the Java KCL 3.x `gracefulLeaseHandoffTimeoutMillis`.
     pub fn processor_stop_timeout(mut self, timeout: Duration) -> Self {
         self.processor_stop_timeout = timeout;
         self
@@ -354,7 +329,7 @@ impl WorkerBuilder {
     }
 }
 
-/// A consumer application's worker process (see the [module docs](self)).
+/// A consumer application's worker process.
 ///
 /// ```no_run
 /// use kinesis_kcl::{Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker};
@@ -390,6 +365,31 @@ impl WorkerBuilder {
 /// worker.run_until(async { tokio::signal::ctrl_c().await.ok(); }).await
 /// # }
 /// ```
+///
+/// The [`Worker`]: leases shards of one or more streams and runs a
+/// [`ShardRecordProcessor`](crate::ShardRecordProcessor) on each.
+///
+/// A worker
+/// 1. creates the lease table if needed and syncs the streams' shards into leases (the Java
+///    KCL's rules for the initial position),
+///    again every [`shard_sync_interval`](WorkerBuilder::shard_sync_interval) and at once when
+///    a shard ends;
+/// 2. runs a lease coordinator (renewing, taking and balancing leases with the other
+///    workers of the application);
+/// 3. for each lease it holds, waits until the shard's parents are finished, then reads the
+///    shard from its checkpoint and hands the records to a processor made by the factory;
+/// 4. restarts a shard whose processor fails or panics from its last checkpoint after a
+///    backoff (1 s doubling to 30 s), without disturbing the others;
+/// 5. deletes the leases of finished shards once their children have started
+///    ([`lease_cleanup_interval`](WorkerBuilder::lease_cleanup_interval)).
+///
+/// Shutting down through a [`WorkerHandle`] stops taking leases, gives every processor its
+/// [`shutdown_requested`](crate::ShardRecordProcessor::shutdown_requested) (a chance to
+/// checkpoint), then releases every lease so that other workers take them over at their
+/// next scan. A processor call in flight when its shard must stop (shutdown, hand-off, lost
+/// lease) may finish, within
+/// [`processor_stop_timeout`](WorkerBuilder::processor_stop_timeout): a hung processor
+/// delays a shutdown or a hand-off by that much, never for ever.
 pub struct Worker {
     application_name: String,
     kinesis: aws_sdk_kinesis::Client,
@@ -528,7 +528,7 @@ impl Worker {
     ///
     /// Set-up failures: the lease table cannot be created or reached, a stream cannot be
     /// described or listed. Once running, failures of single shards are retried (see the
-    /// [module docs](self)) and do not end the worker.
+    /// [`Worker`] docs) and do not end the worker.
     pub async fn run(self) -> Result<()> {
         let result = self.run_inner().await;
         self.handle.finished.send_replace(true);
