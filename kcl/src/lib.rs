@@ -73,6 +73,8 @@
 //! checkpoint with a write conditional on the lease counter) and for this crate's own tests.
 //! Applications should not need it.
 
+#![warn(missing_docs)]
+
 mod aws;
 mod checkpoint;
 mod config;
@@ -83,7 +85,9 @@ mod record;
 mod worker;
 
 // With `unstable`, the layers under the worker are public (see the crate docs); without it they
-// are internal, and items the worker does not use are left in for the feature's sake.
+// are internal, and items the worker does not use are left in for the feature's sake. Their
+// doctests use the public paths: like the test targets that need the feature, they pass with
+// it (`cargo test --workspace`, or `-p kinesis-kcl --features unstable`).
 #[cfg(feature = "unstable")]
 pub mod lease;
 #[cfg(not(feature = "unstable"))]

@@ -33,7 +33,7 @@ pub(crate) const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(5);
 ///
 /// ```
 /// use std::time::Duration;
-/// use kinesis_kcl::lease::RetryPolicy;
+/// use kinesis_kcl::RetryPolicy;
 ///
 /// let policy = RetryPolicy::default();
 /// assert_eq!(policy.budget, Duration::from_secs(5));

@@ -141,7 +141,7 @@ pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// ```
 /// use std::time::Duration;
-/// use kinesis_kcl::retrieval::FanOutConfig;
+/// use kinesis_kcl::FanOutConfig;
 ///
 /// let config = FanOutConfig::default();
 /// assert_eq!(config.consumer_name(), None); // a worker uses its application name

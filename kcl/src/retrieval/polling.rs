@@ -141,7 +141,7 @@ const MAX_INVALID_ITERATORS_IN_A_ROW: u32 = 3;
 ///
 /// ```
 /// use std::time::Duration;
-/// use kinesis_kcl::retrieval::{OutOfRangePolicy, PollingConfig};
+/// use kinesis_kcl::{OutOfRangePolicy, PollingConfig};
 ///
 /// let config = PollingConfig::default();
 /// assert_eq!(config.max_records(), 10_000);

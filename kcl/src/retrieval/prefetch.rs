@@ -32,7 +32,7 @@ pub(crate) const DEFAULT_MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
 /// records, 8 MiB of data.
 ///
 /// ```
-/// use kinesis_kcl::retrieval::PrefetchLimits;
+/// use kinesis_kcl::PrefetchLimits;
 ///
 /// let limits = PrefetchLimits::default();
 /// assert_eq!((limits.max_batches(), limits.max_records(), limits.max_bytes()), (3, 30_000, 8 << 20));

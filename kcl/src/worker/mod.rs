@@ -46,7 +46,7 @@ const RESTART_RESET_AFTER: Duration = Duration::from_secs(60);
 ///
 /// ```
 /// use kinesis_kcl::Retrieval;
-/// use kinesis_kcl::retrieval::FanOutConfig;
+/// use kinesis_kcl::FanOutConfig;
 ///
 /// // Enhanced fan-out through a consumer named after the application, kept on shutdown.
 /// let fan_out = Retrieval::FanOut(FanOutConfig::default());
