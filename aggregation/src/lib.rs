@@ -6,7 +6,7 @@
 //! (`kinesis-kpl`) writes the format with this crate and the consumer (`kinesis-kcl`) reads it
 //! with this crate, so the two can never disagree about it; anything else that reads Kinesis
 //! records (a Lambda function, a Firehose transformation, a hand-written `GetRecords` loop) can
-//! deaggregate with it alone. With the `lambda` feature, [`lambda::deaggregate_event`] takes
+//! deaggregate with it alone. With the `lambda` feature, `lambda::deaggregate_event` takes
 //! an [`aws_lambda_events`](https://docs.rs/aws_lambda_events) Kinesis event as Lambda
 //! delivers it.
 //!

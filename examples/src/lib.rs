@@ -36,6 +36,7 @@ pub struct ConnectArgs {
 }
 
 /// Clients for the chosen servers, and what keeps embedded servers running.
+#[derive(Debug)]
 pub struct Connection {
     /// The Kinesis client.
     pub kinesis: aws_sdk_kinesis::Client,

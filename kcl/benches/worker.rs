@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kinesis_aggregation::{Deaggregated, HashKeyRange, deaggregate};
 use kinesis_integration::TestBed;
-use kinesis_kcl::processor::ShardContext;
+use kinesis_kcl::ShardContext;
 use kinesis_kcl::{
     Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorError, ShardRecordProcessor,
     Worker,

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_kinesis::primitives::Blob;
 use kinesis_integration::TestBed;
-use kinesis_kcl::processor::ShardContext;
+use kinesis_kcl::ShardContext;
 use kinesis_kcl::{
     Checkpointer, FanOutConfig, InitialPosition, PollingConfig, ProcessRecordsInput,
     ProcessorError, Retrieval, ShardRecordProcessor, ShardState, Worker, WorkerHandle,
@@ -73,7 +73,7 @@ fn args() -> Result<Args, BoxError> {
         records: 300,
         rate: 20.0,
         shards: 2,
-        idle: kinesis_kcl::retrieval::polling::DEFAULT_IDLE_TIME_BETWEEN_READS,
+        idle: kinesis_kcl::PollingConfig::default().idle_time_between_reads(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {

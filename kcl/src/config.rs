@@ -3,15 +3,15 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::ConfigError;
 use crate::lease::AssignmentConfig;
 
 /// Default failover time: 10 000 ms, the Java KCL's `failoverTimeMillis` default.
-pub const DEFAULT_FAILOVER_TIME: Duration = Duration::from_millis(10_000);
+pub(crate) const DEFAULT_FAILOVER_TIME: Duration = Duration::from_millis(10_000);
 
 /// Default graceful hand-off timeout: 30 000 ms, the Java KCL 3.x
 /// `gracefulLeaseHandoffTimeoutMillis` default.
-pub const DEFAULT_HANDOFF_TIMEOUT: Duration = Duration::from_millis(30_000);
+pub(crate) const DEFAULT_HANDOFF_TIMEOUT: Duration = Duration::from_millis(30_000);
 
 /// How leases are held, renewed, taken and balanced.
 ///
@@ -145,7 +145,7 @@ impl LeaseConfig {
     }
 
     /// The settings [`decide`](crate::lease::decide) uses.
-    pub fn assignment(&self) -> AssignmentConfig {
+    pub(crate) fn assignment(&self) -> AssignmentConfig {
         AssignmentConfig {
             max_leases_for_worker: self.max_leases_for_worker,
             max_leases_to_steal_at_one_time: self.max_leases_to_steal_at_one_time,
@@ -213,51 +213,60 @@ impl LeaseConfigBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if the failover time or an interval is zero, the renew
-    /// interval is over 45 % of the failover time, or a maximum is 0.
-    pub fn build(self) -> Result<LeaseConfig> {
+    /// A [`ConfigError`] if the failover time or an interval is zero, the renew interval is
+    /// over 45 % of the failover time, or a maximum is 0.
+    pub fn build(self) -> Result<LeaseConfig, ConfigError> {
         let failover_time = self.failover_time.unwrap_or(DEFAULT_FAILOVER_TIME);
         if failover_time.is_zero() {
-            return Err(invalid("failover_time", "must be positive"));
+            return Err(invalid("failover_time", failover_time, "must be positive"));
         }
         let renew_interval = self.renew_interval.unwrap_or(failover_time / 3);
         if renew_interval.is_zero() {
-            return Err(invalid("renew_interval", "must be positive"));
+            return Err(invalid(
+                "renew_interval",
+                renew_interval,
+                "must be positive",
+            ));
         }
         // A holder keeps a lease for 90 % of the failover time after its last successful
         // write: renewing at most every half of that lets one renewal fail without losing it.
         let longest_renew_interval = (failover_time - failover_time / 10) / 2;
         if renew_interval > longest_renew_interval {
-            return Err(Error::InvalidConfig {
-                field: "renew_interval",
-                reason: format!(
-                    "{renew_interval:?} is over {longest_renew_interval:?}: at most 45 % of \
-                     failover_time ({failover_time:?}), as a lease is held for 90 % of it after \
-                     a renewal and one renewal may fail"
-                )
-                .into(),
-            });
+            return Err(invalid(
+                "renew_interval",
+                renew_interval,
+                format!(
+                    "must be at most {longest_renew_interval:?}, 45 % of failover_time \
+                     ({failover_time:?}), as a lease is held for 90 % of it after a renewal and \
+                     one renewal may fail"
+                ),
+            ));
         }
         let taker_interval = self.taker_interval.unwrap_or(failover_time / 10);
         if taker_interval.is_zero() {
-            return Err(invalid("taker_interval", "must be positive"));
+            return Err(invalid(
+                "taker_interval",
+                taker_interval,
+                "must be positive",
+            ));
         }
         let max_leases_for_worker = match self.max_leases_for_worker {
             None => None,
             Some(n) => Some(
                 NonZeroUsize::new(n)
-                    .ok_or_else(|| invalid("max_leases_for_worker", "must be >= 1"))?,
+                    .ok_or_else(|| invalid("max_leases_for_worker", n, "must be at least 1"))?,
             ),
         };
         let max_leases_to_steal_at_one_time = match self.max_leases_to_steal_at_one_time {
             None => NonZeroUsize::MIN,
-            Some(n) => NonZeroUsize::new(n)
-                .ok_or_else(|| invalid("max_leases_to_steal_at_one_time", "must be >= 1"))?,
+            Some(n) => NonZeroUsize::new(n).ok_or_else(|| {
+                invalid("max_leases_to_steal_at_one_time", n, "must be at least 1")
+            })?,
         };
         let max_concurrent_renewals = match self.max_concurrent_renewals {
             None => DEFAULT_MAX_CONCURRENT_RENEWALS,
             Some(n) => NonZeroUsize::new(n)
-                .ok_or_else(|| invalid("max_concurrent_renewals", "must be >= 1"))?,
+                .ok_or_else(|| invalid("max_concurrent_renewals", n, "must be at least 1"))?,
         };
         Ok(LeaseConfig {
             max_concurrent_renewals,
@@ -271,11 +280,12 @@ impl LeaseConfigBuilder {
     }
 }
 
-fn invalid(field: &'static str, reason: &'static str) -> Error {
-    Error::InvalidConfig {
-        field,
-        reason: reason.into(),
-    }
+fn invalid(
+    field: &'static str,
+    value: impl std::fmt::Debug,
+    limit: impl Into<std::borrow::Cow<'static, str>>,
+) -> ConfigError {
+    ConfigError::new("LeaseConfig", field, value, limit)
 }
 
 #[cfg(test)]
@@ -335,7 +345,7 @@ mod tests {
             LeaseConfig::builder().max_leases_to_steal_at_one_time(0),
         ];
         for b in bad {
-            assert!(matches!(b.build(), Err(Error::InvalidConfig { .. })));
+            assert!(matches!(b.build(), Err(ConfigError { .. })));
         }
     }
 }

@@ -56,19 +56,19 @@ pub enum Error {
         reason: Cow<'static, str>,
     },
 
-    /// A configuration value is out of range (lease, polling, fan-out or worker settings).
-    #[error("invalid configuration: `{field}` {reason}")]
-    InvalidConfig {
-        /// The configuration field.
-        field: &'static str,
-        /// Why the value is rejected.
-        reason: Cow<'static, str>,
-    },
+    /// A setting is out of range or inconsistent with another. The builders
+    /// ([`LeaseConfig`](crate::LeaseConfig), [`PollingConfig`](crate::PollingConfig),
+    /// [`FanOutConfig`](crate::FanOutConfig), [`WorkerBuilder`](crate::WorkerBuilder)) return
+    /// the [`ConfigError`] itself; it appears here when a run finds a setting unusable (a
+    /// fan-out consumer ARN with several streams, a fan-out retrieval with neither a consumer
+    /// name nor an ARN).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 
     /// A DynamoDB request on the lease table failed with an error that is not retried
     /// (validation, access denied, missing table, …), or a transient error (throttling,
     /// 5xx, timeout) outlasted the retry budget. A failed condition on a lease write is not
-    /// an error: it is [`WriteOutcome::ConditionFailed`](crate::lease::WriteOutcome).
+    /// an error: the worker reads it as a lost race (a lease taken by another worker).
     #[error("DynamoDB {operation} on table `{table}` failed")]
     DynamoDb {
         /// The DynamoDB operation (`UpdateItem`, `Scan`, …).
@@ -164,6 +164,109 @@ pub enum Error {
         /// How long it was waited for.
         waited: Duration,
     },
+}
+
+impl Error {
+    /// Whether trying the same thing again later may succeed: a transient AWS error
+    /// (throttling, a 5xx, a timeout) that outlasted its retries, a table or stream consumer
+    /// not `ACTIVE` yet, a shard listing caught in the middle of a reshard. A bad
+    /// configuration, a malformed lease, a lost lease or a refused checkpoint are not.
+    pub fn is_retryable(&self) -> bool {
+        use aws_sdk_kinesis::error::ProvideErrorMetadata;
+        match self {
+            Error::DynamoDb { source, .. } => {
+                crate::aws::classify::classify_service(source.code(), None).is_some()
+            }
+            Error::Kinesis { source, .. } => {
+                crate::aws::classify::classify_service(source.code(), None).is_some()
+            }
+            Error::TableNotActive { .. }
+            | Error::ConsumerNotActive { .. }
+            | Error::IncompleteShardListing { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// A setting refused by a builder ([`LeaseConfig`](crate::LeaseConfig),
+/// [`PollingConfig`](crate::PollingConfig), [`FanOutConfig`](crate::FanOutConfig),
+/// [`WorkerBuilder`](crate::WorkerBuilder)): which builder and field, the value given, and the
+/// limit it breaks.
+///
+/// ```
+/// use std::time::Duration;
+/// use kinesis_kcl::PollingConfig;
+///
+/// let error = PollingConfig::builder().max_records(0).build().unwrap_err();
+/// assert_eq!(error.field(), "max_records");
+/// assert_eq!(error.value(), "0");
+/// assert_eq!(
+///     error.to_string(),
+///     "invalid PollingConfig setting `max_records` = 0: must be between 1 and 10000"
+/// );
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {builder} setting `{field}` = {value}: {limit}")]
+pub struct ConfigError {
+    builder: &'static str,
+    field: &'static str,
+    value: String,
+    limit: Cow<'static, str>,
+}
+
+impl ConfigError {
+    /// The error for `field` of `builder` set to `value` (rendered with `Debug`, truncated),
+    /// which breaks `limit`.
+    pub(crate) fn new(
+        builder: &'static str,
+        field: &'static str,
+        value: impl std::fmt::Debug,
+        limit: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        ConfigError {
+            builder,
+            field,
+            value: truncate(&format!("{value:?}")),
+            limit: limit.into(),
+        }
+    }
+
+    /// [`ConfigError::new`] with a value rendered by `Display` (an identifier, a name).
+    pub(crate) fn displayed(
+        builder: &'static str,
+        field: &'static str,
+        value: impl std::fmt::Display,
+        limit: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        ConfigError {
+            builder,
+            field,
+            value: truncate(&value.to_string()),
+            limit: limit.into(),
+        }
+    }
+
+    /// The builder that refused the setting: `LeaseConfig`, `PollingConfig`, `FanOutConfig`
+    /// or `WorkerBuilder`.
+    pub fn builder(&self) -> &str {
+        self.builder
+    }
+
+    /// The setting, named as the builder method that sets it.
+    pub fn field(&self) -> &str {
+        self.field
+    }
+
+    /// The value given, as Rust's `Debug` renders it (durations, numbers, quoted strings) or,
+    /// for identifiers, as they are written (cut when long).
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// The limit the value breaks (`must be positive`, `at most 45 % of failover_time (10s)`, …).
+    pub fn limit(&self) -> &str {
+        &self.limit
+    }
 }
 
 /// `Result` with this crate's [`Error`].

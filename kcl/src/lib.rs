@@ -6,12 +6,14 @@
 //! enhanced fan-out, deaggregates KPL records, and calls your processor batch by batch.
 //!
 //! ```no_run
-//! use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker};
-//! use kinesis_kcl::shard::InitialPosition;
+//! use kinesis_kcl::{
+//!     Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorError, ShardRecordProcessor,
+//!     Worker,
+//! };
 //!
 //! struct Count(u64);
 //!
-//! #[async_trait::async_trait]
+//! #[kinesis_kcl::async_trait]
 //! impl ShardRecordProcessor for Count {
 //!     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
 //!         self.0 += input.records.len() as u64;
@@ -29,17 +31,13 @@
 //!     "clickstream-counter", // the application: also the lease table's name
 //!     aws_sdk_kinesis::Client::new(&config),
 //!     aws_sdk_dynamodb::Client::new(&config),
-//!     |_: &kinesis_kcl::processor::ShardContext| Count(0),
+//!     |_| Count(0), // a processor per shard lease
 //! )
 //! .stream("clickstream")
 //! .initial_position(InitialPosition::TrimHorizon)
 //! .build()?;
-//! let handle = worker.handle();
-//! tokio::spawn(async move {
-//!     tokio::signal::ctrl_c().await.ok();
-//!     handle.shutdown().await; // processors checkpoint, leases go to the other workers
-//! });
-//! worker.run().await
+//! // Until Ctrl-C; then processors checkpoint and leases go to the other workers.
+//! worker.run_until(async { tokio::signal::ctrl_c().await.ok(); }).await
 //! # }
 //! ```
 //!
@@ -55,15 +53,25 @@
 //!   once its parents were checkpointed at `SHARD_END`.
 //! - **Stopping is not cancelling.** A call in flight when the lease is lost, handed off or
 //!   the worker shuts down may finish, within
-//!   [`processor_stop_timeout`](WorkerBuilder::processor_stop_timeout) (see [`processor`]).
+//!   [`processor_stop_timeout`](WorkerBuilder::processor_stop_timeout) (see [`ShardRecordProcessor`]).
 //!
-//! The modules, from the top down: [`worker`] (the worker and its settings), [`processor`]
-//! (what you implement), [`retrieval`] (polling and enhanced fan-out), [`shard`] (shard
-//! listing, lineage and lease creation), [`lease`] (the lease table and protocol:
-//! [`lease::LeaseCoordinator`] runs it for one worker, [`lease::decide`] is the pure
-//! assignment, [`lease::Lease`] the Java-compatible item), [`record`] and [`metrics`].
-//! The README's "Moving from the Java KCL" says which Java versions can share or take over a
-//! lease table.
+//! The public API is what this page lists: the [`Worker`] and its settings ([`LeaseConfig`],
+//! [`Retrieval`] with [`PollingConfig`] or [`FanOutConfig`], [`RetryPolicy`], [`TableOptions`]),
+//! what you implement ([`ShardRecordProcessor`]) and what it is handed ([`ProcessRecordsInput`],
+//! [`Record`], [`Checkpointer`]), positions ([`InitialPosition`], [`ExtendedSequenceNumber`]),
+//! errors ([`Error`], [`ConfigError`]) and the names of the [`metrics`]. Defaults equal the
+//! Java KCL's; each builder method documents its own. The README's "Moving from the Java KCL"
+//! says which Java versions can share or take over a lease table.
+//!
+//! # The `unstable` feature
+//!
+//! It makes the layers under the worker public, with **no semver promise** (they change with
+//! any release): `lease` (the Java-compatible lease item, its conditional writes, the lease
+//! table, the coordinator and the pure assignment), `shard` (shard listing, lineage, lease
+//! creation) and `retrieval` (shard readers for polling and enhanced fan-out, on their own).
+//! It exists for operations tools (the workspace's `kinesis-ops` lists leases and resets a
+//! checkpoint with a write conditional on the lease counter) and for this crate's own tests.
+//! Applications should not need it.
 
 #![warn(missing_docs)]
 
@@ -71,29 +79,53 @@ mod aws;
 mod checkpoint;
 mod config;
 mod error;
-pub mod lease;
 pub mod metrics;
-pub mod processor;
-pub mod record;
+mod processor;
+mod record;
+mod worker;
+
+// With `unstable`, the layers under the worker are public (see the crate docs); without it they
+// are internal, and items the worker does not use are left in for the feature's sake. Their
+// doctests use the public paths: like the test targets that need the feature, they pass with
+// it (`cargo test --workspace`, or `-p kinesis-kcl --features unstable`).
+#[cfg(feature = "unstable")]
+pub mod lease;
+#[cfg(not(feature = "unstable"))]
+#[allow(dead_code, unreachable_pub, unused_imports)]
+mod lease;
+#[cfg(feature = "unstable")]
 pub mod retrieval;
+#[cfg(not(feature = "unstable"))]
+#[allow(dead_code, unreachable_pub, unused_imports)]
+mod retrieval;
+#[cfg(feature = "unstable")]
 pub mod shard;
-pub mod worker;
+#[cfg(not(feature = "unstable"))]
+#[allow(dead_code, unreachable_pub, unused_imports)]
+mod shard;
 
 pub use aws::RetryPolicy;
-pub use config::{DEFAULT_FAILOVER_TIME, DEFAULT_HANDOFF_TIMEOUT, LeaseConfig, LeaseConfigBuilder};
-pub use error::{Error, Result};
-pub use record::Record;
-
 pub use checkpoint::{Checkpointer, PreparedCheckpoint};
+pub use config::{LeaseConfig, LeaseConfigBuilder};
+pub use error::{ConfigError, Error, Result};
+pub use lease::{
+    Billing, ExtendedSequenceNumber, SequenceNumber, SequencePosition, StreamIdentifier,
+    TableOptions,
+};
 pub use processor::{
-    ProcessRecordsInput, ProcessorError, ShardRecordProcessor, ShardRecordProcessorFactory,
+    InitializationInput, ProcessRecordsInput, ProcessorError, ShardContext, ShardRecordProcessor,
 };
-pub use retrieval::{FanOutConfig, PollingConfig, RecordBatch};
+pub use record::Record;
+pub use retrieval::{
+    FanOutConfig, FanOutConfigBuilder, OutOfRangePolicy, PollingConfig, PollingConfigBuilder,
+    PrefetchLimits,
+};
 pub use shard::InitialPosition;
-pub use worker::{
-    DEFAULT_LEASE_CLEANUP_INTERVAL, DEFAULT_PARENT_SHARD_POLL_INTERVAL,
-    DEFAULT_SHARD_SYNC_INTERVAL, Retrieval, ShardState, Worker, WorkerBuilder, WorkerHandle,
-};
+pub use worker::{Retrieval, ShardState, Worker, WorkerBuilder, WorkerHandle};
+
+/// The attribute [`ShardRecordProcessor`] implementations carry (`#[kinesis_kcl::async_trait]`),
+/// re-exported from the `async-trait` crate so that applications need not depend on it.
+pub use async_trait::async_trait;
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]

@@ -1,6 +1,5 @@
 //! Every metric this crate reports through the [`metrics`] facade: this is the crate's one
-//! list (the producer's is `kinesis_kpl::metrics`). Retrieval metrics' names are constants
-//! in [`retrieval::metrics`](crate::retrieval::metrics).
+//! list (the producer's is `kinesis_kpl::metrics`), with each name as a constant.
 //!
 //! No exporter is installed by the crate: install one (for example
 //! `metrics-exporter-prometheus`) in your application to collect them.
@@ -18,7 +17,7 @@
 //! | `kcl_lease_takes_total` | counter | leases | — | leases taken (unowned, expired, reclaimed, handed over) |
 //! | `kcl_lease_steals_total` | counter | leases | — | graceful hand-offs started towards this worker |
 //! | `kcl_lease_take_conflicts_total` | counter | writes | — | takes and steals that lost a race |
-//! | `kcl_duplicate_worker_id_total` | counter | detections | — | another live process renews leases under this worker id; this worker stopped taking (see [`CoordinatorStats::duplicate_worker_id`](crate::lease::CoordinatorStats::duplicate_worker_id)) |
+//! | `kcl_duplicate_worker_id_total` | counter | detections | — | another live process renews leases under this worker id; this worker stopped taking (it logs an error naming the id) |
 //! | `kcl_leases_lost_total` | counter | leases | — | leases lost (taken away or not renewed in time) |
 //! | `kcl_checkpoints_total` | counter | writes | — | checkpoints written |
 //! | `kcl_checkpoints_prepared_total` | counter | writes | — | two-phase checkpoints prepared |
@@ -43,10 +42,10 @@
 //! | `kcl_prefetch_records` | gauge | user records | `stream`, `shard_id` | their user records |
 //! | `kcl_prefetch_bytes` | gauge | bytes | `stream`, `shard_id` | their data bytes |
 //!
-//! Enhanced fan-out ([`retrieval::fanout`](crate::retrieval::fanout)) adds, labelled `stream`
+//! Enhanced fan-out ([`Retrieval::FanOut`](crate::Retrieval::FanOut)) adds, labelled `stream`
 //! and `shard_id` (it also reports `kcl_millis_behind_latest`, `kcl_records_fetched_total`,
-//! `kcl_bytes_fetched_total`, `kcl_user_records_delivered_total` and the prefetch gauges of
-//! [`retrieval::metrics`](crate::retrieval::metrics), from each event):
+//! `kcl_bytes_fetched_total`, `kcl_user_records_delivered_total` and the prefetch gauges above,
+//! from each event):
 //!
 //! | name | kind | unit | labels | meaning |
 //! |---|---|---|---|---|
@@ -55,6 +54,12 @@
 //! | `kcl_fanout_errors_total` | counter | errors | `stream`, `shard_id`, `kind` (`resource_in_use`, `limit_exceeded`, `throttled`, `internal_failure`, `kms_throttling`, `timeout`, `connection`, `idle`, `not_found`, `fatal`) | failed subscriptions and broken event streams |
 //! | `kcl_fanout_event_latency_seconds` | histogram | seconds | `stream`, `shard_id` | from the `ApproximateArrivalTimestamp` of an event's newest record to the event's hand-over to the reader (put → delivery, on the server's clock) |
 //! | `kcl_fanout_records_skipped_total` | counter | Kinesis records | `stream`, `shard_id` | records dropped as repeats (at or before the last one delivered, after a resubscription) or before the requested position (on servers that ignore it) |
+
+pub use crate::retrieval::metrics::{
+    AGGREGATES_PASSED_THROUGH, BYTES_FETCHED, EXPIRED_ITERATORS, GET_RECORDS_DURATION,
+    GET_RECORDS_RETRIES, GET_RECORDS_THROTTLED, MILLIS_BEHIND_LATEST, OUT_OF_RANGE_RECORDS,
+    PREFETCH_BATCHES, PREFETCH_BYTES, PREFETCH_RECORDS, RECORDS_FETCHED, USER_RECORDS_DELIVERED,
+};
 
 /// Gauge: leases this worker holds.
 pub const LEASES_HELD: &str = "kcl_leases_held";

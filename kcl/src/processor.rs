@@ -1,45 +1,3 @@
-//! The code users write: a [`ShardRecordProcessor`] per shard lease, made by a
-//! [`ShardRecordProcessorFactory`].
-//!
-//! # Lifecycle of one processor
-//!
-//! 1. [`initialize`](ShardRecordProcessor::initialize) once, with the shard and the checkpoint
-//!    processing resumes after.
-//! 2. [`process_records`](ShardRecordProcessor::process_records) for each batch, in shard
-//!    order, with a [`Checkpointer`] to record progress.
-//! 3. Exactly one ending:
-//!    - [`shard_ended`](ShardRecordProcessor::shard_ended): the shard was closed by a split or
-//!      merge and every record was delivered. The processor **must** checkpoint (the
-//!      checkpointer then writes `SHARD_END`); until it does, the shard's children are not
-//!      processed. The worker calls it again (with backoff) while it returns without
-//!      checkpointing, logging an error and reporting the shard as
-//!      [`ShardState::ShardEndNotCheckpointed`](crate::ShardState::ShardEndNotCheckpointed).
-//!    - [`lease_lost`](ShardRecordProcessor::lease_lost): another worker has the shard now.
-//!      Do not checkpoint (it would be refused); drop in-flight work.
-//!    - [`shutdown_requested`](ShardRecordProcessor::shutdown_requested): the worker is shutting
-//!      down, or another worker asked for the lease (a graceful hand-off). Checkpoint what is
-//!      done; the lease is released right after.
-//!
-//! # Stopping is not cancelling
-//!
-//! A call in flight when processing must stop (lost lease, hand-off, shutdown) is not
-//! dropped: it may finish its batch, and then the ending above is called, as in the Java KCL.
-//! Checkpoints it attempts after a loss fail with
-//! [`Error::LeaseLost`](crate::Error::LeaseLost). The call in flight and the
-//! ending together get
-//! [`processor_stop_timeout`](crate::WorkerBuilder::processor_stop_timeout) (30 s by default);
-//! what is still running then is dropped at its next `.await` and the processor hears nothing
-//! more. Keep blocking work off the async thread (`spawn_blocking`): a call that blocks its
-//! thread cannot be dropped.
-//!
-//! # Errors and panics
-//!
-//! If `process_records` returns an error or panics, the processor is dropped and the shard
-//! restarts from its last checkpoint with a new processor from the factory, after a backoff
-//! (1 s, doubling up to 30 s while it keeps failing). Records after the last checkpoint are
-//! delivered again: processing is at least once. Other shards are not affected. (The Java KCL
-//! logs the exception and moves on to the next batch, which loses the batch.)
-
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -48,7 +6,29 @@ use crate::checkpoint::Checkpointer;
 use crate::lease::ExtendedSequenceNumber;
 use crate::record::Record;
 
-/// The error type processors return.
+/// The error a [`ShardRecordProcessor`] returns: any error, boxed.
+///
+/// Every error type that implements [`std::error::Error`] + `Send` + `Sync` (and `String` or
+/// `&str` messages) converts into it with `?` or `.into()`, among them this crate's
+/// [`Error`](crate::Error) from a failed checkpoint. What the worker does with it: an error
+/// from [`process_records`](ShardRecordProcessor::process_records) restarts the shard from
+/// its last checkpoint with a new processor (see [Errors and panics](ShardRecordProcessor#errors-and-panics));
+/// one from [`shard_ended`](ShardRecordProcessor::shard_ended) makes the worker call it again;
+/// one from [`shutdown_requested`](ShardRecordProcessor::shutdown_requested) is logged.
+///
+/// ```
+/// use kinesis_kcl::ProcessorError;
+///
+/// fn parse(data: &[u8]) -> Result<u64, ProcessorError> {
+///     let text = std::str::from_utf8(data)?; // a Utf8Error
+///     if text.is_empty() {
+///         return Err("empty record".into()); // a message
+///     }
+///     Ok(text.parse()?) // a ParseIntError
+/// }
+/// assert!(parse(b"42").is_ok());
+/// assert_eq!(parse(b"").unwrap_err().to_string(), "empty record");
+/// ```
 pub type ProcessorError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a processor learns when it starts.
@@ -79,18 +59,18 @@ pub struct ProcessRecordsInput {
     pub millis_behind_latest: Option<u64>,
 }
 
-/// Processes the records of one shard. One instance per shard lease, made by a
-/// [`ShardRecordProcessorFactory`]; see the [module docs](self) for the lifecycle.
+/// Processes the records of one shard. One instance per shard lease, made by the factory given
+/// to [`Worker::builder`](crate::Worker::builder).
 ///
 /// ```
 /// use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor};
-/// use kinesis_kcl::processor::InitializationInput;
+/// use kinesis_kcl::InitializationInput;
 ///
 /// struct Counter {
 ///     seen: u64,
 /// }
 ///
-/// #[async_trait::async_trait]
+/// #[kinesis_kcl::async_trait]
 /// impl ShardRecordProcessor for Counter {
 ///     async fn initialize(&mut self, input: InitializationInput) {
 ///         tracing::info!(shard = %input.shard_id, from = %input.checkpoint, "starting");
@@ -112,6 +92,48 @@ pub struct ProcessRecordsInput {
 ///     }
 /// }
 /// ```
+///
+/// The code users write: a [`ShardRecordProcessor`] per shard lease, made by the factory
+/// closure given to [`Worker::builder`](crate::Worker::builder).
+///
+/// # Lifecycle of one processor
+///
+/// 1. [`initialize`](ShardRecordProcessor::initialize) once, with the shard and the checkpoint
+///    processing resumes after.
+/// 2. [`process_records`](ShardRecordProcessor::process_records) for each batch, in shard
+///    order, with a [`Checkpointer`] to record progress.
+/// 3. Exactly one ending:
+///    - [`shard_ended`](ShardRecordProcessor::shard_ended): the shard was closed by a split or
+///      merge and every record was delivered. The processor **must** checkpoint (the
+///      checkpointer then writes `SHARD_END`); until it does, the shard's children are not
+///      processed. The worker calls it again (with backoff) while it returns without
+///      checkpointing, logging an error and reporting the shard as
+///      [`ShardState::ShardEndNotCheckpointed`](crate::ShardState::ShardEndNotCheckpointed).
+///    - [`lease_lost`](ShardRecordProcessor::lease_lost): another worker has the shard now.
+///      Do not checkpoint (it would be refused); drop in-flight work.
+///    - [`shutdown_requested`](ShardRecordProcessor::shutdown_requested): the worker is shutting
+///      down, or another worker asked for the lease (a graceful hand-off). Checkpoint what is
+///      done; the lease is released right after.
+///
+/// # Stopping is not cancelling
+///
+/// A call in flight when processing must stop (lost lease, hand-off, shutdown) is not
+/// dropped: it may finish its batch, and then the ending above is called, as in the Java KCL.
+/// Checkpoints it attempts after a loss fail with
+/// [`Error::LeaseLost`](crate::Error::LeaseLost). The call in flight and the
+/// ending together get
+/// [`processor_stop_timeout`](crate::WorkerBuilder::processor_stop_timeout) (30 s by default);
+/// what is still running then is dropped at its next `.await` and the processor hears nothing
+/// more. Keep blocking work off the async thread (`spawn_blocking`): a call that blocks its
+/// thread cannot be dropped.
+///
+/// # Errors and panics
+///
+/// If `process_records` returns an error or panics, the processor is dropped and the shard
+/// restarts from its last checkpoint with a new processor from the factory, after a backoff
+/// (1 s, doubling up to 30 s while it keeps failing). Records after the last checkpoint are
+/// delivered again: processing is at least once. Other shards are not affected. (The Java KCL
+/// logs the exception and moves on to the next batch, which loses the batch.)
 #[async_trait]
 pub trait ShardRecordProcessor: Send {
     /// Called once before the first batch.
@@ -124,7 +146,7 @@ pub trait ShardRecordProcessor: Send {
     ///
     /// # Errors
     ///
-    /// An error restarts the shard from its last checkpoint (see the [module docs](self)).
+    /// An error restarts the shard from its last checkpoint (see [Errors and panics](ShardRecordProcessor#errors-and-panics)).
     async fn process_records(
         &mut self,
         input: ProcessRecordsInput,
@@ -172,24 +194,9 @@ pub struct ShardContext {
     pub lease_key: String,
 }
 
-/// Makes one [`ShardRecordProcessor`] per shard lease. Implemented for closures
-/// `Fn(&ShardContext) -> P`.
-///
-/// ```
-/// # use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor};
-/// use kinesis_kcl::ShardRecordProcessorFactory;
-/// use kinesis_kcl::processor::ShardContext;
-/// # struct Printer { shard: String }
-/// # #[async_trait::async_trait]
-/// # impl ShardRecordProcessor for Printer {
-/// #     async fn process_records(&mut self, _: ProcessRecordsInput, _: &mut Checkpointer) -> Result<(), ProcessorError> { Ok(()) }
-/// #     async fn shard_ended(&mut self, c: &mut Checkpointer) -> Result<(), ProcessorError> { Ok(c.checkpoint().await?) }
-/// # }
-///
-/// let factory = |shard: &ShardContext| Printer { shard: shard.shard_id.clone() };
-/// let processor = factory.create(&ShardContext::new("shardId-000000000000", "clicks", "shardId-000000000000"));
-/// ```
-pub trait ShardRecordProcessorFactory: Send + Sync + 'static {
+/// Makes one [`ShardRecordProcessor`] per shard lease: the closures `Fn(&ShardContext) -> P`
+/// given to [`Worker::builder`](crate::Worker::builder).
+pub(crate) trait ShardRecordProcessorFactory: Send + Sync + 'static {
     /// A new processor for `shard`.
     fn create(&self, shard: &ShardContext) -> Box<dyn ShardRecordProcessor>;
 }
@@ -205,7 +212,7 @@ where
 }
 
 impl ShardContext {
-    /// A context (for tests of factories).
+    /// A context (for tests of factories and processors).
     pub fn new(
         shard_id: impl Into<String>,
         stream: impl Into<String>,

@@ -25,7 +25,7 @@ use crate::lease::{ExtendedSequenceNumber, SequenceNumber};
 /// ```
 /// use std::time::{Duration, SystemTime};
 /// use kinesis_kcl::Record;
-/// use kinesis_kcl::lease::{ExtendedSequenceNumber, SequenceNumber};
+/// use kinesis_kcl::{ExtendedSequenceNumber, SequenceNumber};
 ///
 /// let sequence_number = SequenceNumber::new("49590338271490256608559692538361571095921575989136588898")?;
 /// let arrival = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -127,7 +127,7 @@ impl Record {
     ///
     /// ```
     /// use kinesis_kcl::Record;
-    /// use kinesis_kcl::lease::SequenceNumber;
+    /// use kinesis_kcl::SequenceNumber;
     ///
     /// let record = Record::new(SequenceNumber::new("7")?, "pk", "data").with_sub_sequence_number(3);
     /// assert!(record.is_aggregated());
@@ -146,7 +146,7 @@ impl Record {
     ///
     /// ```
     /// use kinesis_kcl::Record;
-    /// use kinesis_kcl::lease::SequenceNumber;
+    /// use kinesis_kcl::SequenceNumber;
     ///
     /// let record = Record::new(SequenceNumber::new("7")?, "pk", "data").with_explicit_hash_key("42");
     /// assert_eq!(record.explicit_hash_key(), Some("42"));

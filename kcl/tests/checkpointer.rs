@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use kinesis_integration::TestBed;
 use kinesis_kcl::lease::{ExtendedSequenceNumber, LeaseTable};
-use kinesis_kcl::processor::{InitializationInput, ShardContext};
 use kinesis_kcl::{
     Checkpointer, Error, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput,
     ProcessorError, Retrieval, ShardRecordProcessor, Worker,
 };
+use kinesis_kcl::{InitializationInput, ShardContext};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -675,7 +675,10 @@ async fn steady_state_dynamodb_calls_per_lease() -> TestResult {
         let minutes = started.elapsed().as_secs_f64() / 60.0;
         let per_lease_minute = calls as f64 / leases as f64 / minutes;
         // Everything scales with 1 / failover: at the default 10 s failover, 5× fewer.
-        let scale = FAILOVER.as_secs_f64() / kinesis_kcl::DEFAULT_FAILOVER_TIME.as_secs_f64();
+        let scale = FAILOVER.as_secs_f64()
+            / kinesis_kcl::LeaseConfig::default()
+                .failover_time()
+                .as_secs_f64();
         eprintln!(
             "REPORT steady state: {calls} DynamoDB calls in {:?} for {leases} leases, 4 workers: \
              {per_lease_minute:.1} per lease per minute at a {FAILOVER:?} failover, \

@@ -26,7 +26,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use bytes::Bytes;
 use kinesis_integration::{BedOptions, KinesisTransport, TestBed};
-use kinesis_kcl::processor::ShardContext;
+use kinesis_kcl::ShardContext;
 use kinesis_kcl::retrieval::{
     FanOutConfig, FanOutConfigBuilder, FanOutRetriever, ShardReader, StartingPosition,
 };
@@ -382,7 +382,7 @@ async fn the_consumer_is_registered_once_and_reused() -> TestResult {
     // Neither a name nor an ARN: a configuration error, no call.
     assert!(matches!(
         FanOutRetriever::register(bed.kinesis().clone(), &stream, FanOutConfig::default()).await,
-        Err(kinesis_kcl::Error::InvalidConfig { .. })
+        Err(kinesis_kcl::Error::Config(_))
     ));
 
     // Deregistered: gone (after DELETING); registering the name again makes a new one.

@@ -23,8 +23,8 @@ use aws_sdk_dynamodb::operation::put_item::PutItemInput;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::primitives::Blob;
 use kinesis_integration::TestBed;
+use kinesis_kcl::ShardContext;
 use kinesis_kcl::lease::{ExtendedSequenceNumber, LeaseTable};
-use kinesis_kcl::processor::ShardContext;
 use kinesis_kcl::{
     Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, ShardState, Worker,
 };

@@ -14,11 +14,11 @@ use std::time::Duration;
 use aws_sdk_kinesis::primitives::Blob;
 use kinesis_integration::TestBed;
 use kinesis_integration::faults::{Service, ServiceFaults, ServicePlan};
+use kinesis_kcl::ShardContext;
 use kinesis_kcl::lease::{LeaseTable, StreamIdentifier};
-use kinesis_kcl::processor::ShardContext;
 use kinesis_kcl::{
-    Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorError, ShardRecordProcessor,
-    Worker, WorkerBuilder, WorkerHandle,
+    Checkpointer, ConfigError, InitialPosition, ProcessRecordsInput, ProcessorError,
+    ShardRecordProcessor, Worker, WorkerBuilder, WorkerHandle,
 };
 use quick_worker::quick;
 use timing::{BoxError, TestResult, bounded, wait_for};
@@ -317,7 +317,7 @@ async fn a_supplied_stream_identifier_keys_the_leases_and_skips_describe() -> Te
 async fn a_supplied_identifier_must_name_the_stream() -> TestResult {
     let bed = TestBed::start().await?;
     let seen: Seen = Arc::default();
-    let make = |stream: &str, id: &str| -> Result<kinesis_kcl::Result<Worker>, BoxError> {
+    let make = |stream: &str, id: &str| -> Result<Result<Worker, ConfigError>, BoxError> {
         Ok(builder(
             &bed,
             "app",
@@ -330,21 +330,23 @@ async fn a_supplied_identifier_must_name_the_stream() -> TestResult {
         .build())
     };
     match make("orders", "123456789012:payments:1700000000")? {
-        Err(kinesis_kcl::Error::InvalidValue { value, reason, .. }) => {
-            assert_eq!(value, "123456789012:payments:1700000000");
+        Err(error) if error.field() == "stream_with_identifier" => {
+            let reason = error.limit();
+            assert_eq!(error.value(), "123456789012:payments:1700000000");
             assert!(
                 reason.contains("payments") && reason.contains("orders"),
                 "{reason}"
             );
         }
-        other => panic!("expected InvalidValue, got {other:?}"),
+        other => panic!("expected a ConfigError for stream_with_identifier, got {other:?}"),
     }
     let arn = "arn:aws:kinesis:eu-west-1:111111111111:stream/orders";
     match make(arn, "222222222222:orders:1700000000")? {
-        Err(kinesis_kcl::Error::InvalidValue { reason, .. }) => {
+        Err(error) if error.field() == "stream_with_identifier" => {
+            let reason = error.limit();
             assert!(reason.contains("222222222222"), "{reason}");
         }
-        other => panic!("expected InvalidValue, got {other:?}"),
+        other => panic!("expected a ConfigError for stream_with_identifier, got {other:?}"),
     }
     assert!(make(arn, "111111111111:orders:1700000000")?.is_ok());
     let refused = builder(
@@ -359,7 +361,7 @@ async fn a_supplied_identifier_must_name_the_stream() -> TestResult {
     .multi_stream(false)
     .build();
     assert!(
-        matches!(refused, Err(kinesis_kcl::Error::Worker(_))),
+        matches!(&refused, Err(e) if e.field() == "multi_stream"),
         "{refused:?}"
     );
     Ok(())

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
 use kinesis_integration::TestBed;
-use kinesis_kcl::processor::{InitializationInput, ShardContext};
 use kinesis_kcl::{
-    Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
-    Retrieval, ShardRecordProcessor, Worker, WorkerBuilder,
+    Checkpointer, InitialPosition, InitializationInput, LeaseConfig, PollingConfig,
+    ProcessRecordsInput, ProcessorError, Retrieval, ShardContext, ShardRecordProcessor, Worker,
+    WorkerBuilder,
 };
 use timing::{BoxError, TestResult, bounded, wait_for};
 

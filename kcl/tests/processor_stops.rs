@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
 use kinesis_integration::TestBed;
+use kinesis_kcl::ShardContext;
 use kinesis_kcl::lease::{LeaseTable, WriteOutcome};
-use kinesis_kcl::processor::ShardContext;
 use kinesis_kcl::{
     Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
     Retrieval, ShardRecordProcessor, Worker, WorkerHandle,

@@ -17,11 +17,11 @@ use bytes::Bytes;
 use kinesis_integration::BedOptions;
 use kinesis_integration::TestBed;
 use kinesis_kcl::lease::{ExtendedSequenceNumber, LeaseTable};
-use kinesis_kcl::processor::{InitializationInput, ShardContext};
 use kinesis_kcl::{
     Checkpointer, FanOutConfig, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput,
     ProcessorError, Retrieval, ShardRecordProcessor, ShardState, Worker, WorkerHandle,
 };
+use kinesis_kcl::{InitializationInput, ShardContext};
 use kinesis_kpl::{Producer, UserRecord};
 use timing::{BoxError, SAMPLE, TestResult, bounded, wait_for};
 use tokio::task::JoinHandle;

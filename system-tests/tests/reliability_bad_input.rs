@@ -23,11 +23,11 @@ use kinesis_aggregation::{
     AggregateBuilder, Deaggregated, HashKeyProblem, MAGIC, PassThroughReason, deaggregate,
 };
 use kinesis_integration::TestBed;
-use kinesis_kcl::processor::{InitializationInput, ShardContext};
 use kinesis_kcl::{
     Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
     Retrieval, ShardRecordProcessor, Worker,
 };
+use kinesis_kcl::{InitializationInput, ShardContext};
 use kinesis_kpl::{Producer, ProducerConfig, PutError, UserRecord};
 use md5::{Digest, Md5};
 

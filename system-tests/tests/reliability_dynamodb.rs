@@ -96,11 +96,11 @@ use kinesis_integration::TestBed;
 use kinesis_integration::faults::service::ServiceCall;
 use kinesis_integration::faults::{Service, ServiceCounts, ServiceFaults, ServicePlan};
 use kinesis_kcl::lease::{ExtendedSequenceNumber, LeaseTable};
-use kinesis_kcl::processor::{InitializationInput, ShardContext};
 use kinesis_kcl::{
     Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
     Retrieval, ShardRecordProcessor, Worker, WorkerHandle,
 };
+use kinesis_kcl::{InitializationInput, ShardContext};
 use kinesis_kpl::{Producer, UserRecord};
 use tokio::task::JoinHandle;
 

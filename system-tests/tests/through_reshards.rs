@@ -16,6 +16,9 @@
 //! - the reshard window was really crossed: some aggregates landed on a shard not holding all
 //!   of their records (counted from the producer's results).
 
+// Written for kpl's tests, where its items are `pub` to a support module shared by several
+// test crates.
+#[allow(unreachable_pub)]
 #[path = "../../kpl/tests/support/reshard_load.rs"]
 mod reshard_load;
 
@@ -24,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kinesis_integration::TestBed;
-use kinesis_kcl::processor::ShardContext;
+use kinesis_kcl::ShardContext;
 use kinesis_kcl::{
     Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
     Retrieval, ShardRecordProcessor, Worker,

@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::{CommandFactory, Parser, ValueEnum};
@@ -38,10 +38,9 @@ use kinesis_examples::metrics_server::MetricsServer;
 use kinesis_examples::processed_log::{ProcessedLog, end_line, init_line, record_line};
 use kinesis_examples::timestamp::parse_timestamp;
 use kinesis_examples::{ConnectArgs, error_line};
-use kinesis_kcl::processor::{InitializationInput, ShardContext};
 use kinesis_kcl::{
-    Checkpointer, FanOutConfig, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput,
-    ProcessorError, Retrieval, ShardRecordProcessor, Worker,
+    Checkpointer, FanOutConfig, InitialPosition, InitializationInput, LeaseConfig, PollingConfig,
+    ProcessRecordsInput, ProcessorError, Retrieval, ShardContext, ShardRecordProcessor, Worker,
 };
 use tokio::sync::Notify;
 
@@ -379,29 +378,26 @@ async fn run(args: Args) -> Result<(), BoxError> {
         args.stream,
         args.application
     );
-    let mut task = tokio::spawn(worker.run());
 
     let started = Instant::now();
     let report_every = Duration::from_secs(args.report_every.max(1));
     let mut report = tokio::time::interval_at((started + report_every).into(), report_every);
-    let limit_reached = async {
-        if args.exit_after.is_some() {
-            shared.reached.notified().await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::pin!(limit_reached);
-    // `notify_one` keeps a permit when nobody waits yet, so a limit reached before this loop
-    // polls `limit_reached` is not missed.
-    let ended_early = loop {
+    // The worker runs until Ctrl-C or the record limit, then shuts down gracefully.
+    let asked_to_stop = AtomicBool::new(false);
+    let stop = async {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("interrupted: shutting down");
-                break None;
-            }
-            () = &mut limit_reached => break None,
-            ended = &mut task => break Some(ended),
+            _ = tokio::signal::ctrl_c() => eprintln!("interrupted: shutting down"),
+            // `notify_one` keeps a permit when nobody waits yet, so a limit reached before
+            // this is polled is not missed.
+            () = shared.reached.notified(), if args.exit_after.is_some() => {}
+        }
+        asked_to_stop.store(true, Ordering::SeqCst);
+    };
+    let run = worker.run_until(stop);
+    tokio::pin!(run);
+    let ended = loop {
+        tokio::select! {
+            ended = &mut run => break ended,
             _ = report.tick(), if args.report_every > 0 => {
                 let n = shared.processed.load(Ordering::SeqCst);
                 eprintln!(
@@ -412,15 +408,12 @@ async fn run(args: Args) -> Result<(), BoxError> {
             }
         }
     };
-    let result = match ended_early {
-        Some(ended) => match ended? {
-            Ok(()) => Err("the worker stopped on its own".into()),
-            Err(e) => Err(e.into()),
-        },
-        None => {
-            handle.shutdown().await;
-            task.await?.map_err(BoxError::from)
+    let result = match ended {
+        Ok(()) if !asked_to_stop.load(Ordering::SeqCst) => {
+            Err("the worker stopped on its own".into())
         }
+        Ok(()) => Ok(()),
+        Err(e) => Err(e.into()),
     };
     println!(
         "processed {} records",

@@ -143,7 +143,7 @@ impl ResetOptions {
             lease_key: lease_key.into(),
             target,
             force: false,
-            failover: kinesis_kcl::DEFAULT_FAILOVER_TIME,
+            failover: kinesis_kcl::LeaseConfig::default().failover_time(),
             interval: Duration::from_secs(1),
         }
     }

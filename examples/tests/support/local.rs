@@ -8,15 +8,15 @@ use tokio::process::{Child, Command};
 use super::{BoxError, command};
 
 /// A running `kinesis-local` and the endpoints it printed.
-pub struct Local {
-    pub child: Child,
-    pub kinesis: String,
-    pub dynamodb: String,
+pub(crate) struct Local {
+    pub(crate) child: Child,
+    pub(crate) kinesis: String,
+    pub(crate) dynamodb: String,
 }
 
 /// Starts `kinesis-local` with `args` (on any free ports) and reads its endpoints from standard
 /// output, up to `ready`.
-pub async fn start(args: &[&str]) -> Result<Local, BoxError> {
+pub(crate) async fn start(args: &[&str]) -> Result<Local, BoxError> {
     let mut child = local_command(args).spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
@@ -43,7 +43,7 @@ pub async fn start(args: &[&str]) -> Result<Local, BoxError> {
     })
 }
 
-pub fn local_command(args: &[&str]) -> Command {
+pub(crate) fn local_command(args: &[&str]) -> Command {
     let mut command = command(env!("CARGO_BIN_EXE_kinesis-local"), None);
     command
         .args(["--kinesis-port", "0", "--dynamodb-port", "0"])
@@ -53,7 +53,7 @@ pub fn local_command(args: &[&str]) -> Command {
 
 /// A command for another binary pointed at `local` through the environment variables it
 /// printed (as the module docs of `kinesis-local` show).
-pub fn pointed_at(binary: &str, local: &Local) -> Command {
+pub(crate) fn pointed_at(binary: &str, local: &Local) -> Command {
     let mut command = command(binary, None);
     command
         .env("KINESIS_ENDPOINT", &local.kinesis)
@@ -65,7 +65,7 @@ pub fn pointed_at(binary: &str, local: &Local) -> Command {
 }
 
 /// Sends SIGTERM and waits for the exit status.
-pub async fn terminate(mut local: Local) -> Result<std::process::ExitStatus, BoxError> {
+pub(crate) async fn terminate(mut local: Local) -> Result<std::process::ExitStatus, BoxError> {
     let pid = local.child.id().ok_or("already exited")?;
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test file uses its part
 
-pub mod local;
+pub(crate) mod local;
 
 use std::future::Future;
 use std::process::Stdio;
@@ -17,23 +17,23 @@ use kinesis_kpl::{Producer, UserRecord};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type TestResult = Result<(), BoxError>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type TestResult = Result<(), BoxError>;
 
 /// Every test body runs under this bound, so a hang fails instead of blocking the suite.
-pub const TEST_TIMEOUT: Duration = Duration::from_secs(240);
+pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Generous bound for anything that should happen promptly.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
-pub async fn bounded(body: impl Future<Output = TestResult>) -> TestResult {
+pub(crate) async fn bounded(body: impl Future<Output = TestResult>) -> TestResult {
     tokio::time::timeout(TEST_TIMEOUT, body)
         .await
         .map_err(|_| format!("test did not finish within {TEST_TIMEOUT:?}"))?
 }
 
 /// Waits until `condition` holds, checking every 50 ms, for at most [`PATIENCE`].
-pub async fn wait_until<F, Fut>(what: &str, mut condition: F) -> TestResult
+pub(crate) async fn wait_until<F, Fut>(what: &str, mut condition: F) -> TestResult
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<bool, BoxError>>,
@@ -54,7 +54,7 @@ where
 /// cleared so that the flags alone decide where it connects and what it logs; with a bed that
 /// signs with dummy credentials (every backend but `endpoint`), the credentials in the
 /// environment hidden so that the binary signs with the same dummy ones.
-pub fn command(binary: &str, bed: Option<&TestBed>) -> Command {
+pub(crate) fn command(binary: &str, bed: Option<&TestBed>) -> Command {
     let mut command = Command::new(binary);
     command
         .env_remove("KINESIS_ENDPOINT")
@@ -78,7 +78,7 @@ pub fn command(binary: &str, bed: Option<&TestBed>) -> Command {
 
 /// The connection flags pointing a binary at the bed; `None` for a bed on real AWS (whose
 /// tests need endpoints and return early).
-pub fn endpoint_flags(bed: &TestBed) -> Option<Vec<String>> {
+pub(crate) fn endpoint_flags(bed: &TestBed) -> Option<Vec<String>> {
     Some(vec![
         "--kinesis-endpoint".to_owned(),
         bed.kinesis_endpoint()?.to_owned(),
@@ -89,7 +89,7 @@ pub fn endpoint_flags(bed: &TestBed) -> Option<Vec<String>> {
 
 /// What a finished binary printed.
 #[derive(Debug)]
-pub struct Output {
+pub(crate) struct Output {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
@@ -106,7 +106,7 @@ impl std::fmt::Display for Output {
 }
 
 /// Runs `command` to the end with `stdin` as its standard input.
-pub async fn run(mut command: Command, stdin: &[u8]) -> Result<Output, BoxError> {
+pub(crate) async fn run(mut command: Command, stdin: &[u8]) -> Result<Output, BoxError> {
     let mut child = command.stdin(Stdio::piped()).spawn()?;
     let mut input = child.stdin.take().ok_or("no stdin")?;
     input.write_all(stdin).await?;
@@ -121,7 +121,7 @@ pub async fn run(mut command: Command, stdin: &[u8]) -> Result<Output, BoxError>
 
 /// Asserts that a failed run ended with exactly one error line, `error: …`, holding every
 /// `needle`, and printed no `Debug` dump.
-pub fn assert_one_error_line(out: &Output, needles: &[&str]) {
+pub(crate) fn assert_one_error_line(out: &Output, needles: &[&str]) {
     let lines: Vec<&str> = out
         .stderr
         .lines()
@@ -152,7 +152,7 @@ pub fn assert_one_error_line(out: &Output, needles: &[&str]) {
 
 /// Puts `values` (as decimal text) through the KPL with keys `key-<v % 17>`; returns the
 /// (shard, sequence number) of each, in order.
-pub async fn produce(
+pub(crate) async fn produce(
     bed: &TestBed,
     stream: &str,
     values: std::ops::Range<u64>,
@@ -182,7 +182,7 @@ pub async fn produce(
 
 /// A user record read back from a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Stored {
+pub(crate) struct Stored {
     pub shard: String,
     pub partition_key: String,
     pub data: Vec<u8>,
@@ -191,7 +191,7 @@ pub struct Stored {
 
 /// Reads every user record of every shard of `stream` from `TRIM_HORIZON` (deaggregated),
 /// until `expected` were read (or [`PATIENCE`] runs out).
-pub async fn read_stream(
+pub(crate) async fn read_stream(
     bed: &TestBed,
     stream: &str,
     expected: usize,

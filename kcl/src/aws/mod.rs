@@ -14,5 +14,5 @@ pub(crate) mod retry;
 mod target;
 
 pub(crate) use kinesis::KinesisApi;
-pub use retry::{DEFAULT_RETRY_BUDGET, RetryPolicy};
+pub use retry::RetryPolicy;
 pub use target::StreamTarget;

@@ -15,15 +15,14 @@ use super::classify::is_transient;
 ///
 /// Half the default failover time, so a lease renewal that keeps being throttled gives up (and
 /// the caller learns about it) before the lease would expire anyway.
-pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(5);
 
 /// How transient errors are retried: exponential backoff with jitter (each delay plus up to
 /// 100 %), from `min_delay` doubling up to `max_delay`, for at most `budget` in total. With
 /// `min_delay == max_delay` the delay is constant.
 ///
-/// Every setting of the crate that retries AWS calls is one of these: the lease table
-/// ([`LeaseTable::with_retry`](crate::lease::LeaseTable::with_retry)), shard sync
-/// ([`ShardSyncer::with_retry`](crate::shard::ShardSyncer::with_retry)), polling
+/// Every setting of the crate that retries AWS calls is one of these: the lease table and
+/// shard sync ([`RetryPolicy::default`]), polling
 /// ([`PollingConfig::retry`](crate::PollingConfig::retry)), fan-out registration and
 /// subscriptions ([`FanOutConfig::registration_retry`](crate::FanOutConfig::registration_retry),
 /// [`FanOutConfig::subscription_retry`](crate::FanOutConfig::subscription_retry)) and the
@@ -34,7 +33,7 @@ pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(5);
 ///
 /// ```
 /// use std::time::Duration;
-/// use kinesis_kcl::lease::RetryPolicy;
+/// use kinesis_kcl::RetryPolicy;
 ///
 /// let policy = RetryPolicy::default();
 /// assert_eq!(policy.budget, Duration::from_secs(5));
@@ -44,7 +43,7 @@ pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(5);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Total time after which no new attempt starts. Default [`DEFAULT_RETRY_BUDGET`];
+    /// Total time after which no new attempt starts. Default 5 s;
     /// `Duration::ZERO` disables retries.
     pub budget: Duration,
     /// First backoff delay. Default 25 ms.

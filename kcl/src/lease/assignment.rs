@@ -50,8 +50,8 @@ impl LeaseState {
     }
 }
 
-/// The knobs of the assignment. [`LeaseConfig::assignment`](crate::LeaseConfig::assignment)
-/// derives it from the lease configuration.
+/// The knobs of the assignment, derived by the worker from its
+/// [`LeaseConfig`](crate::LeaseConfig).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AssignmentConfig {
     /// Most leases this worker will hold; `None` for no limit (the Java default,

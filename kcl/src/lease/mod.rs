@@ -87,6 +87,6 @@ pub use ops::{
     CREATE_CONDITION_EXPRESSION, Condition, LeaseWrite, RenderedWrite, UpdateAction, lease_key_item,
 };
 pub use sequence::{ExtendedSequenceNumber, SequenceNumber, SequencePosition};
-pub use table::{Billing, DEFAULT_ACTIVE_TIMEOUT, LeaseTable, TableOptions, WriteOutcome};
+pub use table::{Billing, LeaseTable, TableOptions, WriteOutcome};
 
-pub use crate::aws::{DEFAULT_RETRY_BUDGET, RetryPolicy};
+pub use crate::aws::RetryPolicy;

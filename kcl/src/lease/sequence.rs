@@ -197,7 +197,7 @@ impl From<SequenceNumber> for SequencePosition {
 /// sub-sequence number.
 ///
 /// ```
-/// use kinesis_kcl::lease::{ExtendedSequenceNumber, SequencePosition};
+/// use kinesis_kcl::{ExtendedSequenceNumber, SequencePosition};
 ///
 /// let cp = ExtendedSequenceNumber::parse("49590338271490256608559692538361571095921575989136588898", 3)?;
 /// assert!(cp > ExtendedSequenceNumber::TRIM_HORIZON);

@@ -66,9 +66,9 @@ use crate::metrics as m;
 
 /// Default time [`LeaseTable::ensure_table`] waits for the table to become ACTIVE: 120 s
 /// (a new table on AWS typically takes 5–30 s).
-pub const DEFAULT_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// How [`LeaseTable::ensure_table`] creates a missing table.
+/// How a missing lease table is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Billing {
     /// On-demand (`PAY_PER_REQUEST`), the default (as in the Java KCL 2.x+).
@@ -84,7 +84,7 @@ pub enum Billing {
 }
 
 /// Options for creating the lease table. The defaults: on-demand billing, no tags, no
-/// deletion protection (as the Java KCL), wait up to [`DEFAULT_ACTIVE_TIMEOUT`] for ACTIVE,
+/// deletion protection (as the Java KCL), wait up to 2 minutes for ACTIVE,
 /// polling every second.
 ///
 /// They only matter when the table does not exist yet; an existing table is used as it is.
@@ -128,7 +128,7 @@ impl TableOptions {
         self
     }
 
-    /// How long to wait for the table to become ACTIVE (default [`DEFAULT_ACTIVE_TIMEOUT`]).
+    /// How long to wait for the table to become ACTIVE (default 2 minutes).
     pub fn active_timeout(mut self, timeout: Duration) -> Self {
         self.active_timeout = timeout;
         self

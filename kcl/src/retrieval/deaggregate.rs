@@ -34,7 +34,7 @@ use crate::record::Record;
 ///   twice.
 ///
 /// ```
-/// use kinesis_kcl::retrieval::OutOfRangePolicy;
+/// use kinesis_kcl::OutOfRangePolicy;
 ///
 /// assert_eq!(OutOfRangePolicy::default(), OutOfRangePolicy::DropAggregate);
 /// ```

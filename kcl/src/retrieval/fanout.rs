@@ -50,7 +50,7 @@
 //!   backoff with jitter from [`FanOutConfig::retry_min_delay`] to
 //!   [`FanOutConfig::retry_max_delay`], until [`FanOutConfig::retry_budget`] of failures in a
 //!   row (an event delivered ends the row). Then, and on any other error (access denied, a
-//!   bad argument), the reader returns the error ([`Error::Kinesis`]) and ends; a worker
+//!   bad argument), the reader returns the error ([`Error::Kinesis`](crate::Error::Kinesis)) and ends; a worker
 //!   restarts the shard from its checkpoint.
 //! - **Shard not found** (`ResourceNotFoundException`: trimmed after its retention period,
 //!   or the stream deleted): as the Java `FanOutRecordsPublisher`, the shard's end, with no
@@ -114,34 +114,34 @@ use tracing::Instrument;
 use super::metrics::ShardLabels;
 use super::{OutOfRangePolicy, PrefetchLimits, ShardReader, StartingPosition};
 use crate::aws::{KinesisApi, RetryPolicy};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Result};
 use crate::lease::HashKeyRange;
 
 /// Default [`FanOutConfig::registration_retry_delay`]: 1 s, the Java KCL's
 /// `retryBackoffMillis`.
-pub const DEFAULT_REGISTRATION_RETRY_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_REGISTRATION_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Default [`FanOutConfig::registration_timeout`]: 2 minutes.
-pub const DEFAULT_REGISTRATION_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_REGISTRATION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default [`FanOutConfig::min_time_between_subscribes`]: 1 s (Kinesis accepts one
 /// `SubscribeToShard` per second per shard and consumer).
-pub const DEFAULT_MIN_TIME_BETWEEN_SUBSCRIBES: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_MIN_TIME_BETWEEN_SUBSCRIBES: Duration = Duration::from_secs(1);
 /// Default [`FanOutConfig::retry_min_delay`]: 1 s.
-pub const DEFAULT_FANOUT_RETRY_MIN_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_FANOUT_RETRY_MIN_DELAY: Duration = Duration::from_secs(1);
 /// Default [`FanOutConfig::retry_max_delay`]: 10 s.
-pub const DEFAULT_FANOUT_RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_FANOUT_RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
 /// Default [`FanOutConfig::retry_budget`]: 5 minutes.
-pub const DEFAULT_FANOUT_RETRY_BUDGET: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_FANOUT_RETRY_BUDGET: Duration = Duration::from_secs(300);
 /// Default [`FanOutConfig::request_timeout`]: 30 s, the Java KCL's `kinesisRequestTimeout`.
-pub const DEFAULT_FANOUT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_FANOUT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`FanOutConfig::idle_timeout`]: 30 s (Kinesis sends an event at least every 5 s,
 /// records or not).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of enhanced fan-out retrieval. Build with [`FanOutConfig::builder`].
 ///
 /// ```
 /// use std::time::Duration;
-/// use kinesis_kcl::retrieval::FanOutConfig;
+/// use kinesis_kcl::FanOutConfig;
 ///
 /// let config = FanOutConfig::default();
 /// assert_eq!(config.consumer_name(), None); // a worker uses its application name
@@ -210,7 +210,8 @@ impl FanOutConfig {
 
     /// The stream consumer to find or register. Default `None`: a worker uses its application
     /// name (the Java KCL's `consumerName`, defaulting to `applicationName`);
-    /// [`FanOutRetriever::register`] needs a name or [`consumer_arn`](Self::consumer_arn).
+    /// finding or registering the consumer needs a name or
+    /// [`consumer_arn`](Self::consumer_arn).
     pub fn consumer_name(&self) -> Option<&str> {
         self.consumer_name.as_deref()
     }
@@ -267,7 +268,7 @@ impl FanOutConfig {
         self.registration_retry.min_delay
     }
 
-    /// How long [`FanOutRetriever::register`] waits for the consumer to be `ACTIVE`, retries
+    /// How long finding or registering the consumer waits for the consumer to be `ACTIVE`, retries
     /// included. Default 2 minutes (the Java KCL gives up after 10 calls of each kind:
     /// `maxDescribeStreamConsumerRetries`, `registerStreamConsumerRetries`). The budget of
     /// [`registration_retry`](Self::registration_retry).
@@ -451,10 +452,10 @@ impl FanOutConfigBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if the consumer name is not 1 to 128 of `a-zA-Z0-9_.-`, the
-    /// consumer ARN is not an ARN, a prefetch limit is 0, a delay or timeout is zero, or the
-    /// retry delays are out of order.
-    pub fn build(self) -> Result<FanOutConfig> {
+    /// A [`ConfigError`] if the consumer name is not 1 to 128 of `a-zA-Z0-9_.-`, the consumer
+    /// ARN is not an ARN, a prefetch limit is 0, a delay or timeout is zero, or the retry
+    /// delays are out of order.
+    pub fn build(self) -> Result<FanOutConfig, ConfigError> {
         let mut config = self.config;
         if let Some(name) = &config.consumer_name {
             validate_consumer_name(name)?;
@@ -462,7 +463,7 @@ impl FanOutConfigBuilder {
         if let Some(arn) = &config.consumer_arn
             && !arn.starts_with("arn:")
         {
-            return Err(invalid("consumer_arn", "must be an ARN (`arn:…`)"));
+            return Err(invalid("consumer_arn", arn, "must be an ARN (`arn:…`)"));
         }
         for (field, value) in [
             (
@@ -475,23 +476,29 @@ impl FanOutConfigBuilder {
             ("idle_timeout", config.idle_timeout),
         ] {
             if value.is_zero() {
-                return Err(invalid(field, "must be positive"));
+                return Err(invalid(field, value, "must be positive"));
             }
         }
         if config.registration_retry.max_delay < config.registration_retry.min_delay {
             return Err(invalid(
                 "registration_retry",
+                config.registration_retry,
                 "max_delay must be at least min_delay",
             ));
         }
         if config.subscription_retry.max_delay < config.subscription_retry.min_delay {
             return Err(invalid(
                 "retry_max_delay",
-                "must be at least retry_min_delay",
+                config.subscription_retry.max_delay,
+                format!(
+                    "must be at least retry_min_delay ({:?})",
+                    config.subscription_retry.min_delay
+                ),
             ));
         }
         let defaults = PrefetchLimits::default();
-        config.prefetch = PrefetchLimits::new(
+        config.prefetch = PrefetchLimits::checked(
+            "FanOutConfig",
             self.prefetch.0.unwrap_or(defaults.max_batches()),
             self.prefetch.1.unwrap_or(defaults.max_records()),
             self.prefetch.2.unwrap_or(defaults.max_bytes()),
@@ -501,7 +508,7 @@ impl FanOutConfigBuilder {
 }
 
 /// Consumer names: 1 to 128 characters of `a-zA-Z0-9_.-` (the API's pattern).
-fn validate_consumer_name(name: &str) -> Result<()> {
+fn validate_consumer_name(name: &str) -> Result<(), ConfigError> {
     let ok = (1..=128).contains(&name.len())
         && name
             .bytes()
@@ -511,16 +518,18 @@ fn validate_consumer_name(name: &str) -> Result<()> {
     } else {
         Err(invalid(
             "consumer_name",
+            name,
             "must be 1 to 128 characters of a-zA-Z0-9_.-",
         ))
     }
 }
 
-fn invalid(field: &'static str, reason: &'static str) -> Error {
-    Error::InvalidConfig {
-        field,
-        reason: reason.into(),
-    }
+fn invalid(
+    field: &'static str,
+    value: impl std::fmt::Debug,
+    limit: impl Into<std::borrow::Cow<'static, str>>,
+) -> ConfigError {
+    ConfigError::new("FanOutConfig", field, value, limit)
 }
 
 /// Starts fan-out readers for the shards of one stream, through one registered stream
@@ -543,11 +552,11 @@ impl FanOutRetriever {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] with neither a consumer name nor an ARN;
-    /// [`Error::Kinesis`] if `DescribeStreamSummary`, `DescribeStreamConsumer` or
+    /// [`Error::Config`](crate::Error::Config) with neither a consumer name nor an ARN;
+    /// [`Error::Kinesis`](crate::Error::Kinesis) if `DescribeStreamSummary`, `DescribeStreamConsumer` or
     /// `RegisterStreamConsumer` fails with an error that is not retried (no such stream,
     /// access denied, too many consumers on the stream);
-    /// [`Error::ConsumerNotActive`] if the consumer is not `ACTIVE` within
+    /// [`Error::ConsumerNotActive`](crate::Error::ConsumerNotActive) if the consumer is not `ACTIVE` within
     /// [`FanOutConfig::registration_timeout`].
     pub async fn register(
         client: Client,
@@ -571,8 +580,10 @@ impl FanOutRetriever {
             (None, None) => {
                 return Err(invalid(
                     "consumer_name",
+                    None::<&str>,
                     "is needed (or consumer_arn) to find or register the stream consumer",
-                ));
+                )
+                .into());
             }
         };
         Ok(FanOutRetriever {
@@ -602,7 +613,7 @@ impl FanOutRetriever {
     ///
     /// # Errors
     ///
-    /// [`Error::Kinesis`] if `SubscribeToShard` fails with an error that is not retried (no
+    /// [`Error::Kinesis`](crate::Error::Kinesis) if `SubscribeToShard` fails with an error that is not retried (no
     /// such shard or consumer, a sequence number of another shard, access denied, …) or
     /// retried errors outlast [`FanOutConfig::retry_budget`].
     pub async fn start(
@@ -644,7 +655,7 @@ impl FanOutRetriever {
     ///
     /// # Errors
     ///
-    /// [`Error::Kinesis`] if the call fails (a consumer already gone is not an error).
+    /// [`Error::Kinesis`](crate::Error::Kinesis) if the call fails (a consumer already gone is not an error).
     pub async fn deregister(&self) -> Result<()> {
         registration::deregister(&self.api, &self.stream, &self.consumer_arn, &self.config).await
     }
@@ -709,7 +720,7 @@ mod tests {
             FanOutConfig::builder().registration_retry(backwards),
             FanOutConfig::builder().subscription_retry(backwards),
         ] {
-            assert!(matches!(bad.build(), Err(Error::InvalidConfig { .. })));
+            assert!(matches!(bad.build(), Err(ConfigError { .. })));
         }
     }
 
@@ -734,7 +745,7 @@ mod tests {
                 .retry_min_delay(Duration::from_secs(2))
                 .retry_max_delay(Duration::from_secs(1)),
         ] {
-            assert!(matches!(bad.build(), Err(Error::InvalidConfig { .. })));
+            assert!(matches!(bad.build(), Err(ConfigError { .. })));
         }
         let named = FanOutConfig::default().with_default_consumer_name("app");
         assert_eq!(named.consumer_name(), Some("app"));

@@ -62,10 +62,7 @@ pub use deaggregate::OutOfRangePolicy;
 pub use fanout::{FanOutConfig, FanOutConfigBuilder, FanOutRetriever};
 pub use polling::{PollingConfig, PollingConfigBuilder, PollingRetriever};
 pub use position::StartingPosition;
-pub use prefetch::{
-    DEFAULT_MAX_PENDING_BATCHES, DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_RECORDS,
-    PrefetchLimits, PrefetchUsage,
-};
+pub use prefetch::{PrefetchLimits, PrefetchUsage};
 
 use self::metrics::ShardLabels;
 use self::prefetch::{BatchSender, Budget, PrefetchPermit};

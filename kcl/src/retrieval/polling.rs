@@ -110,28 +110,28 @@ use super::{
 use crate::aws::kinesis::kinesis_error;
 use crate::aws::retry::retrying;
 use crate::aws::{KinesisApi, RetryPolicy, StreamTarget, classify};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::lease::{HashKeyRange, SequenceNumber};
 use crate::record::Record;
 use crate::shard::ChildShard;
 
 /// Default [`PollingConfig::max_records`]: 10 000, the Java KCL's `maxRecords` (and the most
 /// Kinesis returns per call).
-pub const DEFAULT_MAX_RECORDS: u32 = 10_000;
+pub(crate) const DEFAULT_MAX_RECORDS: u32 = 10_000;
 /// Default [`PollingConfig::idle_time_between_reads`]: 1 500 ms, the Java KCL's
 /// `idleTimeBetweenReadsInMillis`.
-pub const DEFAULT_IDLE_TIME_BETWEEN_READS: Duration = Duration::from_millis(1_500);
+pub(crate) const DEFAULT_IDLE_TIME_BETWEEN_READS: Duration = Duration::from_millis(1_500);
 /// Default [`PollingConfig::min_time_between_reads`]: 200 ms (Kinesis serves 5 `GetRecords` per
 /// second per shard).
-pub const DEFAULT_MIN_TIME_BETWEEN_READS: Duration = Duration::from_millis(200);
+pub(crate) const DEFAULT_MIN_TIME_BETWEEN_READS: Duration = Duration::from_millis(200);
 /// Default [`PollingConfig::retry_min_delay`]: 100 ms.
-pub const DEFAULT_RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
 /// Default [`PollingConfig::retry_max_delay`]: 10 s.
-pub const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
 /// Default [`PollingConfig::retry_budget`]: 5 minutes.
-pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(300);
 /// Default [`PollingConfig::request_timeout`]: 30 s, the Java KCL's `kinesisRequestTimeout`.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most `InvalidArgumentException`s in a row on `GetRecords` before giving up.
 const MAX_INVALID_ITERATORS_IN_A_ROW: u32 = 3;
@@ -141,7 +141,7 @@ const MAX_INVALID_ITERATORS_IN_A_ROW: u32 = 3;
 ///
 /// ```
 /// use std::time::Duration;
-/// use kinesis_kcl::retrieval::{OutOfRangePolicy, PollingConfig};
+/// use kinesis_kcl::{OutOfRangePolicy, PollingConfig};
 ///
 /// let config = PollingConfig::default();
 /// assert_eq!(config.max_records(), 10_000);
@@ -208,7 +208,8 @@ impl PollingConfig {
 
     /// The pause after a response with no records at the tip of the shard, or a throttled
     /// call. Default 1 500 ms, the Java KCL's `idleTimeBetweenReadsInMillis` (which Java waits
-    /// between every call; see the [module](self) for the difference).
+    /// between every call, where this waits only after an empty response at the tip of the
+    /// shard or a throttled call).
     pub fn idle_time_between_reads(&self) -> Duration {
         self.idle_time_between_reads
     }
@@ -234,7 +235,8 @@ impl PollingConfig {
     }
 
     /// Whether responses that leave no user record are delivered as empty batches (to see
-    /// [`RecordBatch::millis_behind_latest`] move). Default false, as the Java KCL's
+    /// [`ProcessRecordsInput::millis_behind_latest`](crate::ProcessRecordsInput::millis_behind_latest)
+    /// move). Default false, as the Java KCL's
     /// `callProcessRecordsEvenForEmptyRecordList`.
     pub fn deliver_empty_batches(&self) -> bool {
         self.deliver_empty_batches
@@ -363,27 +365,44 @@ impl PollingConfigBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if `max_records` is not in `1..=10_000`, a prefetch limit is
-    /// 0, the retry delays are zero or out of order, or the request timeout is zero.
-    pub fn build(self) -> Result<PollingConfig> {
+    /// A [`ConfigError`] if `max_records` is not in `1..=10_000`, a prefetch limit is 0, the
+    /// retry delays are zero or out of order, or the request timeout is zero.
+    pub fn build(self) -> Result<PollingConfig, ConfigError> {
         let mut config = self.config;
         if !(1..=DEFAULT_MAX_RECORDS).contains(&config.max_records) {
-            return Err(invalid("max_records", "must be between 1 and 10 000"));
+            return Err(invalid(
+                "max_records",
+                config.max_records,
+                format!("must be between 1 and {DEFAULT_MAX_RECORDS}"),
+            ));
         }
         if config.retry.min_delay.is_zero() {
-            return Err(invalid("retry_min_delay", "must be positive"));
+            return Err(invalid(
+                "retry_min_delay",
+                config.retry.min_delay,
+                "must be positive",
+            ));
         }
         if config.retry.max_delay < config.retry.min_delay {
             return Err(invalid(
                 "retry_max_delay",
-                "must be at least retry_min_delay",
+                config.retry.max_delay,
+                format!(
+                    "must be at least retry_min_delay ({:?})",
+                    config.retry.min_delay
+                ),
             ));
         }
         if config.request_timeout.is_zero() {
-            return Err(invalid("request_timeout", "must be positive"));
+            return Err(invalid(
+                "request_timeout",
+                config.request_timeout,
+                "must be positive",
+            ));
         }
         let defaults = PrefetchLimits::default();
-        config.prefetch = PrefetchLimits::new(
+        config.prefetch = PrefetchLimits::checked(
+            "PollingConfig",
             self.prefetch.0.unwrap_or(defaults.max_batches()),
             self.prefetch.1.unwrap_or(defaults.max_records()),
             self.prefetch.2.unwrap_or(defaults.max_bytes()),
@@ -392,11 +411,12 @@ impl PollingConfigBuilder {
     }
 }
 
-fn invalid(field: &'static str, reason: &'static str) -> Error {
-    Error::InvalidConfig {
-        field,
-        reason: reason.into(),
-    }
+fn invalid(
+    field: &'static str,
+    value: impl std::fmt::Debug,
+    limit: impl Into<std::borrow::Cow<'static, str>>,
+) -> ConfigError {
+    ConfigError::new("PollingConfig", field, value, limit)
 }
 
 /// Starts polling readers for the shards of one stream.
@@ -929,7 +949,7 @@ mod tests {
                 .retry_max_delay(Duration::from_secs(1)),
             PollingConfig::builder().request_timeout(Duration::ZERO),
         ] {
-            assert!(matches!(bad.build(), Err(Error::InvalidConfig { .. })));
+            assert!(matches!(bad.build(), Err(ConfigError { .. })));
         }
         let limits = PollingConfig::builder()
             .max_pending_batches(7)

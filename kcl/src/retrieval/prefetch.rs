@@ -16,14 +16,14 @@ use tokio::sync::{Notify, mpsc};
 
 use super::RecordBatch;
 use super::metrics::{PREFETCH_BATCHES, PREFETCH_BYTES, PREFETCH_RECORDS, ShardLabels};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 
 /// Default [`PrefetchLimits::max_batches`]: 3, the Java KCL's `maxPendingProcessRecordsInput`.
-pub const DEFAULT_MAX_PENDING_BATCHES: usize = 3;
+pub(crate) const DEFAULT_MAX_PENDING_BATCHES: usize = 3;
 /// Default [`PrefetchLimits::max_records`]: 30 000, the Java KCL's `maxRecordsCount`.
-pub const DEFAULT_MAX_PENDING_RECORDS: usize = 30_000;
+pub(crate) const DEFAULT_MAX_PENDING_RECORDS: usize = 30_000;
 /// Default [`PrefetchLimits::max_bytes`]: 8 MiB, the Java KCL's `maxByteSize`.
-pub const DEFAULT_MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
 
 /// How much a shard's reader may hold ahead of its processor: fetching pauses while any limit
 /// is reached, and resumes when the consumer drops batches.
@@ -32,7 +32,7 @@ pub const DEFAULT_MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
 /// records, 8 MiB of data.
 ///
 /// ```
-/// use kinesis_kcl::retrieval::PrefetchLimits;
+/// use kinesis_kcl::PrefetchLimits;
 ///
 /// let limits = PrefetchLimits::default();
 /// assert_eq!((limits.max_batches(), limits.max_records(), limits.max_bytes()), (3, 30_000, 8 << 20));
@@ -62,18 +62,34 @@ impl PrefetchLimits {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if any is 0.
-    pub fn new(max_batches: usize, max_records: usize, max_bytes: usize) -> Result<Self> {
+    /// A [`ConfigError`] if any is 0.
+    pub fn new(
+        max_batches: usize,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Self, ConfigError> {
+        Self::checked("PrefetchLimits", max_batches, max_records, max_bytes)
+    }
+
+    /// [`PrefetchLimits::new`], with errors naming `builder`.
+    pub(crate) fn checked(
+        builder: &'static str,
+        max_batches: usize,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Self, ConfigError> {
         for (field, value) in [
             ("max_pending_batches", max_batches),
             ("max_pending_records", max_records),
             ("max_pending_bytes", max_bytes),
         ] {
             if value == 0 {
-                return Err(Error::InvalidConfig {
+                return Err(ConfigError::new(
+                    builder,
                     field,
-                    reason: "must be at least 1".into(),
-                });
+                    value,
+                    "must be at least 1",
+                ));
             }
         }
         Ok(PrefetchLimits {

@@ -17,10 +17,7 @@ pub use lineage::{
     inconsistent_shards, initial_checkpoint, is_hash_range_complete, leases_to_delete,
     plan_new_leases, shards_at_initial_position, sibling_lease_key,
 };
-pub use sync::{
-    ChildLeases, CleanupReport, DEFAULT_LISTING_ATTEMPTS, DEFAULT_LISTING_RETRY_DELAY, ShardSyncer,
-    StreamTarget, SyncReport,
-};
+pub use sync::{ChildLeases, CleanupReport, ShardSyncer, StreamTarget, SyncReport};
 
 use crate::lease::HashKeyRange;
 

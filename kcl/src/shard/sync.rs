@@ -56,10 +56,10 @@ use crate::lease::{
 
 /// Default number of listings tried on an empty lease table before giving up on a listing
 /// that does not cover the hash key space (the Java KCL's 3).
-pub const DEFAULT_LISTING_ATTEMPTS: u32 = 3;
+pub(crate) const DEFAULT_LISTING_ATTEMPTS: u32 = 3;
 
 /// Default pause between those listings (the Java KCL's 1 s).
-pub const DEFAULT_LISTING_RETRY_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_LISTING_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// The largest `MaxResults` `ListShards` accepts.
 const MAX_PAGE_SIZE: u32 = 10_000;
@@ -198,8 +198,7 @@ impl ShardSyncer {
     }
 
     /// On an empty table, how many listings to try for one that covers the hash key space,
-    /// and the pause between them (defaults [`DEFAULT_LISTING_ATTEMPTS`],
-    /// [`DEFAULT_LISTING_RETRY_DELAY`]).
+    /// and the pause between them (defaults 3 and 1 s).
     pub fn with_listing_retries(mut self, attempts: u32, delay: Duration) -> Self {
         self.listing_attempts = attempts.max(1);
         self.listing_retry_delay = delay;

@@ -1,33 +1,9 @@
-//! The [`Worker`]: leases shards of one or more streams and runs a
-//! [`ShardRecordProcessor`](crate::ShardRecordProcessor) on each.
-//!
-//! A worker
-//! 1. creates the lease table if needed and syncs the streams' shards into leases (the Java
-//!    KCL's rules for the initial position; see [`ShardSyncer`](crate::shard::ShardSyncer)),
-//!    again every [`shard_sync_interval`](WorkerBuilder::shard_sync_interval) and at once when
-//!    a shard ends;
-//! 2. runs a [`LeaseCoordinator`] (renewing, taking and balancing leases with the other
-//!    workers of the application);
-//! 3. for each lease it holds, waits until the shard's parents are finished, then reads the
-//!    shard from its checkpoint and hands the records to a processor made by the factory;
-//! 4. restarts a shard whose processor fails or panics from its last checkpoint after a
-//!    backoff (1 s doubling to 30 s), without disturbing the others;
-//! 5. deletes the leases of finished shards once their children have started
-//!    ([`lease_cleanup_interval`](WorkerBuilder::lease_cleanup_interval)).
-//!
-//! Shutting down through a [`WorkerHandle`] stops taking leases, gives every processor its
-//! [`shutdown_requested`](crate::ShardRecordProcessor::shutdown_requested) (a chance to
-//! checkpoint), then releases every lease so that other workers take them over at their
-//! next scan. A processor call in flight when its shard must stop (shutdown, hand-off, lost
-//! lease) may finish, within
-//! [`processor_stop_timeout`](WorkerBuilder::processor_stop_timeout): a hung processor
-//! delays a shutdown or a hand-off by that much, never for ever.
-
 mod shard_consumer;
 mod state;
 mod stream;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,22 +17,22 @@ use self::shard_consumer::{ConsumerContext, Exit};
 use self::state::ShardStates;
 use self::stream::{Identity, StreamContext};
 use crate::config::LeaseConfig;
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Result};
 use crate::lease::{HeldLease, LeaseCoordinator, LeaseTable, StreamIdentifier, TableOptions};
-use crate::processor::{ShardRecordProcessorFactory, SharedFactory};
+use crate::processor::{ShardContext, ShardRecordProcessor, SharedFactory};
 use crate::retrieval::{FanOutConfig, PollingConfig};
 use crate::shard::InitialPosition;
 
 /// Java KCL `shardSyncIntervalMillis` default: 60 000 ms.
-pub const DEFAULT_SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
 /// Java KCL `parentShardPollIntervalMillis` default: 10 000 ms.
-pub const DEFAULT_PARENT_SHARD_POLL_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_PARENT_SHARD_POLL_INTERVAL: Duration = Duration::from_secs(10);
 /// Java KCL `completedLeaseCleanupIntervalMillis` default: 5 minutes.
-pub const DEFAULT_LEASE_CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_LEASE_CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
 /// How long a processor has to finish once processing must stop: 30 s, the Java KCL 3.x
 /// graceful hand-off timeout (`gracefulLeaseHandoffTimeoutMillis`), after which the new
 /// owner takes the lease whatever the old one is doing.
-pub const DEFAULT_PROCESSOR_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_PROCESSOR_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// First restart delay of a failed shard consumer; doubles per failure in a row.
 const RESTART_MIN_DELAY: Duration = Duration::from_secs(1);
@@ -70,7 +46,7 @@ const RESTART_RESET_AFTER: Duration = Duration::from_secs(60);
 ///
 /// ```
 /// use kinesis_kcl::Retrieval;
-/// use kinesis_kcl::retrieval::FanOutConfig;
+/// use kinesis_kcl::FanOutConfig;
 ///
 /// // Enhanced fan-out through a consumer named after the application, kept on shutdown.
 /// let fan_out = Retrieval::FanOut(FanOutConfig::default());
@@ -91,7 +67,7 @@ pub enum Retrieval {
     /// registered stream consumer, with 2 MB/s per shard of its own, pushed over HTTP/2. The
     /// consumer is [`FanOutConfig::consumer_name`], or the application name by default; it is
     /// found or registered when the worker starts (on every stream it consumes) and reused
-    /// across restarts. See [`crate::retrieval::fanout`].
+    /// across restarts.
     FanOut(FanOutConfig),
 }
 
@@ -260,7 +236,7 @@ impl WorkerBuilder {
     /// so a hung processor delays a hand-off or a shutdown by this much at most. A processor
     /// that hangs while its lease is simply held is not interrupted (neither is it in the
     /// Java KCL, which has no per-call timeout): its shard's state stays
-    /// [`ShardState::Processing`]. Default 30 s ([`DEFAULT_PROCESSOR_STOP_TIMEOUT`]).
+    /// [`ShardState::Processing`]. Default 30 s, the Java KCL 3.x `gracefulLeaseHandoffTimeoutMillis`.
     pub fn processor_stop_timeout(mut self, timeout: Duration) -> Self {
         self.processor_stop_timeout = timeout;
         self
@@ -270,20 +246,26 @@ impl WorkerBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Worker`] without a stream, with an empty application name or worker id, or
-    /// with a zero interval.
-    pub fn build(self) -> Result<Worker> {
+    /// A [`ConfigError`] without a stream, with a stream named twice, an empty application
+    /// name or worker id, a zero interval, or a stream identifier that does not match its
+    /// stream or comes with `multi_stream(false)`.
+    pub fn build(self) -> Result<Worker, ConfigError> {
+        let invalid = |field, value: &dyn std::fmt::Debug, limit: &'static str| {
+            ConfigError::new("WorkerBuilder", field, value, limit)
+        };
         if self.application_name.is_empty() {
-            return Err(Error::Worker("the application name is empty".into()));
+            return Err(invalid("application_name", &"", "must not be empty"));
         }
         if self.streams.is_empty() {
-            return Err(Error::Worker("no stream configured".into()));
+            return Err(invalid(
+                "stream",
+                &self.streams,
+                "at least one stream is needed",
+            ));
         }
         let mut seen = HashSet::new();
         if let Some(dup) = self.streams.iter().find(|s| !seen.insert(s.as_str())) {
-            return Err(Error::Worker(
-                format!("stream `{dup}` configured twice").into(),
-            ));
+            return Err(invalid("streams", dup, "a stream may be configured once"));
         }
         for (name, d) in [
             ("shard_sync_interval", self.shard_sync_interval),
@@ -295,14 +277,15 @@ impl WorkerBuilder {
             ("processor_stop_timeout", self.processor_stop_timeout),
         ] {
             if d.is_zero() {
-                return Err(Error::Worker(format!("`{name}` must be positive").into()));
+                return Err(invalid(name, &d, "must be positive"));
             }
         }
         if !self.identifiers.is_empty() && self.multi_stream == Some(false) {
-            return Err(Error::Worker(
-                "a stream identifier was supplied (`stream_with_identifier`) but multi-stream \
-                 lease keys are turned off (`multi_stream(false)`)"
-                    .into(),
+            return Err(invalid(
+                "multi_stream",
+                &false,
+                "must not be turned off when a stream identifier is supplied \
+                 (`stream_with_identifier`): identifiers are part of multi-stream lease keys",
             ));
         }
         for (stream, id) in &self.identifiers {
@@ -310,7 +293,7 @@ impl WorkerBuilder {
         }
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         if worker_id.is_empty() {
-            return Err(Error::Worker("the worker id is empty".into()));
+            return Err(invalid("worker_id", &"", "must not be empty"));
         }
         let (shutdown, _) = watch::channel(false);
         let (finished, _) = watch::channel(false);
@@ -346,15 +329,14 @@ impl WorkerBuilder {
     }
 }
 
-/// A consumer application's worker process (see the [module docs](self)).
+/// A consumer application's worker process.
 ///
 /// ```no_run
-/// use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker};
-/// use kinesis_kcl::shard::InitialPosition;
+/// use kinesis_kcl::{Checkpointer, InitialPosition, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker};
 ///
 /// struct Printer;
 ///
-/// #[async_trait::async_trait]
+/// #[kinesis_kcl::async_trait]
 /// impl ShardRecordProcessor for Printer {
 ///     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
 ///         for record in &input.records {
@@ -374,19 +356,40 @@ impl WorkerBuilder {
 ///     "my-application",
 ///     aws_sdk_kinesis::Client::new(&config),
 ///     aws_sdk_dynamodb::Client::new(&config),
-///     |_: &kinesis_kcl::processor::ShardContext| Printer,
+///     |_| Printer,
 /// )
 /// .stream("clickstream")
 /// .initial_position(InitialPosition::TrimHorizon)
 /// .build()?;
-/// let handle = worker.handle();
-/// tokio::spawn(async move {
-///     tokio::signal::ctrl_c().await.ok();
-///     handle.shutdown().await; // checkpoints and hands off every lease
-/// });
-/// worker.run().await
+/// // On Ctrl-C: checkpoints and hands off every lease, then returns.
+/// worker.run_until(async { tokio::signal::ctrl_c().await.ok(); }).await
 /// # }
 /// ```
+///
+/// The [`Worker`]: leases shards of one or more streams and runs a
+/// [`ShardRecordProcessor`](crate::ShardRecordProcessor) on each.
+///
+/// A worker
+/// 1. creates the lease table if needed and syncs the streams' shards into leases (the Java
+///    KCL's rules for the initial position),
+///    again every [`shard_sync_interval`](WorkerBuilder::shard_sync_interval) and at once when
+///    a shard ends;
+/// 2. runs a lease coordinator (renewing, taking and balancing leases with the other
+///    workers of the application);
+/// 3. for each lease it holds, waits until the shard's parents are finished, then reads the
+///    shard from its checkpoint and hands the records to a processor made by the factory;
+/// 4. restarts a shard whose processor fails or panics from its last checkpoint after a
+///    backoff (1 s doubling to 30 s), without disturbing the others;
+/// 5. deletes the leases of finished shards once their children have started
+///    ([`lease_cleanup_interval`](WorkerBuilder::lease_cleanup_interval)).
+///
+/// Shutting down through a [`WorkerHandle`] stops taking leases, gives every processor its
+/// [`shutdown_requested`](crate::ShardRecordProcessor::shutdown_requested) (a chance to
+/// checkpoint), then releases every lease so that other workers take them over at their
+/// next scan. A processor call in flight when its shard must stop (shutdown, hand-off, lost
+/// lease) may finish, within
+/// [`processor_stop_timeout`](WorkerBuilder::processor_stop_timeout): a hung processor
+/// delays a shutdown or a hand-off by that much, never for ever.
 pub struct Worker {
     application_name: String,
     kinesis: aws_sdk_kinesis::Client,
@@ -422,12 +425,44 @@ impl Worker {
     /// A builder for the application `application_name` (also the lease table's name by
     /// default), reading with `kinesis`, coordinating through `dynamodb`, processing with
     /// processors from `factory`.
-    pub fn builder(
+    ///
+    /// The factory is any `Fn(&ShardContext) -> P` where `P` is a [`ShardRecordProcessor`]:
+    /// a plain closure such as `|_| Counter::default()` or `|shard| Printer::new(&shard.shard_id)`
+    /// will do (no type annotation needed). It is called once per shard lease, each time
+    /// processing of the shard starts or restarts.
+    ///
+    /// ```
+    /// # use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker};
+    /// # #[derive(Default)]
+    /// # struct Counter(u64);
+    /// # #[kinesis_kcl::async_trait]
+    /// # impl ShardRecordProcessor for Counter {
+    /// #     async fn process_records(&mut self, _: ProcessRecordsInput, _: &mut Checkpointer) -> Result<(), ProcessorError> { Ok(()) }
+    /// #     async fn shard_ended(&mut self, c: &mut Checkpointer) -> Result<(), ProcessorError> { Ok(c.checkpoint().await?) }
+    /// # }
+    /// # fn clients() -> (aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client) {
+    /// #     let config = aws_config::SdkConfig::builder()
+    /// #         .behavior_version(aws_config::BehaviorVersion::latest())
+    /// #         .build();
+    /// #     (aws_sdk_kinesis::Client::new(&config), aws_sdk_dynamodb::Client::new(&config))
+    /// # }
+    /// let (kinesis, dynamodb) = clients();
+    /// let worker = Worker::builder("counter", kinesis, dynamodb, |_| Counter::default())
+    ///     .stream("clickstream")
+    ///     .build()?;
+    /// # let _ = worker;
+    /// # Ok::<(), kinesis_kcl::ConfigError>(())
+    /// ```
+    pub fn builder<F, P>(
         application_name: impl Into<String>,
         kinesis: aws_sdk_kinesis::Client,
         dynamodb: aws_sdk_dynamodb::Client,
-        factory: impl ShardRecordProcessorFactory,
-    ) -> WorkerBuilder {
+        factory: F,
+    ) -> WorkerBuilder
+    where
+        F: Fn(&ShardContext) -> P + Send + Sync + 'static,
+        P: ShardRecordProcessor + 'static,
+    {
         WorkerBuilder {
             application_name: application_name.into(),
             kinesis,
@@ -454,13 +489,46 @@ impl Worker {
         self.handle.clone()
     }
 
-    /// Runs until shut down through a [`WorkerHandle`].
+    /// Runs until `signal` resolves, then shuts down gracefully (as
+    /// [`WorkerHandle::shutdown`]: processors checkpoint, leases go to the other workers) and
+    /// returns once that is done. A shutdown through a [`WorkerHandle`] ends it too.
+    ///
+    /// ```no_run
+    /// # async fn run(worker: kinesis_kcl::Worker) -> Result<(), kinesis_kcl::Error> {
+    /// worker
+    ///     .run_until(async {
+    ///         tokio::signal::ctrl_c().await.ok();
+    ///     })
+    ///     .await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Worker::run`].
+    pub async fn run_until<S>(self, signal: S) -> Result<()>
+    where
+        S: Future<Output = ()>,
+    {
+        let handle = self.handle();
+        let run = self.run();
+        tokio::pin!(run);
+        tokio::select! {
+            result = &mut run => result,
+            () = signal => {
+                handle.request_shutdown();
+                run.await
+            }
+        }
+    }
+
+    /// Runs until shut down through a [`WorkerHandle`] (or see [`Worker::run_until`]).
     ///
     /// # Errors
     ///
     /// Set-up failures: the lease table cannot be created or reached, a stream cannot be
     /// described or listed. Once running, failures of single shards are retried (see the
-    /// [module docs](self)) and do not end the worker.
+    /// [`Worker`] docs) and do not end the worker.
     pub async fn run(self) -> Result<()> {
         let result = self.run_inner().await;
         self.handle.finished.send_replace(true);
@@ -474,11 +542,14 @@ impl Worker {
             && fan_out.consumer_arn().is_some()
             && self.streams.len() > 1
         {
-            return Err(Error::Worker(
+            return Err(ConfigError::new(
+                "WorkerBuilder",
+                "retrieval",
+                fan_out.consumer_arn(),
                 "a fan-out consumer ARN belongs to one stream: name the consumer instead \
-                 (`consumer_name`) to consume several streams"
-                    .into(),
-            ));
+                 (`consumer_name`) to consume several streams",
+            )
+            .into());
         }
         let mut streams = Vec::new();
         for name in &self.streams {
@@ -834,26 +905,24 @@ impl Running {
 }
 
 /// An identifier supplied for `stream` must name it (and its account, for an ARN).
-fn check_identifier(stream: &str, id: &StreamIdentifier) -> Result<()> {
+fn check_identifier(stream: &str, id: &StreamIdentifier) -> Result<(), ConfigError> {
     let target = crate::shard::StreamTarget::parse(stream);
+    let invalid = |limit: String| {
+        ConfigError::displayed("WorkerBuilder", "stream_with_identifier", id, limit)
+    };
     if target.stream_name() != Some(id.stream_name()) {
-        return Err(Error::invalid_value(
-            "stream identifier",
-            &id.to_string(),
-            format!("it names stream `{}`, not `{stream}`", id.stream_name()),
-        ));
+        return Err(invalid(format!(
+            "it names stream `{}`, not `{stream}`",
+            id.stream_name()
+        )));
     }
     if let crate::shard::StreamTarget::Arn(arn) = &target
         && arn.split(':').nth(4) != Some(id.account_id())
     {
-        return Err(Error::invalid_value(
-            "stream identifier",
-            &id.to_string(),
-            format!(
-                "its account `{}` is not the account of `{arn}`",
-                id.account_id()
-            ),
-        ));
+        return Err(invalid(format!(
+            "its account `{}` is not the account of `{arn}`",
+            id.account_id()
+        )));
     }
     Ok(())
 }

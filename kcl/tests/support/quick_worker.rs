@@ -7,11 +7,11 @@ use std::time::Duration;
 use kinesis_kcl::{InitialPosition, LeaseConfig, PollingConfig, Retrieval, WorkerBuilder};
 
 /// The failover time of the test workers.
-pub const FAILOVER: Duration = Duration::from_secs(2);
+pub(crate) const FAILOVER: Duration = Duration::from_secs(2);
 
 /// `builder` from `TRIM_HORIZON`, with a 2 s failover time, polling every 50 ms, shard syncs
 /// every 500 ms and parent checks every 100 ms.
-pub fn quick(
+pub(crate) fn quick(
     builder: WorkerBuilder,
 ) -> Result<WorkerBuilder, Box<dyn std::error::Error + Send + Sync>> {
     Ok(builder

@@ -5,16 +5,16 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// The error type of the test bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What a test body returns.
-pub type TestResult = Result<(), BoxError>;
+pub(crate) type TestResult = Result<(), BoxError>;
 
 /// How often [`wait_for`] checks its condition.
-pub const SAMPLE: Duration = Duration::from_millis(20);
+pub(crate) const SAMPLE: Duration = Duration::from_millis(20);
 
 /// Runs a test body with a log subscriber (`RUST_LOG=kinesis_kcl=debug` shows what the
 /// workers do), failing it if it runs longer than `limit`.
-pub async fn bounded(limit: Duration, body: impl Future<Output = TestResult>) -> TestResult {
+pub(crate) async fn bounded(limit: Duration, body: impl Future<Output = TestResult>) -> TestResult {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -25,7 +25,7 @@ pub async fn bounded(limit: Duration, body: impl Future<Output = TestResult>) ->
 }
 
 /// Checks `condition` every [`SAMPLE`] until it holds, or fails after `limit`.
-pub async fn wait_for(
+pub(crate) async fn wait_for(
     limit: Duration,
     what: &str,
     mut condition: impl FnMut() -> bool,
