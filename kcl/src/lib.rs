@@ -86,8 +86,8 @@ mod worker;
 
 // With `unstable`, the layers under the worker are public (see the crate docs); without it they
 // are internal, and items the worker does not use are left in for the feature's sake. Their
-// doctests use the public paths: like the test targets that need the feature, they pass with
-// it (`cargo test --workspace`, or `-p kinesis-kcl --features unstable`).
+// doctests use the public paths: the crate's own tests turn the feature on (a dev-dependency of
+// the crate on itself), so `cargo test -p kinesis-kcl` runs them.
 #[cfg(feature = "unstable")]
 pub mod lease;
 #[cfg(not(feature = "unstable"))]
