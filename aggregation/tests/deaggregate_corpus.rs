@@ -11,6 +11,8 @@ use std::path::Path;
 use bytes::Bytes;
 use kinesis_aggregation::{Deaggregated, PassThroughReason, deaggregate};
 
+// `pub`: the fuzz crate re-exports these for its targets.
+#[allow(unreachable_pub)]
 #[path = "support/deaggregate_invariants.rs"]
 mod fuzz;
 

@@ -22,6 +22,8 @@ use kinesis_kpl::{Producer, PutError, PutResult, UserRecord};
 
 // The fuzz targets' invariants. `even_shards` serves only the fuzz target's mock client.
 #[allow(dead_code)]
+// `pub`: the fuzz crate re-exports these for its targets.
+#[allow(unreachable_pub)]
 #[path = "support/producer_invariants.rs"]
 mod fuzz;
 

@@ -26,7 +26,7 @@ const MIN_RECORD_ENCODING: usize = 6;
 /// the first byte is odd, the rest framed as an aggregate (magic ‖ rest ‖ MD5(rest)), so that
 /// mutations reach the protobuf decoder instead of failing the digest; otherwise the rest as
 /// it is (which exercises the framing checks).
-pub(crate) fn deaggregate_case(input: &[u8]) -> Vec<u8> {
+pub fn deaggregate_case(input: &[u8]) -> Vec<u8> {
     match input.split_first() {
         Some((&mode, rest)) if mode & 1 == 1 => {
             let mut framed = MAGIC.to_vec();
@@ -56,7 +56,7 @@ pub(crate) fn deaggregate_case(input: &[u8]) -> Vec<u8> {
 /// what the format carries for a consumer. It cannot be byte-for-byte with the input, as the
 /// format allows other writers' choices (key table order and duplicates, unused keys, tags,
 /// unknown fields, non-minimal varints) that deaggregation rightly forgets.
-pub(crate) fn check_deaggregate(input: &[u8]) {
+pub fn check_deaggregate(input: &[u8]) {
     let bytes = Bytes::copy_from_slice(input);
     let outcome = deaggregate(bytes.clone());
     assert_eq!(

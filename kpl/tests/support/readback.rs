@@ -15,33 +15,33 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 use kinesis_aggregation::{Deaggregated, deaggregate, effective_hash_key};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One user record as read back from the stream.
 #[derive(Debug, Clone)]
-pub struct Read {
-    pub shard_id: String,
-    pub sequence_number: String,
-    pub sub_sequence_number: u64,
-    pub partition_key: String,
-    pub data: Bytes,
-    pub hash_key: u128,
+pub(crate) struct Read {
+    pub(crate) shard_id: String,
+    pub(crate) sequence_number: String,
+    pub(crate) sub_sequence_number: u64,
+    pub(crate) partition_key: String,
+    pub(crate) data: Bytes,
+    pub(crate) hash_key: u128,
     /// The hash-key range of the shard it was read from.
-    pub range: (u128, u128),
+    pub(crate) range: (u128, u128),
     /// Whether it came inside a KPL aggregate.
-    pub aggregated: bool,
+    pub(crate) aggregated: bool,
     /// Whether every sub-record of its aggregate lies in the shard's range (always true for a
     /// record stored alone: Kinesis routed it by its own key).
-    pub aggregate_in_range: bool,
+    pub(crate) aggregate_in_range: bool,
     /// How many shards lie before the one it was read from in its lineage (0 for a shard the
     /// stream was created with): a key's records are stored in this order across a reshard.
-    pub lineage_depth: usize,
+    pub(crate) lineage_depth: usize,
 }
 
 impl Read {
     /// Storage order across a key's lineage: parents before children, then by sequence number
     /// (decimal strings without leading zeros: longer is later), then sub-sequence number.
-    pub fn storage_order(&self) -> (usize, usize, &str, u64) {
+    pub(crate) fn storage_order(&self) -> (usize, usize, &str, u64) {
         (
             self.lineage_depth,
             self.sequence_number.len(),
@@ -52,7 +52,7 @@ impl Read {
 }
 
 /// Reads every shard of the stream (open and closed) from TRIM_HORIZON, deaggregating.
-pub async fn read_all(
+pub(crate) async fn read_all(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
 ) -> Result<Vec<Read>, BoxError> {
@@ -166,7 +166,7 @@ pub async fn read_all(
 
 /// What the Java KCL delivers: every aggregate with a sub-record outside its shard's range is
 /// dropped whole. Returns the records delivered and the number of aggregates dropped.
-pub fn java_kcl_view(reads: Vec<Read>) -> (Vec<Read>, usize) {
+pub(crate) fn java_kcl_view(reads: Vec<Read>) -> (Vec<Read>, usize) {
     let mut dropped = std::collections::HashSet::new();
     let kept = reads
         .into_iter()
@@ -181,7 +181,7 @@ pub fn java_kcl_view(reads: Vec<Read>) -> (Vec<Read>, usize) {
 }
 
 /// Indexes records by data, asserting none is stored twice.
-pub fn by_data(reads: Vec<Read>) -> HashMap<Bytes, Read> {
+pub(crate) fn by_data(reads: Vec<Read>) -> HashMap<Bytes, Read> {
     let mut map = HashMap::with_capacity(reads.len());
     for read in reads {
         let data = read.data.clone();

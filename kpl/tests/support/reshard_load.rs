@@ -11,10 +11,10 @@ use std::time::Duration;
 use kinesis_integration::TestBed;
 use kinesis_kpl::{Producer, PutResult, UserRecord};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The attempt code of an aggregate stored on a shard not holding all of its records.
-pub const WRONG_SHARD: &str = "WrongShard";
+pub(crate) const WRONG_SHARD: &str = "WrongShard";
 
 /// Waits until `put` has reached `count` (the producing task counts as it puts).
 async fn reached(put: &AtomicUsize, count: usize) {
@@ -28,7 +28,7 @@ async fn reached(put: &AtomicUsize, count: usize) {
 /// shard, then its second, then merges its third and fourth, each once a fifth more of the
 /// records are put. The producer goes on putting until the reshards are done and then another
 /// fifth, so every reshard happens under load. Returns every put's result, in put order.
-pub async fn put_through_reshards(
+pub(crate) async fn put_through_reshards(
     bed: &TestBed,
     producer: &Producer,
     stream: &str,
@@ -105,7 +105,7 @@ pub async fn put_through_reshards(
 }
 
 /// How many of `results` were sent again after their aggregate landed on the wrong shard.
-pub fn wrong_shard_count(results: &[PutResult]) -> usize {
+pub(crate) fn wrong_shard_count(results: &[PutResult]) -> usize {
     results
         .iter()
         .filter(|r| {
