@@ -873,3 +873,113 @@ async fn errors_are_one_line_and_embedded_servers_are_not_offered() -> TestResul
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_shows_the_lag_of_every_shard_across_a_split() -> TestResult {
+    bounded(async {
+        let (bed, table) = fresh_table().await?;
+        let stream = bed.create_stream(2).await?;
+        let kinesis = bed.kinesis();
+        let shards = kinesis.list_shards().stream_name(&stream).send().await?;
+        let ids: Vec<String> = shards
+            .shards()
+            .iter()
+            .map(|s| s.shard_id().to_owned())
+            .collect();
+        // Five records on the first shard; the checkpoint is at the second (inside its
+        // aggregate, sub-sequence 3), so three more are behind it.
+        let mut sequences = Vec::new();
+        for n in 0..5 {
+            let put = kinesis
+                .put_record()
+                .stream_name(&stream)
+                .partition_key("k")
+                .explicit_hash_key("0")
+                .data(aws_sdk_kinesis::primitives::Blob::new(format!("r{n}")))
+                .send()
+                .await?;
+            sequences.push(put.sequence_number().to_owned());
+        }
+        lease(&table, &ids[0], seq(&sequences[1], 3), Some("worker-1")).await?;
+        // The second shard was finished, then split.
+        lease(&table, &ids[1], ExtendedSequenceNumber::SHARD_END, None).await?;
+        let range = shards.shards()[1].hash_key_range().ok_or("no range")?;
+        let (start, end): (u128, u128) = (
+            range.starting_hash_key().parse()?,
+            range.ending_hash_key().parse()?,
+        );
+        kinesis
+            .split_shard()
+            .stream_name(&stream)
+            .shard_to_split(&ids[1])
+            .new_starting_hash_key((start + (end - start) / 2).to_string())
+            .send()
+            .await?;
+        bed.wait_for_stream_active(&stream).await?;
+        // The arrival time of the checkpointed record, as Kinesis reports it.
+        let iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(&stream)
+            .shard_id(&ids[0])
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::AtSequenceNumber)
+            .starting_sequence_number(&sequences[1])
+            .send()
+            .await?;
+        let records = kinesis
+            .get_records()
+            .shard_iterator(iterator.shard_iterator().ok_or("no iterator")?)
+            .send()
+            .await?;
+        let arrival = records.records()[0]
+            .approximate_arrival_timestamp()
+            .ok_or("no arrival time")?
+            .to_millis()?;
+
+        let mut args = vec!["lag".to_owned(), "--table".to_owned()];
+        args.push(table.table_name().to_owned());
+        args.extend(["--stream".to_owned(), stream.clone(), "--json".to_owned()]);
+        args.extend(connect_flags(&bed));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(Some(&bed), &args, b"").await?;
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        let lines = json_lines(&out.stdout);
+        assert_eq!(lines.len(), 3, "two shards and the total: {}", out.stdout);
+
+        let first = &lines[0];
+        assert_eq!(first["shard_id"], ids[0].as_str());
+        assert_eq!(first["owner"], "worker-1");
+        assert_eq!(first["checkpoint"], sequences[1].as_str());
+        assert_eq!(first["sub_sequence_number"], 3);
+        assert_eq!(first["state"], "open");
+        assert!(first["behind_ms"].is_u64(), "{first}");
+        assert_eq!(first["checkpointed_at_ms"], arrival);
+
+        let second = &lines[1];
+        assert_eq!(second["shard_id"], ids[1].as_str());
+        assert_eq!(second["state"], "closed");
+        assert_eq!(second["checkpoint"], "SHARD_END");
+        assert_eq!(second["behind_ms"], 0);
+        assert_eq!(
+            second["children"].as_array().map(Vec::len),
+            Some(2),
+            "{second}"
+        );
+
+        assert_eq!(lines[2]["total"]["shards"], 2);
+        assert_eq!(lines[2]["total"]["finished"], 1);
+        assert_eq!(lines[2]["total"]["max_behind_ms"], first["behind_ms"]);
+
+        // The table form says the same in words.
+        let table_args: Vec<&str> = args.iter().copied().filter(|a| *a != "--json").collect();
+        let out = run(Some(&bed), &table_args, b"").await?;
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert!(
+            out.stdout.contains("2 shards, 1 finished"),
+            "{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("worker-1"), "{}", out.stdout);
+        Ok(())
+    })
+    .await
+}

@@ -4,6 +4,7 @@
 //! ```text
 //! kinesis-ops leases --table my-app
 //! kinesis-ops leases --table my-app --json
+//! kinesis-ops lag --table my-app --stream orders
 //! kinesis-ops reset-checkpoint --table my-app --shard shardId-000000000001 --to TRIM_HORIZON
 //! kinesis-ops reset-checkpoint --table my-app --shard shardId-000000000001 --to 4959...0898 --sub 3
 //! aws kinesis get-records ... | jq -r '.Records[].Data' | kinesis-ops decode --input base64
@@ -20,7 +21,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use kinesis_examples::ConnectArgs;
 use kinesis_examples::ops::reset::{self, ResetError, ResetOptions};
-use kinesis_examples::ops::{decode, format_duration, leases, parse_duration};
+use kinesis_examples::ops::{decode, format_duration, lag, leases, parse_duration};
 use kinesis_kcl::lease::LeaseTable;
 
 /// Operations on Kinesis consumer applications: lease tables, checkpoints, aggregated records.
@@ -52,8 +53,27 @@ enum Command {
     /// checkpoint also clears a pending checkpoint and the owner-switch count, as a
     /// checkpointer does; the owner is left as it is.
     ResetCheckpoint(ResetArgs),
+    /// How far behind each shard's checkpoint is: owner, checkpoint, open or closed, parents
+    /// and children, `MillisBehindLatest` read at the checkpoint and the checkpointed record's
+    /// arrival time; then the number of shards, finished ones and the largest lag.
+    Lag(LagArgs),
     /// Print the user records in a Kinesis record's data (a KPL aggregate) as JSON lines.
     Decode(DecodeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LagArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// The lease table (the KCL application name, by default).
+    #[arg(long)]
+    table: String,
+    /// The stream (its leases in a multi-stream table are those of this stream name).
+    #[arg(long)]
+    stream: String,
+    /// Print one JSON object per shard, then `{"total": …}`, instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,6 +166,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Leases(args) => run_leases(args).await,
         Command::ResetCheckpoint(args) => return run_reset(args).await,
+        Command::Lag(args) => run_lag(args).await,
         Command::Decode(args) => run_decode(args),
     };
     match result {
@@ -177,6 +198,19 @@ async fn run_leases(args: LeasesArgs) -> Result<(), BoxError> {
     } else {
         write!(out, "{}", listing.render_table())?;
         writeln!(out, "{}", listing.summary())?;
+    }
+    Ok(())
+}
+
+async fn run_lag(args: LagArgs) -> Result<(), BoxError> {
+    let connection = args.connect.connect().await?;
+    let table = LeaseTable::new(connection.dynamodb.clone(), &args.table);
+    let rows = lag::read(&table, &connection.kinesis, &args.stream).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        write!(out, "{}", lag::render_json(&rows))?;
+    } else {
+        write!(out, "{}", lag::render_table(&rows))?;
     }
     Ok(())
 }

@@ -17,6 +17,7 @@
 //! counters; a single read cannot tell a live owner from a dead one.
 
 pub mod decode;
+pub mod lag;
 pub mod leases;
 pub mod reset;
 
