@@ -983,3 +983,74 @@ async fn binary_shows_the_lag_of_every_shard_across_a_split() -> TestResult {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_watches_the_leases_until_interrupted() -> TestResult {
+    use tokio::io::AsyncReadExt;
+    bounded(async {
+        let (bed, table) = fresh_table().await?;
+        lease(
+            &table,
+            "shardId-000000000000",
+            seq("7", 0),
+            Some("worker-1"),
+        )
+        .await?;
+        let mut args = vec!["leases".to_owned(), "--table".to_owned()];
+        args.push(table.table_name().to_owned());
+        args.extend([
+            "--interval".to_owned(),
+            "100ms".to_owned(),
+            "--watch".to_owned(),
+        ]);
+        args.extend(connect_flags(&bed));
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kinesis-ops"))
+            .args(&args)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut stdout = child.stdout.take().ok_or("no stdout")?;
+        // Three views drawn in place (each starts by clearing the screen).
+        let mut seen = String::new();
+        let mut buffer = [0u8; 4096];
+        while seen.matches("\x1b[2J").count() < 3 {
+            let n = stdout.read(&mut buffer).await?;
+            assert!(n > 0, "kinesis-ops ended early: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+        assert!(seen.contains("worker-1"), "{seen}");
+        let pid = child.id().ok_or("exited")?;
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()?
+                .success()
+        );
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await??;
+        assert!(status.success(), "Ctrl-C ends the watch cleanly: {status}");
+
+        // A watch needs two reads per view.
+        let mut once = args.clone();
+        let at = once
+            .iter()
+            .position(|a| a == "100ms")
+            .ok_or("no interval")?;
+        once[at] = "0".to_owned();
+        let once: Vec<&str> = once.iter().map(String::as_str).collect();
+        let out = run(Some(&bed), &once, b"").await?;
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("--watch needs a non-zero --interval"),
+            "{}",
+            out.stderr
+        );
+        Ok(())
+    })
+    .await
+}

@@ -4,6 +4,7 @@
 //! ```text
 //! kinesis-ops leases --table my-app
 //! kinesis-ops leases --table my-app --json
+//! kinesis-ops leases --table my-app --watch
 //! kinesis-ops lag --table my-app --stream orders
 //! kinesis-ops reset-checkpoint --table my-app --shard shardId-000000000001 --to TRIM_HORIZON
 //! kinesis-ops reset-checkpoint --table my-app --shard shardId-000000000001 --to 4959...0898 --sub 3
@@ -91,6 +92,11 @@ struct LeasesArgs {
     /// Print one JSON object per lease instead of the table and summary.
     #[arg(long)]
     json: bool,
+    /// Keep watching: read the table again and again (each view compares two reads
+    /// --interval apart) and redraw it in place, until Ctrl-C. With --json, a listing per view,
+    /// separated by an empty line.
+    #[arg(long)]
+    watch: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -181,7 +187,10 @@ async fn main() -> ExitCode {
 async fn run_leases(args: LeasesArgs) -> Result<(), BoxError> {
     let connection = args.connect.connect().await?;
     let table = LeaseTable::new(connection.dynamodb.clone(), &args.table);
-    if !args.interval.is_zero() && !args.json {
+    if args.watch && args.interval.is_zero() {
+        return Err("--watch needs a non-zero --interval (each view compares two reads)".into());
+    }
+    if !args.interval.is_zero() && !args.json && !args.watch {
         eprintln!(
             "reading lease table {} twice, {} apart ({})",
             args.table,
@@ -189,17 +198,39 @@ async fn run_leases(args: LeasesArgs) -> Result<(), BoxError> {
             connection.description
         );
     }
-    let listing = leases::observe(&table, args.interval).await?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        for line in listing.json_lines() {
-            writeln!(out, "{line}")?;
+    loop {
+        let listing = tokio::select! {
+            listing = leases::observe(&table, args.interval) => listing?,
+            _ = tokio::signal::ctrl_c(), if args.watch => return Ok(()),
+        };
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            for line in listing.json_lines() {
+                writeln!(out, "{line}")?;
+            }
+        } else {
+            if args.watch {
+                // Clear the screen and go home: the view is redrawn in place.
+                write!(out, "\x1b[2J\x1b[H")?;
+                writeln!(
+                    out,
+                    "lease table {} ({}), every {}; Ctrl-C to stop",
+                    args.table,
+                    connection.description,
+                    format_duration(args.interval)
+                )?;
+            }
+            write!(out, "{}", listing.render_table())?;
+            writeln!(out, "{}", listing.summary())?;
         }
-    } else {
-        write!(out, "{}", listing.render_table())?;
-        writeln!(out, "{}", listing.summary())?;
+        if !args.watch {
+            return Ok(());
+        }
+        if args.json {
+            writeln!(out)?;
+        }
+        out.flush()?;
     }
-    Ok(())
 }
 
 async fn run_lag(args: LagArgs) -> Result<(), BoxError> {
