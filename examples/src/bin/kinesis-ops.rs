@@ -6,6 +6,7 @@
 //! kinesis-ops leases --table my-app --json
 //! kinesis-ops leases --table my-app --watch
 //! kinesis-ops lag --table my-app --stream orders
+//! kinesis-ops rewind --table my-app --stream orders --to-timestamp 2024-05-01T12:00:00Z --dry-run
 //! kinesis-ops reset-checkpoint --table my-app --shard shardId-000000000001 --to TRIM_HORIZON
 //! kinesis-ops reset-checkpoint --table my-app --shard shardId-000000000001 --to 4959...0898 --sub 3
 //! aws kinesis get-records ... | jq -r '.Records[].Data' | kinesis-ops decode --input base64
@@ -22,7 +23,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use kinesis_examples::ConnectArgs;
 use kinesis_examples::ops::reset::{self, ResetError, ResetOptions};
-use kinesis_examples::ops::{decode, format_duration, lag, leases, parse_duration};
+use kinesis_examples::ops::{decode, format_duration, lag, leases, parse_duration, rewind};
 use kinesis_kcl::lease::LeaseTable;
 
 /// Operations on Kinesis consumer applications: lease tables, checkpoints, aggregated records.
@@ -58,8 +59,51 @@ enum Command {
     /// and children, `MillisBehindLatest` read at the checkpoint and the checkpointed record's
     /// arrival time; then the number of shards, finished ones and the largest lag.
     Lag(LagArgs),
+    /// Make the whole application resume at a time (or the oldest or newest records), across
+    /// the lineage: shards open then resume at their first record at or after it, shards
+    /// created later from their start after their parents, shards closed before it are
+    /// finished. Refuses while any lease is being renewed (stop the application first), unless
+    /// --force; every write is conditional on the lease counter read.
+    Rewind(RewindArgs),
     /// Print the user records in a Kinesis record's data (a KPL aggregate) as JSON lines.
     Decode(DecodeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RewindTo {
+    /// The oldest records the stream holds.
+    TrimHorizon,
+    /// After the newest records.
+    Latest,
+}
+
+#[derive(Debug, clap::Args)]
+struct RewindArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// The lease table (the KCL application name, by default); single-stream tables only.
+    #[arg(long)]
+    table: String,
+    /// The stream.
+    #[arg(long)]
+    stream: String,
+    /// Resume at the first record that arrived at or after this time: RFC 3339
+    /// (2024-05-01T12:00:00Z) or Unix epoch seconds or milliseconds.
+    #[arg(long, value_parser = kinesis_examples::timestamp::parse_timestamp, required_unless_present = "to", conflicts_with = "to")]
+    to_timestamp: Option<std::time::SystemTime>,
+    /// Resume at the oldest records, or after the newest ones.
+    #[arg(long, value_enum)]
+    to: Option<RewindTo>,
+    /// Print the plan; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Write even if leases are being renewed (their owners lose them at their next renewal).
+    #[arg(long)]
+    force: bool,
+    /// Time between the two reads of the table that tell whether a worker renews leases
+    /// (more than a third of the application's failover time).
+    #[arg(long, default_value = "4s", value_parser = parse_duration)]
+    interval: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -173,6 +217,7 @@ async fn main() -> ExitCode {
         Command::Leases(args) => run_leases(args).await,
         Command::ResetCheckpoint(args) => return run_reset(args).await,
         Command::Lag(args) => run_lag(args).await,
+        Command::Rewind(args) => run_rewind(args).await,
         Command::Decode(args) => run_decode(args),
     };
     match result {
@@ -231,6 +276,35 @@ async fn run_leases(args: LeasesArgs) -> Result<(), BoxError> {
         }
         out.flush()?;
     }
+}
+
+async fn run_rewind(args: RewindArgs) -> Result<(), BoxError> {
+    let target = match (args.to_timestamp, args.to) {
+        (Some(time), _) => rewind::Target::Time(time),
+        (None, Some(RewindTo::TrimHorizon)) => rewind::Target::TrimHorizon,
+        (None, Some(RewindTo::Latest)) => rewind::Target::Latest,
+        (None, None) => return Err("--to-timestamp or --to is needed".into()),
+    };
+    let connection = args.connect.connect().await?;
+    let table = LeaseTable::new(connection.dynamodb.clone(), &args.table);
+    let steps = rewind::prepare(
+        &table,
+        &connection.kinesis,
+        &args.stream,
+        target,
+        args.interval,
+        args.force,
+    )
+    .await?;
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", rewind::describe(&steps))?;
+    if args.dry_run {
+        writeln!(out, "dry run: nothing written")?;
+        return Ok(());
+    }
+    let written = rewind::apply(&table, &steps).await?;
+    writeln!(out, "{written} leases written")?;
+    Ok(())
 }
 
 async fn run_lag(args: LagArgs) -> Result<(), BoxError> {

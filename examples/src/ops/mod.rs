@@ -20,6 +20,7 @@ pub mod decode;
 pub mod lag;
 pub mod leases;
 pub mod reset;
+pub mod rewind;
 
 use std::time::Duration;
 
