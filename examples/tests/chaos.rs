@@ -268,6 +268,132 @@ fn storage_order(position: &(String, u64)) -> (usize, &str, u64) {
     (position.0.len(), &position.0, position.1)
 }
 
+/// One sample of a process: seconds since the start, its name, resident memory, open files.
+#[derive(Clone, Debug)]
+struct Sample {
+    at: f64,
+    name: String,
+    rss_kib: u64,
+    fds: usize,
+}
+
+/// Samples every watched process's RSS and open file descriptors every `CHAOS_SAMPLE_SECONDS`
+/// (not at all when unset), from `/proc`.
+struct Sampler {
+    watched: Arc<Mutex<Vec<(String, u32)>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<Vec<Sample>>>,
+}
+
+impl Sampler {
+    fn start(local: &Local, producer: &Child) -> Sampler {
+        let watched = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let every = std::env::var("CHAOS_SAMPLE_SECONDS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok());
+        let sampler = Sampler {
+            watched: watched.clone(),
+            stop,
+            task: every.map(|every| {
+                tokio::spawn(async move {
+                    let begin = Instant::now();
+                    let mut samples = Vec::new();
+                    let mut tick = tokio::time::interval(Duration::from_secs(every.max(1)));
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => {}
+                            _ = stopped.changed() => return samples,
+                        }
+                        let at = begin.elapsed().as_secs_f64();
+                        let processes = watched.lock().unwrap().clone();
+                        for (name, pid) in processes {
+                            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                            else {
+                                continue; // gone (killed)
+                            };
+                            let rss_kib = status
+                                .lines()
+                                .find_map(|l| l.strip_prefix("VmRSS:"))
+                                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                                .unwrap_or(0);
+                            let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                                .map(|d| d.count())
+                                .unwrap_or(0);
+                            samples.push(Sample {
+                                at,
+                                name,
+                                rss_kib,
+                                fds,
+                            });
+                        }
+                        if samples.len() > 1_000_000 {
+                            return samples;
+                        }
+                    }
+                })
+            }),
+        };
+        sampler.watch("kinesis-local", &local.child);
+        sampler.watch("producer", producer);
+        sampler
+    }
+
+    fn watch(&self, name: &str, child: &Child) {
+        if let Some(pid) = child.id() {
+            self.watched.lock().unwrap().push((name.to_owned(), pid));
+        }
+    }
+
+    async fn stop(mut self) -> Vec<Sample> {
+        match self.task.take() {
+            Some(task) => {
+                let _ = self.stop.send(true);
+                task.await.unwrap_or_default()
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Per process sampled for at least five minutes: RSS and open files after a two-minute
+/// warm-up, first and last, and the RSS slope (least squares) in KiB per minute.
+fn memory_report(samples: &[Sample]) -> String {
+    let mut by_name: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
+    for s in samples {
+        by_name.entry(&s.name).or_default().push(s);
+    }
+    let mut out = String::from(
+        "REPORT soak (after a 2 min warm-up): process, samples, RSS first → last (KiB), RSS \
+         slope (KiB/min), open files first → last",
+    );
+    for (name, series) in by_name {
+        let start = series[0].at;
+        let warm: Vec<&&Sample> = series.iter().filter(|s| s.at - start >= 120.0).collect();
+        if warm.len() < 2 || warm[warm.len() - 1].at - warm[0].at < 180.0 {
+            continue;
+        }
+        let n = warm.len() as f64;
+        let mean_t = warm.iter().map(|s| s.at).sum::<f64>() / n;
+        let mean_r = warm.iter().map(|s| s.rss_kib as f64).sum::<f64>() / n;
+        let cov: f64 = warm
+            .iter()
+            .map(|s| (s.at - mean_t) * (s.rss_kib as f64 - mean_r))
+            .sum();
+        let var: f64 = warm.iter().map(|s| (s.at - mean_t).powi(2)).sum();
+        let slope = if var > 0.0 { cov / var * 60.0 } else { 0.0 };
+        out.push_str(&format!(
+            "\n  {name}: {} samples, {} → {}, {slope:+.1}, {} → {}",
+            warm.len(),
+            warm[0].rss_kib,
+            warm[warm.len() - 1].rss_kib,
+            warm[0].fds,
+            warm[warm.len() - 1].fds
+        ));
+    }
+    out
+}
+
 async fn chaos(seconds: u64) -> TestResult {
     let dir = std::env::temp_dir().join(format!("kinesis-chaos-{}-{}", std::process::id(), now()));
     std::fs::create_dir_all(&dir)?;
@@ -306,13 +432,25 @@ async fn chaos(seconds: u64) -> TestResult {
 
     // The chaos: a step every 1-4 s; the pause at a third of the run, a split at 40 %, a
     // merge at 60 %.
+    // Chaos steps every 1-4 s (CHAOS_STEP_SECONDS scales that: a soak uses longer steps).
+    let step_millis = std::env::var("CHAOS_STEP_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(1_000, |s| s.max(1) * 1_000);
+    let sampler = Sampler::start(&local, &producer);
+    for w in &workers {
+        sampler.watch(&w.id, &w.child);
+    }
     let mut events = Chaos::default();
     let mut killed_logs: Vec<(String, PathBuf)> = Vec::new();
     let begin = Instant::now();
     let run_for = Duration::from_secs(seconds);
     let (mut paused, mut split, mut merged) = (false, false, false);
     while begin.elapsed() < run_for {
-        tokio::time::sleep(Duration::from_millis(1_000 + rng.below(3_000))).await;
+        tokio::time::sleep(Duration::from_millis(
+            step_millis + rng.below(3 * step_millis),
+        ))
+        .await;
         let progress = begin.elapsed().as_secs_f64() / run_for.as_secs_f64();
         if !paused && progress > 0.33 {
             paused = true;
@@ -362,12 +500,16 @@ async fn chaos(seconds: u64) -> TestResult {
             victim.child.wait().await?;
             events.killed.insert(victim.id.clone(), now());
             workers.push(start_worker(&local, &dir, started)?);
+            if let Some(w) = workers.last() {
+                sampler.watch(&w.id, &w.child);
+            }
             started += 1;
             // The killed worker's log stays for the checks.
             killed_logs.push((victim.id, victim.log));
         }
     }
     let status = tokio::time::timeout(Duration::from_secs(120), producer.wait()).await??;
+    let samples = sampler.stop().await;
     assert!(status.success(), "the producer failed: {status}");
     let stored = read_results(&results)?;
     assert_eq!(
@@ -598,6 +740,9 @@ async fn chaos(seconds: u64) -> TestResult {
         "no lease moved while the worker was paused: the zombie check saw nothing"
     );
 
+    if !samples.is_empty() {
+        println!("{}", memory_report(&samples));
+    }
     std::fs::remove_dir_all(&dir).ok();
     support::local::terminate(local).await?;
     Ok(())
