@@ -68,19 +68,15 @@
 mod assignment;
 pub mod coordinator;
 mod expiry;
-mod held;
 mod item;
 mod model;
 mod ops;
-mod renewer;
 mod sequence;
 mod table;
-mod taker;
 
 pub use assignment::{Assignment, AssignmentConfig, LeaseState, LeaseToTake, TakeReason, decide};
-pub use coordinator::{AcquiredLeases, CoordinatorStats, LeaseCoordinator};
+pub use coordinator::{AcquiredLeases, CoordinatorStats, HeldLease, LeaseCoordinator, LeaseStatus};
 pub use expiry::ExpiryTracker;
-pub use held::{HeldLease, LeaseStatus};
 pub use item::{Item, attr};
 pub use model::{HashKeyRange, Lease, MultiStreamShard, StreamIdentifier};
 pub use ops::{
