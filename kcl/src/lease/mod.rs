@@ -71,7 +71,6 @@ mod expiry;
 mod item;
 mod model;
 mod ops;
-mod sequence;
 mod table;
 
 pub use assignment::{Assignment, AssignmentConfig, LeaseState, LeaseToTake, TakeReason, decide};
@@ -82,7 +81,8 @@ pub use model::{HashKeyRange, Lease, MultiStreamShard, StreamIdentifier};
 pub use ops::{
     CREATE_CONDITION_EXPRESSION, Condition, LeaseWrite, RenderedWrite, UpdateAction, lease_key_item,
 };
-pub use sequence::{ExtendedSequenceNumber, SequenceNumber, SequencePosition};
 pub use table::{Billing, LeaseTable, TableOptions, WriteOutcome};
 
 pub use crate::aws::RetryPolicy;
+// Checkpoint positions live in their own top-level module; re-exported here, where they were.
+pub use crate::sequence::{ExtendedSequenceNumber, SequenceNumber, SequencePosition};

@@ -111,8 +111,9 @@ use crate::aws::kinesis::kinesis_error;
 use crate::aws::retry::retrying;
 use crate::aws::{KinesisApi, RetryPolicy, StreamTarget, classify};
 use crate::error::{ConfigError, Error, Result};
-use crate::lease::{HashKeyRange, SequenceNumber};
+use crate::lease::HashKeyRange;
 use crate::record::Record;
+use crate::sequence::SequenceNumber;
 use crate::shard::ChildShard;
 
 /// Default [`PollingConfig::max_records`]: 10 000, the Java KCL's `maxRecords` (and the most

@@ -13,8 +13,8 @@ use tokio::sync::{Mutex, watch};
 use crate::error::{Error, Result};
 use crate::lease::model::Lease;
 use crate::lease::ops::LeaseWrite;
-use crate::lease::sequence::ExtendedSequenceNumber;
 use crate::lease::table::{LeaseTable, WriteOutcome};
+use crate::sequence::ExtendedSequenceNumber;
 
 /// Where a held lease stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
