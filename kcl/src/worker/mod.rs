@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 pub use state::ShardState;
 
-use self::shard_consumer::{ConsumerContext, Exit};
+use self::shard_consumer::{ConsumerContext, Exit, Failure};
 use self::state::ShardStates;
 use self::stream::{Identity, StreamContext};
 use crate::config::LeaseConfig;
@@ -689,10 +689,19 @@ struct Running {
     active: HashMap<String, Active>,
     /// Leases re-acquired while their previous consumer is still ending.
     queued: HashMap<String, Arc<HeldLease>>,
-    /// Background syncs and clean-ups, each returning its tag.
-    syncs: JoinSet<String>,
-    /// Tags (`sync:` / `cleanup:` + stream) of the ones running.
-    syncing: HashSet<String>,
+    /// Background syncs and clean-ups, each returning its job.
+    syncs: JoinSet<SyncJob>,
+    /// The jobs running.
+    syncing: HashSet<SyncJob>,
+}
+
+/// A background job on one stream's leases: at most one of each kind runs per stream.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum SyncJob {
+    /// A shard sync (leases for the stream's new shards), named by its stream.
+    ShardSync(String),
+    /// A lease clean-up (leases of shards gone from the stream), named by its stream.
+    CleanUp(String),
 }
 
 impl Running {
@@ -731,8 +740,8 @@ impl Running {
                     }
                 }
                 Some(done) = self.syncs.join_next() => match done {
-                    Ok(tag) => {
-                        self.syncing.remove(&tag);
+                    Ok(job) => {
+                        self.syncing.remove(&job);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "shard sync task failed");
@@ -816,11 +825,11 @@ impl Running {
                     return;
                 };
                 let why = if e.is_panic() {
-                    "the processor panicked"
+                    Failure::Panicked
                 } else {
-                    "cancelled"
+                    Failure::Cancelled
                 };
-                (e.id(), key, Exit::Failed(why.to_owned()))
+                (e.id(), key, Exit::Failed(why))
             }
         };
         self.tasks.remove(&id);
@@ -829,7 +838,7 @@ impl Running {
         };
         match exit {
             Exit::Done => self.ctx.states.remove(&key),
-            Exit::Failed(reason) => {
+            Exit::Failed(failure) => {
                 let shutting_down = *self.ctx.shutdown.borrow();
                 if active.lease.status().is_active() && !shutting_down {
                     let failures = if active.started.elapsed() >= RESTART_RESET_AFTER {
@@ -840,6 +849,7 @@ impl Running {
                     let delay = RESTART_MIN_DELAY
                         .saturating_mul(1 << (failures - 1).min(5))
                         .min(RESTART_MAX_DELAY);
+                    let reason = failure.to_string();
                     tracing::error!(lease = %key, %reason, failures, ?delay, "shard consumer failed; restarting from the last checkpoint");
                     metrics::counter!(crate::metrics::PROCESSOR_RESTARTS).increment(1);
                     self.ctx
@@ -859,30 +869,30 @@ impl Running {
     /// Syncs (or, with `cleanup`, cleans up) a stream's leases in the background, one at a
     /// time per stream.
     fn sync(&mut self, stream: Arc<StreamContext>, cleanup: bool) {
-        let tag = format!(
-            "{}{}",
-            if cleanup { "cleanup:" } else { "sync:" },
-            stream.name
-        );
-        if !self.syncing.insert(tag.clone()) {
+        let job = if cleanup {
+            SyncJob::CleanUp(stream.name.clone())
+        } else {
+            SyncJob::ShardSync(stream.name.clone())
+        };
+        if !self.syncing.insert(job.clone()) {
             return;
         }
         let labels = [("stream", stream.name.clone())];
         self.syncs.spawn(async move {
-            let tag = tag;
-            if cleanup {
-                match stream.syncer.clean_up().await {
+            match &job {
+                SyncJob::CleanUp(_) => match stream.syncer.clean_up().await {
                     Ok(report) => tracing::debug!(?report, "lease clean-up"),
                     Err(e) => tracing::warn!(error = %e, "lease clean-up failed"),
-                }
-            } else {
-                metrics::counter!(crate::metrics::SHARD_SYNCS, &labels).increment(1);
-                match stream.syncer.sync().await {
-                    Ok(report) => tracing::debug!(?report, "shard sync"),
-                    Err(e) => tracing::warn!(error = %e, "shard sync failed"),
+                },
+                SyncJob::ShardSync(_) => {
+                    metrics::counter!(crate::metrics::SHARD_SYNCS, &labels).increment(1);
+                    match stream.syncer.sync().await {
+                        Ok(report) => tracing::debug!(?report, "shard sync"),
+                        Err(e) => tracing::warn!(error = %e, "shard sync failed"),
+                    }
                 }
             }
-            tag
+            job
         });
     }
 
