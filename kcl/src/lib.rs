@@ -116,11 +116,11 @@ pub use processor::{
 pub use record::Record;
 pub use retrieval::{
     FanOutConfig, FanOutConfigBuilder, OutOfRangePolicy, PollingConfig, PollingConfigBuilder,
-    PrefetchLimits,
+    PrefetchLimits, Retrieval,
 };
 pub use sequence::{ExtendedSequenceNumber, SequenceNumber, SequencePosition};
 pub use shard::InitialPosition;
-pub use worker::{Retrieval, ShardState, Worker, WorkerBuilder, WorkerHandle};
+pub use worker::{ShardState, Worker, WorkerBuilder, WorkerHandle};
 
 /// The attribute [`ShardRecordProcessor`] implementations carry (`#[kinesis_kcl::async_trait]`),
 /// re-exported from the `async-trait` crate so that applications need not depend on it.

@@ -20,7 +20,7 @@ use crate::config::LeaseConfig;
 use crate::error::{ConfigError, Result};
 use crate::lease::{HeldLease, LeaseCoordinator, LeaseTable, StreamIdentifier, TableOptions};
 use crate::processor::{ShardContext, ShardRecordProcessor, SharedFactory};
-use crate::retrieval::{FanOutConfig, PollingConfig};
+use crate::retrieval::Retrieval;
 use crate::shard::InitialPosition;
 
 /// Java KCL `shardSyncIntervalMillis` default: 60 000 ms.
@@ -40,42 +40,6 @@ const RESTART_MIN_DELAY: Duration = Duration::from_secs(1);
 const RESTART_MAX_DELAY: Duration = Duration::from_secs(30);
 /// A consumer that ran this long before failing starts its backoff afresh.
 const RESTART_RESET_AFTER: Duration = Duration::from_secs(60);
-
-/// How records are fetched. The processors see the same records either way (deaggregated,
-/// resumed exactly after sub-sequence checkpoints, shard ends with their children).
-///
-/// ```
-/// use kinesis_kcl::Retrieval;
-/// use kinesis_kcl::FanOutConfig;
-///
-/// // Enhanced fan-out through a consumer named after the application, kept on shutdown.
-/// let fan_out = Retrieval::FanOut(FanOutConfig::default());
-/// // … or through a consumer of its own name, removed when the worker shuts down.
-/// let named = Retrieval::FanOut(
-///     FanOutConfig::builder().consumer_name("reporting").deregister_on_shutdown(true).build()?,
-/// );
-/// # let _ = (fan_out, named);
-/// # Ok::<(), kinesis_kcl::Error>(())
-/// ```
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Retrieval {
-    /// `GetRecords` polling (the Java KCL's polling mode): the shard's 2 MB/s and 5 calls per
-    /// second are shared with every other polling application.
-    Polling(PollingConfig),
-    /// Enhanced fan-out (the Java KCL's default mode since 2.0): `SubscribeToShard` through a
-    /// registered stream consumer, with 2 MB/s per shard of its own, pushed over HTTP/2. The
-    /// consumer is [`FanOutConfig::consumer_name`], or the application name by default; it is
-    /// found or registered when the worker starts (on every stream it consumes) and reused
-    /// across restarts.
-    FanOut(FanOutConfig),
-}
-
-impl Default for Retrieval {
-    fn default() -> Self {
-        Retrieval::Polling(PollingConfig::default())
-    }
-}
 
 /// Builds a [`Worker`]; see [`Worker::builder`].
 pub struct WorkerBuilder {

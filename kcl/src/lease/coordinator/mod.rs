@@ -6,7 +6,7 @@
 //! - **Renewal** (every [`renew_interval`](crate::LeaseConfig::renew_interval),
 //!   `failover / 3` by default): each held lease gets a conditional write bumping its
 //!   counter. A failed condition means another worker took the lease: it is
-//!   [`LeaseStatus::Lost`](super::LeaseStatus::Lost) at once. A lease that cannot be written for 90 % of the failover
+//!   [`LeaseStatus::Lost`] at once. A lease that cannot be written for 90 % of the failover
 //!   time (DynamoDB unreachable, throttled past its retries) is also marked lost, before any
 //!   other worker can consider it expired, so two workers never process one shard.
 //! - **Taking** (every [`taker_interval`](crate::LeaseConfig::taker_interval),
@@ -15,8 +15,8 @@
 //!   [`decide`](super::decide); unowned and expired leases are taken with a counter-fenced
 //!   write; a lease to steal gets a **graceful hand-off** (Java KCL 3.x): `leaseOwner` becomes
 //!   this worker and `checkpointOwner` the current owner, whose next renewal notices it
-//!   ([`LeaseStatus::HandoffRequested`](super::LeaseStatus::HandoffRequested)), who checkpoints and
-//!   [releases](super::HeldLease::release) the lease, after which this worker's next scan
+//!   ([`LeaseStatus::HandoffRequested`]), who checkpoints and
+//!   [releases](HeldLease::release) the lease, after which this worker's next scan
 //!   takes it. A hand-off not completed within
 //!   [`handoff_timeout`](crate::LeaseConfig::handoff_timeout) is completed by force. A victim
 //!   that stops renewing the lease instead (a Java KCL 2.x worker ignores `checkpointOwner`:
