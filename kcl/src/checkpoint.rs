@@ -8,8 +8,9 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::lease::{ExtendedSequenceNumber, HeldLease, SequenceNumber};
+use crate::lease::HeldLease;
 use crate::record::Record;
+use crate::sequence::{ExtendedSequenceNumber, SequenceNumber};
 
 /// Checkpoints one shard. Handed to the processor by the worker; see
 /// [`ShardRecordProcessor`](crate::ShardRecordProcessor).

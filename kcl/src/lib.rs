@@ -82,6 +82,7 @@ mod error;
 pub mod metrics;
 mod processor;
 mod record;
+mod sequence;
 mod worker;
 
 // With `unstable`, the layers under the worker are public (see the crate docs); without it they
@@ -108,20 +109,18 @@ pub use aws::RetryPolicy;
 pub use checkpoint::{Checkpointer, PreparedCheckpoint};
 pub use config::{LeaseConfig, LeaseConfigBuilder};
 pub use error::{ConfigError, Error, Result};
-pub use lease::{
-    Billing, ExtendedSequenceNumber, SequenceNumber, SequencePosition, StreamIdentifier,
-    TableOptions,
-};
+pub use lease::{Billing, StreamIdentifier, TableOptions};
 pub use processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, ShardContext, ShardRecordProcessor,
 };
 pub use record::Record;
 pub use retrieval::{
     FanOutConfig, FanOutConfigBuilder, OutOfRangePolicy, PollingConfig, PollingConfigBuilder,
-    PrefetchLimits,
+    PrefetchLimits, Retrieval,
 };
+pub use sequence::{ExtendedSequenceNumber, SequenceNumber, SequencePosition};
 pub use shard::InitialPosition;
-pub use worker::{Retrieval, ShardState, Worker, WorkerBuilder, WorkerHandle};
+pub use worker::{ShardState, Worker, WorkerBuilder, WorkerHandle};
 
 /// The attribute [`ShardRecordProcessor`] implementations carry (`#[kinesis_kcl::async_trait]`),
 /// re-exported from the `async-trait` crate so that applications need not depend on it.

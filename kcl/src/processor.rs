@@ -3,8 +3,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::checkpoint::Checkpointer;
-use crate::lease::ExtendedSequenceNumber;
 use crate::record::Record;
+use crate::sequence::ExtendedSequenceNumber;
 
 /// The error a [`ShardRecordProcessor`] returns: any error, boxed.
 ///

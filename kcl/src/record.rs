@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use kinesis_aggregation::SubRecord;
 
-use crate::lease::{ExtendedSequenceNumber, SequenceNumber};
+use crate::sequence::{ExtendedSequenceNumber, SequenceNumber};
 
 /// One user record, as delivered to an application (the Java KCL's `KinesisClientRecord`).
 ///

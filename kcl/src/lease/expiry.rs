@@ -145,7 +145,7 @@ impl ExpiryTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lease::ExtendedSequenceNumber;
+    use crate::sequence::ExtendedSequenceNumber;
 
     const F: Duration = Duration::from_secs(10);
 

@@ -7,8 +7,8 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::model::{HashKeyRange, Lease, MultiStreamShard, StreamIdentifier};
-use super::sequence::{ExtendedSequenceNumber, SequencePosition};
 use crate::error::{Error, Result, truncate};
+use crate::sequence::{ExtendedSequenceNumber, SequencePosition};
 use kinesis_aggregation::HashKeyRangeError;
 
 /// A DynamoDB item, as the SDK passes it.

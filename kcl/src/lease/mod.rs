@@ -68,25 +68,21 @@
 mod assignment;
 pub mod coordinator;
 mod expiry;
-mod held;
 mod item;
 mod model;
 mod ops;
-mod renewer;
-mod sequence;
 mod table;
-mod taker;
 
 pub use assignment::{Assignment, AssignmentConfig, LeaseState, LeaseToTake, TakeReason, decide};
-pub use coordinator::{AcquiredLeases, CoordinatorStats, LeaseCoordinator};
+pub use coordinator::{AcquiredLeases, CoordinatorStats, HeldLease, LeaseCoordinator, LeaseStatus};
 pub use expiry::ExpiryTracker;
-pub use held::{HeldLease, LeaseStatus};
 pub use item::{Item, attr};
 pub use model::{HashKeyRange, Lease, MultiStreamShard, StreamIdentifier};
 pub use ops::{
     CREATE_CONDITION_EXPRESSION, Condition, LeaseWrite, RenderedWrite, UpdateAction, lease_key_item,
 };
-pub use sequence::{ExtendedSequenceNumber, SequenceNumber, SequencePosition};
 pub use table::{Billing, LeaseTable, TableOptions, WriteOutcome};
 
 pub use crate::aws::RetryPolicy;
+// Checkpoint positions live in their own top-level module; re-exported here, where they were.
+pub use crate::sequence::{ExtendedSequenceNumber, SequenceNumber, SequencePosition};

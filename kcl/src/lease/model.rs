@@ -6,8 +6,8 @@ use std::str::FromStr;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::sequence::ExtendedSequenceNumber;
 use crate::error::{Error, Result};
+use crate::sequence::ExtendedSequenceNumber;
 
 pub use kinesis_aggregation::HashKeyRange;
 

@@ -58,11 +58,11 @@ use tokio::time::Instant;
 use super::item::{Item, TableItem, attr};
 use super::model::Lease;
 use super::ops::{CREATE_CONDITION_EXPRESSION, LeaseWrite, UpdateAction, lease_key_item};
-use super::sequence::ExtendedSequenceNumber;
 use crate::aws::RetryPolicy;
 use crate::aws::retry::retrying;
 use crate::error::{Error, Result};
 use crate::metrics as m;
+use crate::sequence::ExtendedSequenceNumber;
 
 /// Default time [`LeaseTable::ensure_table`] waits for the table to become ACTIVE: 120 s
 /// (a new table on AWS typically takes 5–30 s).

@@ -13,8 +13,9 @@ use metrics::Counter;
 
 use super::metrics::{AGGREGATES_PASSED_THROUGH, OUT_OF_RANGE_RECORDS, ShardLabels};
 use crate::error::Result;
-use crate::lease::{HashKeyRange, SequenceNumber};
+use crate::lease::HashKeyRange;
 use crate::record::Record;
+use crate::sequence::SequenceNumber;
 
 /// What to do with an aggregate holding user records whose hash key falls outside the range of
 /// the shard it was read from.

@@ -70,6 +70,42 @@ use crate::error::Result;
 use crate::record::Record;
 use crate::shard::ChildShard;
 
+/// How records are fetched. The processors see the same records either way (deaggregated,
+/// resumed exactly after sub-sequence checkpoints, shard ends with their children).
+///
+/// ```
+/// use kinesis_kcl::Retrieval;
+/// use kinesis_kcl::FanOutConfig;
+///
+/// // Enhanced fan-out through a consumer named after the application, kept on shutdown.
+/// let fan_out = Retrieval::FanOut(FanOutConfig::default());
+/// // … or through a consumer of its own name, removed when the worker shuts down.
+/// let named = Retrieval::FanOut(
+///     FanOutConfig::builder().consumer_name("reporting").deregister_on_shutdown(true).build()?,
+/// );
+/// # let _ = (fan_out, named);
+/// # Ok::<(), kinesis_kcl::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Retrieval {
+    /// `GetRecords` polling (the Java KCL's polling mode): the shard's 2 MB/s and 5 calls per
+    /// second are shared with every other polling application.
+    Polling(PollingConfig),
+    /// Enhanced fan-out (the Java KCL's default mode since 2.0): `SubscribeToShard` through a
+    /// registered stream consumer, with 2 MB/s per shard of its own, pushed over HTTP/2. The
+    /// consumer is [`FanOutConfig::consumer_name`], or the application name by default; it is
+    /// found or registered when the worker starts (on every stream it consumes) and reused
+    /// across restarts.
+    FanOut(FanOutConfig),
+}
+
+impl Default for Retrieval {
+    fn default() -> Self {
+        Retrieval::Polling(PollingConfig::default())
+    }
+}
+
 /// The user records of one fetch, in shard order, with the shard's lag and, on the last batch of
 /// a closed shard, its end.
 ///

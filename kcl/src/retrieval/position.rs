@@ -6,8 +6,8 @@ use std::time::SystemTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 
 use crate::error::{Error, Result};
-use crate::lease::{ExtendedSequenceNumber, SequenceNumber, SequencePosition};
 use crate::record::Record;
+use crate::sequence::{ExtendedSequenceNumber, SequenceNumber, SequencePosition};
 use crate::shard::InitialPosition;
 
 /// Where a [`ShardReader`](super::ShardReader) starts reading its shard.

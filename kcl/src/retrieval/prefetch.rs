@@ -272,7 +272,7 @@ mod tests {
 
     use super::*;
     use crate::Record;
-    use crate::lease::SequenceNumber;
+    use crate::sequence::SequenceNumber;
 
     fn batch(n: usize) -> RecordBatch {
         let records = (0..n)

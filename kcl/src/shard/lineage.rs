@@ -38,9 +38,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::{ChildShard, InitialPosition};
 use crate::error::{Error, Result};
-use crate::lease::{
-    ExtendedSequenceNumber, HashKeyRange, Lease, SequenceNumber, SequencePosition, StreamIdentifier,
-};
+use crate::lease::{HashKeyRange, Lease, StreamIdentifier};
+use crate::sequence::{ExtendedSequenceNumber, SequenceNumber, SequencePosition};
 
 /// One shard as `ListShards` describes it.
 ///

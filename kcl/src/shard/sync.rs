@@ -50,9 +50,8 @@ pub use crate::aws::StreamTarget;
 use crate::aws::kinesis::ListShards;
 use crate::aws::kinesis::kinesis_error;
 use crate::error::{Error, Result};
-use crate::lease::{
-    HashKeyRange, Lease, LeaseTable, RetryPolicy, SequenceNumber, StreamIdentifier,
-};
+use crate::lease::{HashKeyRange, Lease, LeaseTable, RetryPolicy, StreamIdentifier};
+use crate::sequence::SequenceNumber;
 
 /// Default number of listings tried on an empty lease table before giving up on a listing
 /// that does not cover the hash key space (the Java KCL's 3).

@@ -13,14 +13,14 @@ use tracing::Instrument;
 
 pub use state::ShardState;
 
-use self::shard_consumer::{ConsumerContext, Exit};
+use self::shard_consumer::{ConsumerContext, Exit, Failure};
 use self::state::ShardStates;
 use self::stream::{Identity, StreamContext};
 use crate::config::LeaseConfig;
 use crate::error::{ConfigError, Result};
 use crate::lease::{HeldLease, LeaseCoordinator, LeaseTable, StreamIdentifier, TableOptions};
 use crate::processor::{ShardContext, ShardRecordProcessor, SharedFactory};
-use crate::retrieval::{FanOutConfig, PollingConfig};
+use crate::retrieval::Retrieval;
 use crate::shard::InitialPosition;
 
 /// Java KCL `shardSyncIntervalMillis` default: 60 000 ms.
@@ -40,42 +40,6 @@ const RESTART_MIN_DELAY: Duration = Duration::from_secs(1);
 const RESTART_MAX_DELAY: Duration = Duration::from_secs(30);
 /// A consumer that ran this long before failing starts its backoff afresh.
 const RESTART_RESET_AFTER: Duration = Duration::from_secs(60);
-
-/// How records are fetched. The processors see the same records either way (deaggregated,
-/// resumed exactly after sub-sequence checkpoints, shard ends with their children).
-///
-/// ```
-/// use kinesis_kcl::Retrieval;
-/// use kinesis_kcl::FanOutConfig;
-///
-/// // Enhanced fan-out through a consumer named after the application, kept on shutdown.
-/// let fan_out = Retrieval::FanOut(FanOutConfig::default());
-/// // … or through a consumer of its own name, removed when the worker shuts down.
-/// let named = Retrieval::FanOut(
-///     FanOutConfig::builder().consumer_name("reporting").deregister_on_shutdown(true).build()?,
-/// );
-/// # let _ = (fan_out, named);
-/// # Ok::<(), kinesis_kcl::Error>(())
-/// ```
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Retrieval {
-    /// `GetRecords` polling (the Java KCL's polling mode): the shard's 2 MB/s and 5 calls per
-    /// second are shared with every other polling application.
-    Polling(PollingConfig),
-    /// Enhanced fan-out (the Java KCL's default mode since 2.0): `SubscribeToShard` through a
-    /// registered stream consumer, with 2 MB/s per shard of its own, pushed over HTTP/2. The
-    /// consumer is [`FanOutConfig::consumer_name`], or the application name by default; it is
-    /// found or registered when the worker starts (on every stream it consumes) and reused
-    /// across restarts.
-    FanOut(FanOutConfig),
-}
-
-impl Default for Retrieval {
-    fn default() -> Self {
-        Retrieval::Polling(PollingConfig::default())
-    }
-}
 
 /// Builds a [`Worker`]; see [`Worker::builder`].
 pub struct WorkerBuilder {
@@ -689,10 +653,19 @@ struct Running {
     active: HashMap<String, Active>,
     /// Leases re-acquired while their previous consumer is still ending.
     queued: HashMap<String, Arc<HeldLease>>,
-    /// Background syncs and clean-ups, each returning its tag.
-    syncs: JoinSet<String>,
-    /// Tags (`sync:` / `cleanup:` + stream) of the ones running.
-    syncing: HashSet<String>,
+    /// Background syncs and clean-ups, each returning its job.
+    syncs: JoinSet<SyncJob>,
+    /// The jobs running.
+    syncing: HashSet<SyncJob>,
+}
+
+/// A background job on one stream's leases: at most one of each kind runs per stream.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum SyncJob {
+    /// A shard sync (leases for the stream's new shards), named by its stream.
+    ShardSync(String),
+    /// A lease clean-up (leases of shards gone from the stream), named by its stream.
+    CleanUp(String),
 }
 
 impl Running {
@@ -731,8 +704,8 @@ impl Running {
                     }
                 }
                 Some(done) = self.syncs.join_next() => match done {
-                    Ok(tag) => {
-                        self.syncing.remove(&tag);
+                    Ok(job) => {
+                        self.syncing.remove(&job);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "shard sync task failed");
@@ -816,11 +789,11 @@ impl Running {
                     return;
                 };
                 let why = if e.is_panic() {
-                    "the processor panicked"
+                    Failure::Panicked
                 } else {
-                    "cancelled"
+                    Failure::Cancelled
                 };
-                (e.id(), key, Exit::Failed(why.to_owned()))
+                (e.id(), key, Exit::Failed(why))
             }
         };
         self.tasks.remove(&id);
@@ -829,7 +802,7 @@ impl Running {
         };
         match exit {
             Exit::Done => self.ctx.states.remove(&key),
-            Exit::Failed(reason) => {
+            Exit::Failed(failure) => {
                 let shutting_down = *self.ctx.shutdown.borrow();
                 if active.lease.status().is_active() && !shutting_down {
                     let failures = if active.started.elapsed() >= RESTART_RESET_AFTER {
@@ -840,6 +813,7 @@ impl Running {
                     let delay = RESTART_MIN_DELAY
                         .saturating_mul(1 << (failures - 1).min(5))
                         .min(RESTART_MAX_DELAY);
+                    let reason = failure.to_string();
                     tracing::error!(lease = %key, %reason, failures, ?delay, "shard consumer failed; restarting from the last checkpoint");
                     metrics::counter!(crate::metrics::PROCESSOR_RESTARTS).increment(1);
                     self.ctx
@@ -859,30 +833,30 @@ impl Running {
     /// Syncs (or, with `cleanup`, cleans up) a stream's leases in the background, one at a
     /// time per stream.
     fn sync(&mut self, stream: Arc<StreamContext>, cleanup: bool) {
-        let tag = format!(
-            "{}{}",
-            if cleanup { "cleanup:" } else { "sync:" },
-            stream.name
-        );
-        if !self.syncing.insert(tag.clone()) {
+        let job = if cleanup {
+            SyncJob::CleanUp(stream.name.clone())
+        } else {
+            SyncJob::ShardSync(stream.name.clone())
+        };
+        if !self.syncing.insert(job.clone()) {
             return;
         }
         let labels = [("stream", stream.name.clone())];
         self.syncs.spawn(async move {
-            let tag = tag;
-            if cleanup {
-                match stream.syncer.clean_up().await {
+            match &job {
+                SyncJob::CleanUp(_) => match stream.syncer.clean_up().await {
                     Ok(report) => tracing::debug!(?report, "lease clean-up"),
                     Err(e) => tracing::warn!(error = %e, "lease clean-up failed"),
-                }
-            } else {
-                metrics::counter!(crate::metrics::SHARD_SYNCS, &labels).increment(1);
-                match stream.syncer.sync().await {
-                    Ok(report) => tracing::debug!(?report, "shard sync"),
-                    Err(e) => tracing::warn!(error = %e, "shard sync failed"),
+                },
+                SyncJob::ShardSync(_) => {
+                    metrics::counter!(crate::metrics::SHARD_SYNCS, &labels).increment(1);
+                    match stream.syncer.sync().await {
+                        Ok(report) => tracing::debug!(?report, "shard sync"),
+                        Err(e) => tracing::warn!(error = %e, "shard sync failed"),
+                    }
                 }
             }
-            tag
+            job
         });
     }
 

@@ -24,7 +24,8 @@ use super::stream::StreamContext;
 use crate::checkpoint::Checkpointer;
 use crate::lease::{HeldLease, Lease, LeaseStatus};
 use crate::processor::{
-    InitializationInput, ProcessRecordsInput, ShardContext, ShardRecordProcessor, SharedFactory,
+    InitializationInput, ProcessRecordsInput, ProcessorError, ShardContext, ShardRecordProcessor,
+    SharedFactory,
 };
 use crate::retrieval::{RecordBatch, ShardReader, StartingPosition};
 use crate::shard::{ChildLeases, ChildShard};
@@ -35,7 +36,35 @@ pub(crate) enum Exit {
     /// The lease is no longer ours (lost or released), or the worker is shutting down.
     Done,
     /// The processor or the retrieval failed: restart from the last checkpoint.
-    Failed(String),
+    Failed(Failure),
+}
+
+/// Why a consumer failed; the worker restarts it from the last checkpoint. Its message is the
+/// `reason` of [`ShardState::Restarting`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    /// The lease's checkpoint is no position to read from.
+    #[error("bad checkpoint: {0}")]
+    BadCheckpoint(#[source] crate::Error),
+    /// The shard reader could not be started.
+    #[error("cannot start reading: {0}")]
+    StartReading(#[source] crate::Error),
+    /// The shard reader failed while reading.
+    #[error("retrieval failed: {0}")]
+    Retrieval(#[source] crate::Error),
+    /// The shard reader ended without reaching the shard's end.
+    #[error("the shard reader ended before the shard did")]
+    ReaderEndedEarly,
+    /// `process_records` returned an error.
+    #[error("process_records failed: {0}")]
+    Processor(#[source] ProcessorError),
+    /// The consumer's task panicked (in the processor: the rest of the consumer does not
+    /// panic).
+    #[error("the processor panicked")]
+    Panicked,
+    /// The consumer's task was cancelled.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// What every consumer of one worker shares.
@@ -119,7 +148,7 @@ impl Consumer {
         ) {
             Ok(Some(p)) => p,
             Ok(None) => return self.hold_finished().await,
-            Err(e) => return Exit::Failed(format!("bad checkpoint: {e}")),
+            Err(e) => return Exit::Failed(Failure::BadCheckpoint(e)),
         };
         let shard_id = snapshot.shard_id().to_owned();
         let mut processor = self.ctx.factory.create(&ShardContext::new(
@@ -159,7 +188,7 @@ impl Consumer {
             .await
         {
             Ok(r) => r,
-            Err(e) => return Exit::Failed(format!("cannot start reading: {e}")),
+            Err(e) => return Exit::Failed(Failure::StartReading(e)),
         };
         self.set_state(ShardState::Processing);
         self.process(&mut *processor, reader, &mut checkpointer)
@@ -186,10 +215,10 @@ impl Consumer {
                 Some(Ok(batch)) => batch,
                 Some(Err(e)) => {
                     reader.close().await;
-                    return Exit::Failed(format!("retrieval failed: {e}"));
+                    return Exit::Failed(Failure::Retrieval(e));
                 }
                 None => {
-                    return Exit::Failed("the shard reader ended before the shard did".into());
+                    return Exit::Failed(Failure::ReaderEndedEarly);
                 }
             };
             // The lease may have run past its local deadline without any task noticing yet:
@@ -281,7 +310,7 @@ impl Consumer {
                 .end(processor, checkpointer, Interrupt::Lost, deadline)
                 .await);
         }
-        result.map_err(|e| Exit::Failed(format!("process_records failed: {e}")))
+        result.map_err(|e| Exit::Failed(Failure::Processor(e)))
     }
 
     /// The shard is closed and every record was delivered: record the children, then have

@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 
-use super::Retrieval;
 use crate::aws::{KinesisApi, RetryPolicy};
 use crate::error::Result;
 use crate::lease::{HashKeyRange, Lease, LeaseTable, StreamIdentifier};
-use crate::retrieval::{FanOutRetriever, PollingRetriever, ShardReader, StartingPosition};
+use crate::retrieval::{
+    FanOutRetriever, PollingRetriever, Retrieval, ShardReader, StartingPosition,
+};
 use crate::shard::{InitialPosition, ShardSyncer, StreamTarget};
 
 /// How one stream's shards are read: polling or enhanced fan-out.

@@ -19,7 +19,7 @@ use super::FanOutConfig;
 use crate::aws::KinesisApi;
 use crate::aws::classify::{Transient, TransientKind, classify, classify_service};
 use crate::error::{Error, Result};
-use crate::lease::{HashKeyRange, SequenceNumber};
+use crate::lease::HashKeyRange;
 use crate::metrics::{
     FANOUT_ERRORS, FANOUT_EVENT_LATENCY, FANOUT_RECORDS_SKIPPED, FANOUT_RENEWALS,
     FANOUT_SUBSCRIPTIONS,
@@ -32,6 +32,7 @@ use crate::retrieval::metrics::{
 use crate::retrieval::position::ResumeFilter;
 use crate::retrieval::prefetch::BatchSender;
 use crate::retrieval::{Deaggregator, RecordBatch, StartingPosition};
+use crate::sequence::SequenceNumber;
 use crate::shard::ChildShard;
 
 /// Why a subscription failed, as counted in `kcl_fanout_errors_total{kind}`.

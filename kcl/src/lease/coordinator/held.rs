@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, watch};
 
-use super::model::Lease;
-use super::ops::LeaseWrite;
-use super::sequence::ExtendedSequenceNumber;
-use super::table::{LeaseTable, WriteOutcome};
 use crate::error::{Error, Result};
+use crate::lease::model::Lease;
+use crate::lease::ops::LeaseWrite;
+use crate::lease::table::{LeaseTable, WriteOutcome};
+use crate::sequence::ExtendedSequenceNumber;
 
 /// Where a held lease stands.
 #[derive(Clone, Debug, PartialEq, Eq)]

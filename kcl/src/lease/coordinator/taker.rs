@@ -1,5 +1,5 @@
 //! The taking loop: scan the table, track expiry, and take, reclaim or steal leases as
-//! [`decide`](super::decide) says.
+//! [`decide`](crate::lease::decide) says.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::assignment::{TakeReason, decide};
-use super::coordinator::Shared;
-use super::expiry::ExpiryTracker;
-use super::model::Lease;
-use super::table::WriteOutcome;
+use super::shared::Shared;
+use crate::lease::assignment::{TakeReason, decide};
+use crate::lease::expiry::ExpiryTracker;
+use crate::lease::model::Lease;
+use crate::lease::table::WriteOutcome;
 
 /// Scans in one round when takes keep losing races to other workers.
 const MAX_SCANS_PER_ROUND: usize = 4;
