@@ -13,7 +13,7 @@
 //! record of it, re-routed with a map listed after it landed (the Java KCL drops a mixed
 //! aggregate whole, so even its in-range records would be lost to a standard consumer).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,10 @@ use crate::sender::{Completed, EntryOutcome, put_records, request_entries};
 use crate::shard_map::{Scope, ShardMap, StreamId};
 use crate::strict::Blocks;
 use crate::{Error, PutError};
+
+use self::flush::Flushes;
+
+mod flush;
 
 /// The shard key for records the map does not cover (a gap while a reshard is seen): they are
 /// sent unaggregated, so Kinesis routes each by its own hash key, and the map is refreshed.
@@ -143,10 +147,8 @@ pub(crate) struct Pipeline {
     /// Shutting down: everything buffered is due now, and the pipeline ends once idle.
     closing: bool,
     last_sweep: Instant,
-    /// Unresolved records per flush generation, and the flushes waiting on them.
-    generation: u64,
-    unresolved: BTreeMap<u64, usize>,
-    flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
+    /// The one-shot flushes waiting for the records put before them.
+    flushes: Flushes,
     metrics: Metrics,
 }
 
@@ -181,9 +183,7 @@ impl Pipeline {
             queued_bytes: 0,
             closing: false,
             last_sweep: Instant::now(),
-            generation: 0,
-            unresolved: BTreeMap::new(),
-            flush_waiters: Vec::new(),
+            flushes: Flushes::default(),
             metrics,
         }
     }
@@ -256,9 +256,7 @@ impl Pipeline {
                 Command::Shutdown => {}
             }
         }
-        for (_, waiter) in self.flush_waiters.drain(..) {
-            let _ = waiter.send(());
-        }
+        self.flushes.release_all();
         self.refresh.abort_all();
         tracing::debug!("producer pipeline finished");
     }
@@ -292,22 +290,20 @@ impl Pipeline {
                 self.resolve(pending, Err(PutError::UnknownOutcome { attempts, record }));
             }
         }
-        self.settle_flushes();
+        self.flushes.settle();
     }
 
     fn handle(&mut self, command: Command) {
         match command {
             Command::Put(pending) => {
-                *self.unresolved.entry(self.generation).or_default() += 1;
                 let mut pending = *pending;
-                pending.generation = self.generation;
+                pending.generation = self.flushes.accepted();
                 self.route(pending);
             }
             Command::Flush(done) => {
-                self.flush_waiters.push((self.generation, done));
-                self.generation += 1;
+                self.flushes.wait(done);
                 self.flush_now(Instant::now());
-                self.settle_flushes();
+                self.flushes.settle();
             }
             Command::Shutdown => self.begin_shutdown(),
         }
@@ -607,7 +603,7 @@ impl Pipeline {
         {
             let failure = failure.clone();
             self.isolate(entries, &failure, started, duration);
-            self.settle_flushes();
+            self.flushes.settle();
             return;
         }
         // One attempt per outcome of the call, shared by every record it concerns.
@@ -693,7 +689,7 @@ impl Pipeline {
                 }
             }
         }
-        self.settle_flushes();
+        self.flushes.settle();
     }
 
     /// A call refused as a whole as malformed (`ValidationException` and the like): the fault
@@ -855,7 +851,7 @@ impl Pipeline {
                 }
             }
         }
-        self.settle_flushes();
+        self.flushes.settle();
     }
 
     /// A listing failed: the next one waits 1 s, doubling up to 30 s while they keep failing.
@@ -1075,7 +1071,7 @@ impl Pipeline {
         for pending in expired {
             self.expire(pending);
         }
-        self.settle_flushes();
+        self.flushes.settle();
     }
 
     fn recount_queued(&mut self) {
@@ -1095,29 +1091,9 @@ impl Pipeline {
     }
 
     fn resolve(&mut self, pending: Pending, result: Result<PutResult, PutError>) {
-        if let Some(count) = self.unresolved.get_mut(&pending.generation) {
-            *count -= 1;
-            if *count == 0 {
-                self.unresolved.remove(&pending.generation);
-            }
-        }
+        self.flushes.resolved(pending.generation);
         // The caller may have dropped its future; the record was still put.
         let _ = pending.reply.send(result);
-    }
-
-    /// Answers the flushes whose records have all resolved.
-    fn settle_flushes(&mut self) {
-        let oldest_unresolved = self.unresolved.keys().next().copied();
-        let mut index = 0;
-        while index < self.flush_waiters.len() {
-            let generation = self.flush_waiters[index].0;
-            if oldest_unresolved.is_none_or(|oldest| oldest > generation) {
-                let (_, waiter) = self.flush_waiters.swap_remove(index);
-                let _ = waiter.send(());
-            } else {
-                index += 1;
-            }
-        }
     }
 
     /// Starts a ListShards refresh if one is wanted, the last was long enough ago, and a failed
