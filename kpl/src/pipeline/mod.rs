@@ -21,6 +21,7 @@ use kinesis_aggregation::HashKeyRange;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::PutError;
 use crate::aggregator::{Entry, ShardAggregator};
 use crate::clock::later;
 use crate::config::{Ordering, ProducerConfig};
@@ -31,11 +32,12 @@ use crate::retrier::{Failure, FailureKind, backoff};
 use crate::sender::{Completed, EntryOutcome, put_records, request_entries};
 use crate::shard_map::{Scope, ShardMap, StreamId};
 use crate::strict::Blocks;
-use crate::{Error, PutError};
 
 use self::flush::Flushes;
+use self::refresh::{MapRefresh, Parked, StoredAt};
 
 mod flush;
+mod refresh;
 
 /// The shard key for records the map does not cover (a gap while a reshard is seen): they are
 /// sent unaggregated, so Kinesis routes each by its own hash key, and the map is refreshed.
@@ -44,18 +46,6 @@ const UNPREDICTED: &str = "(unpredicted)";
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// How many queued commands are taken per wake-up before the pipeline sends again.
 const COMMAND_BATCH: usize = 4096;
-/// After a failed shard-map listing, the next waits this long, doubling up to
-/// [`REFRESH_RETRY_MAX`] (the KPL's 1 s to 30 s).
-const REFRESH_RETRY_MIN: Duration = Duration::from_secs(1);
-const REFRESH_RETRY_MAX: Duration = Duration::from_secs(30);
-/// How long to wait before the next map refresh after `failures` failed ones in a row: 1 s,
-/// doubling up to 30 s.
-fn refresh_retry_delay(failures: u32) -> Duration {
-    REFRESH_RETRY_MIN
-        .saturating_mul(1 << failures.min(5))
-        .min(REFRESH_RETRY_MAX)
-}
-
 /// The error code recorded for an attempt that stored an aggregate on a shard not holding all of
 /// its records.
 const WRONG_SHARD: &str = "WrongShard";
@@ -91,35 +81,10 @@ impl ShardState {
     }
 }
 
-/// User records stored in an aggregate, waiting for a shard map listed after they landed: to
-/// learn the range of the shard that stored them (`stored`), or, landed on the wrong shard, to be
-/// re-routed by a map that knows the new shards (`stored` is `None`).
-struct Parked {
-    records: Vec<Pending>,
-    stored: Option<StoredAt>,
-    /// Released by the first listing numbered this or higher: one started after they landed.
-    after_refresh: u64,
-    retries: u32,
-}
-
-/// Where and when an aggregate was stored.
-struct StoredAt {
-    shard_id: String,
-    sequence_number: String,
-    started: Instant,
-    duration: Duration,
-    /// The successful attempt, shared by every record the call stored.
-    succeeded: Arc<Tried>,
-}
-
-/// A finished shard-map listing: its number, scope and result.
-type Listing = (u64, Scope, Result<ShardMap, Error>);
-
 pub(crate) struct Pipeline {
     client: aws_sdk_kinesis::Client,
     stream: StreamId,
     config: ProducerConfig,
-    map: ShardMap,
     shards: HashMap<Arc<str>, ShardState>,
     /// Shard visiting order, rotated so that no shard is always served first.
     rotation: VecDeque<Arc<str>>,
@@ -127,17 +92,8 @@ pub(crate) struct Pipeline {
     /// The entries of each PutRecords task, in call order.
     sending: HashMap<tokio::task::Id, Vec<Entry>>,
     in_flight: usize,
-    refresh: JoinSet<Listing>,
-    /// Listings started so far (each gets the next number).
-    refreshes_started: u64,
-    last_refresh: Option<Instant>,
-    refresh_wanted: bool,
-    /// The next listing must include closed shards.
-    refresh_all_wanted: bool,
-    /// Consecutive failed listings, and when the next may start.
-    refresh_failures: u32,
-    refresh_not_before: Option<Instant>,
-    parked: Vec<Parked>,
+    /// The shard map, its refreshes, and the records parked until a fresh one.
+    refresh: MapRefresh,
     /// Calls to send as they are: the halves of calls refused as malformed, to find the entry
     /// at fault without failing its neighbours.
     isolating: VecDeque<Vec<Entry>>,
@@ -160,24 +116,17 @@ impl Pipeline {
         map: ShardMap,
     ) -> Self {
         let metrics = Metrics::new(stream.as_str());
+        let refresh = MapRefresh::new(map, config.shard_map_refresh_interval(), Instant::now());
         Self {
             client,
             stream,
             config,
-            map,
             shards: HashMap::new(),
             rotation: VecDeque::new(),
             requests: JoinSet::new(),
             sending: HashMap::new(),
             in_flight: 0,
-            refresh: JoinSet::new(),
-            refreshes_started: 0,
-            last_refresh: Some(Instant::now()),
-            refresh_wanted: false,
-            refresh_all_wanted: false,
-            refresh_failures: 0,
-            refresh_not_before: None,
-            parked: Vec::new(),
+            refresh,
             isolating: VecDeque::new(),
             queued_entries: 0,
             queued_bytes: 0,
@@ -224,18 +173,17 @@ impl Pipeline {
                 },
                 Some(refreshed) = self.refresh.join_next() => match refreshed {
                     Ok((number, scope, Ok(map))) => {
-                        self.refresh_failures = 0;
-                        self.refresh_not_before = None;
+                        self.refresh.succeeded(Instant::now());
                         self.apply_map(map);
                         self.release_parked(number, scope);
                     }
                     Ok((_, scope, Err(error))) => {
                         tracing::warn!(%error, "shard map refresh failed; keeping the old map");
-                        self.refresh_failed(scope);
+                        self.refresh.failed(scope, Instant::now());
                     }
                     Err(join_error) => {
                         tracing::error!(%join_error, "shard map refresh task failed");
-                        self.refresh_failed(Scope::All);
+                        self.refresh.failed(Scope::All, Instant::now());
                     }
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -257,13 +205,13 @@ impl Pipeline {
             }
         }
         self.flushes.release_all();
-        self.refresh.abort_all();
+        self.refresh.abort();
         tracing::debug!("producer pipeline finished");
     }
 
     fn is_idle(&self) -> bool {
         self.in_flight == 0
-            && self.parked.is_empty()
+            && !self.refresh.has_parked()
             && self.isolating.is_empty()
             && self.shards.values().all(ShardState::is_empty)
     }
@@ -333,10 +281,10 @@ impl Pipeline {
     /// Puts a record into the aggregator (or queue) of its predicted shard.
     fn route(&mut self, pending: Pending) {
         let max_buffered = self.config.record_max_buffered_time();
-        let shard: Arc<str> = match self.map.predict(pending.hash_key) {
+        let shard: Arc<str> = match self.refresh.map().predict(pending.hash_key) {
             Some(shard) => shard.id.clone(),
             None => {
-                self.refresh_wanted = true;
+                self.refresh.want();
                 let due = later(pending.arrived, max_buffered);
                 self.enqueue(Entry::single(Arc::from(UNPREDICTED), pending, due));
                 return;
@@ -398,7 +346,7 @@ impl Pipeline {
             self.expire_waiting(now);
         }
         self.close_due_aggregates(now);
-        self.maybe_refresh(now);
+        self.refresh.maybe_start(now, &self.client, &self.stream);
         while self.in_flight < self.config.max_connections()
             && let Some(batch) = self.isolating.pop_front()
         {
@@ -421,14 +369,10 @@ impl Pipeline {
         let ranges = self
             .shards
             .iter()
-            .filter(|(id, state)| state.in_flight > 0 && !self.map.contains(id))
+            .filter(|(id, state)| state.in_flight > 0 && !self.refresh.map().contains(id))
             .map(|(id, _)| self.range_of(id))
             .collect();
-        let keys = self
-            .parked
-            .iter()
-            .flat_map(|parked| parked.records.iter().map(|p| p.hash_key))
-            .collect();
+        let keys = self.refresh.parked_hash_keys().collect();
         Blocks::new(ranges, keys)
     }
 
@@ -438,7 +382,10 @@ impl Pipeline {
         if shard == UNPREDICTED {
             return HashKeyRange::ALL;
         }
-        self.map.range_of(shard).unwrap_or(HashKeyRange::ALL)
+        self.refresh
+            .map()
+            .range_of(shard)
+            .unwrap_or(HashKeyRange::ALL)
     }
 
     /// Whether strict order holds this shard back now.
@@ -620,7 +567,7 @@ impl Pipeline {
                 } => {
                     if *shard_id != *entry.shard {
                         // Landed elsewhere than predicted: the map is stale (a reshard).
-                        self.refresh_wanted = true;
+                        self.refresh.want();
                     }
                     self.metrics.kinesis_records_put.increment(1);
                     let stored = StoredAt {
@@ -635,15 +582,17 @@ impl Pipeline {
                         self.stored(entry.records, false, stored);
                         continue;
                     }
-                    match self.map.range_of(&stored.shard_id) {
+                    match self.refresh.map().range_of(&stored.shard_id) {
                         Some(range) if all_within(&entry.records, range) => {
                             self.stored(entry.records, true, stored);
                         }
                         Some(_) => {
                             let records = self.wrong_shard(entry.records, &stored);
-                            self.park(records, None, entry.retries);
+                            self.refresh.park(records, None, entry.retries);
                         }
-                        None => self.park(entry.records, Some(stored), entry.retries),
+                        None => self
+                            .refresh
+                            .park(entry.records, Some(stored), entry.retries),
                     }
                 }
                 EntryOutcome::Failed(failure) => {
@@ -788,7 +737,7 @@ impl Pipeline {
         self.metrics
             .wrong_shard_records
             .increment(records.len() as u64);
-        self.refresh_wanted = true;
+        self.refresh.want();
         let code: Arc<str> = Arc::from(WRONG_SHARD);
         let message: Arc<str> = Arc::from(format!(
             "stored on {} (sequence number {}), whose hash-key range does not hold every record \
@@ -802,25 +751,14 @@ impl Pipeline {
         records
     }
 
-    /// Holds `records` until a shard map listed from now on arrives.
-    fn park(&mut self, records: Vec<Pending>, stored: Option<StoredAt>, retries: u32) {
-        self.refresh_wanted = true;
-        self.parked.push(Parked {
-            records,
-            stored,
-            after_refresh: self.refreshes_started + 1,
-            retries,
-        });
-    }
-
     /// After listing number `number` (of `scope`), settles the parked records waiting for it:
     /// stored on a shard now known, they resolve `Ok` or go again; landed on the wrong shard,
     /// they are re-routed by the new map.
     fn release_parked(&mut self, number: u64, scope: Scope) {
         let now = Instant::now();
-        for parked in std::mem::take(&mut self.parked) {
+        for parked in self.refresh.take_parked() {
             if parked.after_refresh > number {
-                self.parked.push(parked);
+                self.refresh.keep_parked(parked);
                 continue;
             }
             let Parked {
@@ -833,7 +771,7 @@ impl Pipeline {
                 self.reaggregate(records, now, retries);
                 continue;
             };
-            match self.map.range_of(&stored.shard_id) {
+            match self.refresh.map().range_of(&stored.shard_id) {
                 Some(range) if all_within(&records, range) => self.stored(records, true, stored),
                 Some(_) => {
                     let records = self.wrong_shard(records, &stored);
@@ -846,21 +784,12 @@ impl Pipeline {
                     self.reaggregate(records, now, retries);
                 }
                 None => {
-                    self.refresh_all_wanted = true;
-                    self.park(records, Some(stored), retries);
+                    self.refresh.want_all();
+                    self.refresh.park(records, Some(stored), retries);
                 }
             }
         }
         self.flushes.settle();
-    }
-
-    /// A listing failed: the next one waits 1 s, doubling up to 30 s while they keep failing.
-    fn refresh_failed(&mut self, scope: Scope) {
-        self.refresh_wanted = true;
-        self.refresh_all_wanted |= scope == Scope::All;
-        let delay = refresh_retry_delay(self.refresh_failures);
-        self.refresh_failures = self.refresh_failures.saturating_add(1);
-        self.refresh_not_before = Some(later(Instant::now(), delay));
     }
 
     /// Puts a failed entry back after its next backoff delay, but never later than its earliest
@@ -884,7 +813,7 @@ impl Pipeline {
         let retry_at = later(now, delay).min(earliest_deadline);
         let moved = keep
             .iter()
-            .any(|p| self.map.predict(p.hash_key).map(|s| &s.id) != Some(&entry.shard));
+            .any(|p| self.refresh.map().predict(p.hash_key).map(|s| &s.id) != Some(&entry.shard));
         if keep.len() != before || moved {
             // Some records are gone or belong elsewhere now: rebuild from what remains.
             self.reaggregate(keep, retry_at, entry.retries);
@@ -950,10 +879,10 @@ impl Pipeline {
     fn reaggregate(&mut self, records: Vec<Pending>, not_before: Instant, retries: u32) {
         let mut groups: Vec<(Arc<str>, Vec<Pending>)> = Vec::new();
         for pending in records {
-            let shard = match self.map.predict(pending.hash_key) {
+            let shard = match self.refresh.map().predict(pending.hash_key) {
                 Some(shard) => shard.id.clone(),
                 None => {
-                    self.refresh_wanted = true;
+                    self.refresh.want();
                     Arc::from(UNPREDICTED)
                 }
             };
@@ -1035,9 +964,9 @@ impl Pipeline {
             state.queue = queue;
             state.retries = retries;
         }
-        for parked in std::mem::take(&mut self.parked) {
+        for parked in self.refresh.take_parked() {
             if !parked.records.iter().any(late) {
-                self.parked.push(parked);
+                self.refresh.keep_parked(parked);
                 continue;
             }
             let Parked {
@@ -1059,7 +988,7 @@ impl Pipeline {
             let (gone, live): (Vec<Pending>, Vec<Pending>) = records.into_iter().partition(late);
             expired.extend(gone);
             if !live.is_empty() {
-                self.parked.push(Parked {
+                self.refresh.keep_parked(Parked {
                     records: live,
                     stored,
                     after_refresh,
@@ -1096,51 +1025,17 @@ impl Pipeline {
         let _ = pending.reply.send(result);
     }
 
-    /// Starts a ListShards refresh if one is wanted, the last was long enough ago, and a failed
-    /// one has waited out its backoff.
-    fn maybe_refresh(&mut self, now: Instant) {
-        if !self.refresh_wanted || !self.refresh.is_empty() {
-            return;
-        }
-        if self.refresh_not_before.is_some_and(|at| now < at) {
-            return;
-        }
-        let interval = self.config.shard_map_refresh_interval();
-        if self
-            .last_refresh
-            .is_some_and(|last| now < later(last, interval))
-        {
-            return;
-        }
-        self.refresh_wanted = false;
-        self.last_refresh = Some(now);
-        self.refreshes_started += 1;
-        let number = self.refreshes_started;
-        let scope = if std::mem::take(&mut self.refresh_all_wanted) {
-            Scope::All
-        } else {
-            Scope::Open
-        };
-        let client = self.client.clone();
-        let stream = self.stream.clone();
-        self.refresh.spawn(async move {
-            let listed = ShardMap::fetch(&client, &stream, scope).await;
-            (number, scope, listed)
-        });
-    }
-
     /// Takes a new map and re-routes every buffered record whose shard changed. Records in
     /// flight stay where they are; in strict order the new shards wait for them (see
     /// [`crate::strict`]).
-    fn apply_map(&mut self, mut map: ShardMap) {
-        self.last_refresh = Some(Instant::now());
-        map.remember(&self.map);
-        let changed = map != self.map;
-        self.map = map;
-        if !changed {
+    fn apply_map(&mut self, map: ShardMap) {
+        if !self.refresh.replace_map(map) {
             return;
         }
-        tracing::info!(open_shards = self.map.len(), "shard map refreshed");
+        tracing::info!(
+            open_shards = self.refresh.map().len(),
+            "shard map refreshed"
+        );
         self.metrics.shard_map_refreshes.increment(1);
         let now = Instant::now();
         let shards: Vec<Arc<str>> = self.shards.keys().cloned().collect();
@@ -1148,7 +1043,7 @@ impl Pipeline {
             let Some(state) = self.shards.get_mut(&shard) else {
                 continue;
             };
-            let map = &self.map;
+            let map = self.refresh.map();
             let stale = |p: &Pending| map.predict(p.hash_key).map(|s| &s.id) != Some(&shard);
             let any_stale = state
                 .queue
@@ -1170,7 +1065,7 @@ impl Pipeline {
         }
         self.recount_queued();
         // Forget shards that are closed and have nothing left.
-        let map = &self.map;
+        let map = self.refresh.map();
         self.shards
             .retain(|id, state| !state.is_empty() || state.in_flight > 0 || map.contains(id));
         let shards = &self.shards;
@@ -1180,14 +1075,7 @@ impl Pipeline {
     /// When the loop must wake up to send something, at the latest.
     fn next_wake(&self, now: Instant) -> Instant {
         let mut wake = now + EXPIRY_SWEEP;
-        if self.refresh_wanted && self.refresh.is_empty() {
-            let mut at = now;
-            if let Some(last) = self.last_refresh {
-                at = at.max(later(last, self.config.shard_map_refresh_interval()));
-            }
-            if let Some(not_before) = self.refresh_not_before {
-                at = at.max(not_before);
-            }
+        if let Some(at) = self.refresh.wake_at(now) {
             wake = wake.min(at);
         }
         if self.in_flight < self.config.max_connections() {
@@ -1244,16 +1132,4 @@ fn shared_attempt(
     let tried = Tried::new(started, duration, Some((&failure.code, &failure.message)));
     failed.push((failure.clone(), tried.clone()));
     tried
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failing_map_refresh_waits_1_s_doubling_to_at_most_30_s() {
-        let delays: Vec<u64> = (0..8).map(|n| refresh_retry_delay(n).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
-        assert_eq!(refresh_retry_delay(u32::MAX), REFRESH_RETRY_MAX);
-    }
 }
