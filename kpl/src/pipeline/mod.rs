@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use kinesis_aggregation::HashKeyRange;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 
 use crate::PutError;
 use crate::aggregator::{Entry, ShardAggregator};
@@ -33,9 +32,11 @@ use crate::sender::{Completed, EntryOutcome, put_records, request_entries};
 use crate::shard_map::{Scope, ShardMap, StreamId};
 use crate::strict::Blocks;
 
+use self::calls::{Calls, Finished};
 use self::flush::Flushes;
 use self::refresh::{MapRefresh, Parked, StoredAt};
 
+mod calls;
 mod flush;
 mod refresh;
 
@@ -88,15 +89,10 @@ pub(crate) struct Pipeline {
     shards: HashMap<Arc<str>, ShardState>,
     /// Shard visiting order, rotated so that no shard is always served first.
     rotation: VecDeque<Arc<str>>,
-    requests: JoinSet<Completed>,
-    /// The entries of each PutRecords task, in call order.
-    sending: HashMap<tokio::task::Id, Vec<Entry>>,
-    in_flight: usize,
+    /// The PutRecords calls in flight, and those to send as they are.
+    calls: Calls,
     /// The shard map, its refreshes, and the records parked until a fresh one.
     refresh: MapRefresh,
-    /// Calls to send as they are: the halves of calls refused as malformed, to find the entry
-    /// at fault without failing its neighbours.
-    isolating: VecDeque<Vec<Entry>>,
     /// Entries in `queue`s, and their bytes: a full request's worth is sent without waiting.
     queued_entries: usize,
     queued_bytes: usize,
@@ -116,6 +112,7 @@ impl Pipeline {
         map: ShardMap,
     ) -> Self {
         let metrics = Metrics::new(stream.as_str());
+        let calls = Calls::new(config.max_connections());
         let refresh = MapRefresh::new(map, config.shard_map_refresh_interval(), Instant::now());
         Self {
             client,
@@ -123,11 +120,8 @@ impl Pipeline {
             config,
             shards: HashMap::new(),
             rotation: VecDeque::new(),
-            requests: JoinSet::new(),
-            sending: HashMap::new(),
-            in_flight: 0,
+            calls,
             refresh,
-            isolating: VecDeque::new(),
             queued_entries: 0,
             queued_bytes: 0,
             closing: false,
@@ -164,12 +158,9 @@ impl Pipeline {
                         None => self.begin_shutdown(),
                     }
                 }
-                Some(done) = self.requests.join_next_with_id() => match done {
-                    Ok((id, completed)) => {
-                        let entries = self.sending.remove(&id).unwrap_or_default();
-                        self.complete(entries, completed);
-                    }
-                    Err(join_error) => self.lost(join_error),
+                Some(finished) = self.calls.join_next() => match finished {
+                    Finished::Answered(entries, completed) => self.complete(entries, completed),
+                    Finished::Lost(entries, join_error) => self.lost(entries, join_error),
                 },
                 Some(refreshed) = self.refresh.join_next() => match refreshed {
                     Ok((number, scope, Ok(map))) => {
@@ -210,24 +201,22 @@ impl Pipeline {
     }
 
     fn is_idle(&self) -> bool {
-        self.in_flight == 0
+        self.calls.is_idle()
             && !self.refresh.has_parked()
-            && self.isolating.is_empty()
             && self.shards.values().all(ShardState::is_empty)
     }
 
     /// A PutRecords task died without an answer (a panic, in user code such as an interceptor):
     /// its records may or may not be stored, and say so.
-    fn lost(&mut self, join_error: tokio::task::JoinError) {
+    fn lost(&mut self, entries: Vec<Entry>, join_error: tokio::task::JoinError) {
         tracing::error!(%join_error, "a PutRecords task failed");
-        self.in_flight -= 1;
         let now = Instant::now();
         let code: Arc<str> = Arc::from(CALL_LOST);
         let message: Arc<str> = Arc::from(format!(
             "the PutRecords call ended without an answer: {join_error}"
         ));
         let tried = Tried::new(now, Duration::ZERO, Some((&code, &message)));
-        for entry in self.sending.remove(&join_error.id()).unwrap_or_default() {
+        for entry in entries {
             if let Some(state) = self.shards.get_mut(&entry.shard) {
                 state.in_flight = state.in_flight.saturating_sub(1);
             }
@@ -347,12 +336,10 @@ impl Pipeline {
         }
         self.close_due_aggregates(now);
         self.refresh.maybe_start(now, &self.client, &self.stream);
-        while self.in_flight < self.config.max_connections()
-            && let Some(batch) = self.isolating.pop_front()
-        {
+        while let Some(batch) = self.calls.next_isolated() {
             self.send(batch);
         }
-        while self.in_flight < self.config.max_connections() {
+        while self.calls.has_room() {
             let batch = self.collect(now);
             if batch.is_empty() {
                 break;
@@ -511,7 +498,6 @@ impl Pipeline {
     }
 
     fn send(&mut self, batch: Vec<Entry>) {
-        self.in_flight += 1;
         let now = Instant::now();
         for entry in &batch {
             for pending in &entry.records {
@@ -526,16 +512,13 @@ impl Pipeline {
         let stream = self.stream.clone();
         let timeout = self.config.request_timeout();
         let records = request_entries(&batch);
-        let task = self
-            .requests
-            .spawn(put_records(client, stream, records, batch.len(), timeout));
-        self.sending.insert(task.id(), batch);
+        let call = put_records(client, stream, records, batch.len(), timeout);
+        self.calls.start(batch, call);
     }
 
     /// Settles a finished call: resolves what was stored on the right shard or failed for good,
     /// parks what landed on the wrong shard (or one not yet known), schedules retries.
     fn complete(&mut self, entries: Vec<Entry>, completed: Completed) {
-        self.in_flight -= 1;
         self.metrics
             .request_duration
             .record(completed.duration.as_secs_f64());
@@ -661,8 +644,8 @@ impl Pipeline {
         }
         if entries.len() > 1 {
             let second = entries.split_off(entries.len() / 2);
-            self.isolating.push_back(entries);
-            self.isolating.push_back(second);
+            self.calls.isolate(entries);
+            self.calls.isolate(second);
             return;
         }
         let Some(entry) = entries.pop() else { return };
@@ -1078,7 +1061,7 @@ impl Pipeline {
         if let Some(at) = self.refresh.wake_at(now) {
             wake = wake.min(at);
         }
-        if self.in_flight < self.config.max_connections() {
+        if self.calls.has_room() {
             let max_buffered = self.config.record_max_buffered_time();
             let blocks = self.strict_blocks();
             for (id, state) in &self.shards {
