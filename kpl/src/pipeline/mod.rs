@@ -13,7 +13,7 @@
 //! record of it, re-routed with a map listed after it landed (the Java KCL drops a mixed
 //! aggregate whole, so even its in-range records would be lost to a standard consumer).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,10 +35,12 @@ use crate::strict::Blocks;
 use self::calls::{Calls, Finished};
 use self::flush::Flushes;
 use self::refresh::{MapRefresh, Parked, StoredAt};
+use self::shards::{ShardQueues, ShardState};
 
 mod calls;
 mod flush;
 mod refresh;
+mod shards;
 
 /// The shard key for records the map does not cover (a gap while a reshard is seen): they are
 /// sent unaggregated, so Kinesis routes each by its own hash key, and the map is refreshed.
@@ -63,39 +65,16 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-struct ShardState {
-    aggregator: ShardAggregator,
-    /// Finished Kinesis records, oldest first. In strict order mode, retries go back to the
-    /// front of this queue.
-    queue: VecDeque<Entry>,
-    /// Entries waiting out a backoff (unordered mode only), by `not_before`.
-    retries: VecDeque<Entry>,
-    limiter: crate::limiter::ShardLimiter,
-    /// Not to be sent to before this (rate limit).
-    blocked_until: Option<Instant>,
-    in_flight: usize,
-}
-
-impl ShardState {
-    fn is_empty(&self) -> bool {
-        self.aggregator.is_empty() && self.queue.is_empty() && self.retries.is_empty()
-    }
-}
-
 pub(crate) struct Pipeline {
     client: aws_sdk_kinesis::Client,
     stream: StreamId,
     config: ProducerConfig,
-    shards: HashMap<Arc<str>, ShardState>,
-    /// Shard visiting order, rotated so that no shard is always served first.
-    rotation: VecDeque<Arc<str>>,
+    /// Per shard: its aggregator, queues, limits and calls in flight.
+    shards: ShardQueues,
     /// The PutRecords calls in flight, and those to send as they are.
     calls: Calls,
     /// The shard map, its refreshes, and the records parked until a fresh one.
     refresh: MapRefresh,
-    /// Entries in `queue`s, and their bytes: a full request's worth is sent without waiting.
-    queued_entries: usize,
-    queued_bytes: usize,
     /// Shutting down: everything buffered is due now, and the pipeline ends once idle.
     closing: bool,
     last_sweep: Instant,
@@ -112,18 +91,20 @@ impl Pipeline {
         map: ShardMap,
     ) -> Self {
         let metrics = Metrics::new(stream.as_str());
+        let shards = ShardQueues::new(
+            config.aggregation_max_size(),
+            config.aggregation_max_count(),
+            config.rate_limit(),
+        );
         let calls = Calls::new(config.max_connections());
         let refresh = MapRefresh::new(map, config.shard_map_refresh_interval(), Instant::now());
         Self {
             client,
             stream,
             config,
-            shards: HashMap::new(),
-            rotation: VecDeque::new(),
+            shards,
             calls,
             refresh,
-            queued_entries: 0,
-            queued_bytes: 0,
             closing: false,
             last_sweep: Instant::now(),
             flushes: Flushes::default(),
@@ -201,9 +182,7 @@ impl Pipeline {
     }
 
     fn is_idle(&self) -> bool {
-        self.calls.is_idle()
-            && !self.refresh.has_parked()
-            && self.shards.values().all(ShardState::is_empty)
+        self.calls.is_idle() && !self.refresh.has_parked() && self.shards.all_empty()
     }
 
     /// A PutRecords task died without an answer (a panic, in user code such as an interceptor):
@@ -255,7 +234,7 @@ impl Pipeline {
     fn flush_now(&mut self, now: Instant) {
         let max_buffered = self.config.record_max_buffered_time();
         let mut finished = Vec::new();
-        for (shard, state) in &mut self.shards {
+        for (shard, state) in self.shards.iter_mut() {
             for entry in &mut state.queue {
                 entry.due = entry.due.min(now);
             }
@@ -280,7 +259,7 @@ impl Pipeline {
             }
         };
         let aggregate = self.config.aggregation_enabled();
-        let state = self.shard_state(&shard);
+        let state = self.shards.state(&shard);
         let mut finished = Vec::new();
         if aggregate {
             state
@@ -295,37 +274,8 @@ impl Pipeline {
         }
     }
 
-    fn shard_state(&mut self, shard: &Arc<str>) -> &mut ShardState {
-        if !self.shards.contains_key(shard) {
-            self.rotation.push_back(shard.clone());
-            self.shards.insert(
-                shard.clone(),
-                ShardState {
-                    aggregator: ShardAggregator::new(
-                        self.config.aggregation_max_size(),
-                        self.config.aggregation_max_count(),
-                    ),
-                    queue: VecDeque::new(),
-                    retries: VecDeque::new(),
-                    limiter: crate::limiter::ShardLimiter::new(
-                        self.config.rate_limit(),
-                        Instant::now(),
-                    ),
-                    blocked_until: None,
-                    in_flight: 0,
-                },
-            );
-        }
-        self.shards
-            .get_mut(shard)
-            .expect("the shard state was just inserted")
-    }
-
     fn enqueue(&mut self, entry: Entry) {
-        self.queued_entries += 1;
-        self.queued_bytes += entry.size();
-        let shard = entry.shard.clone();
-        self.shard_state(&shard).queue.push_back(entry);
+        self.shards.enqueue(entry);
     }
 
     /// Sends whatever may be sent now.
@@ -387,7 +337,7 @@ impl Pipeline {
     fn close_due_aggregates(&mut self, now: Instant) {
         let max_buffered = self.config.record_max_buffered_time();
         let mut finished = Vec::new();
-        for (shard, state) in &mut self.shards {
+        for (shard, state) in self.shards.iter_mut() {
             let due = state
                 .aggregator
                 .first_arrival()
@@ -411,7 +361,8 @@ impl Pipeline {
         let max_bytes = self.config.collection_max_size();
         let strict = self.config.ordering() == Ordering::PerShardStrict;
         let blocks = self.strict_blocks();
-        let full_call_queued = self.queued_entries >= max_count || self.queued_bytes >= max_bytes;
+        let (queued_entries, queued_bytes) = self.shards.queued();
+        let full_call_queued = queued_entries >= max_count || queued_bytes >= max_bytes;
         let something_due = full_call_queued
             || self.closing
             || self.shards.iter().any(|(id, s)| {
@@ -426,8 +377,8 @@ impl Pipeline {
             return Vec::new();
         }
         let held: Vec<bool> = self
-            .rotation
-            .iter()
+            .shards
+            .rotation()
             .map(|id| {
                 self.shards
                     .get(id)
@@ -437,14 +388,14 @@ impl Pipeline {
 
         let mut batch = Vec::new();
         let mut bytes = 0usize;
+        let (mut taken_entries, mut taken_bytes) = (0, 0);
         for is_held in held {
             if batch.len() >= max_count {
                 break;
             }
-            let Some(shard) = self.rotation.pop_front() else {
+            let Some(shard) = self.shards.rotate() else {
                 break;
             };
-            self.rotation.push_back(shard.clone());
             let Some(state) = self.shards.get_mut(&shard) else {
                 continue;
             };
@@ -480,8 +431,8 @@ impl Pipeline {
                 } else {
                     let entry = state.queue.pop_front();
                     if let Some(entry) = &entry {
-                        self.queued_entries -= 1;
-                        self.queued_bytes -= entry.size();
+                        taken_entries += 1;
+                        taken_bytes += entry.size();
                     }
                     entry
                 };
@@ -494,6 +445,7 @@ impl Pipeline {
                 }
             }
         }
+        self.shards.taken(taken_entries, taken_bytes);
         batch
     }
 
@@ -810,16 +762,10 @@ impl Pipeline {
 
     fn requeue(&mut self, entry: Entry) {
         let strict = self.config.ordering() == Ordering::PerShardStrict;
-        let shard = entry.shard.clone();
         if strict {
-            self.queued_entries += 1;
-            self.queued_bytes += entry.size();
-            self.shard_state(&shard).queue.push_front(entry);
+            self.shards.enqueue_first(entry);
         } else {
-            // Sorted by when they may go, so a long backoff holds back no shorter one.
-            let retries = &mut self.shard_state(&shard).retries;
-            let at = retries.partition_point(|e| e.not_before <= entry.not_before);
-            retries.insert(at, entry);
+            self.shards.add_retry(entry);
         }
     }
 
@@ -894,7 +840,7 @@ impl Pipeline {
     fn expire_waiting(&mut self, now: Instant) {
         let mut expired = Vec::new();
         let late = |p: &Pending| p.deadline <= now;
-        let shards: Vec<Arc<str>> = self.shards.keys().cloned().collect();
+        let shards: Vec<Arc<str>> = self.shards.ids();
         for shard in shards {
             let Some(state) = self.shards.get_mut(&shard) else {
                 continue;
@@ -979,21 +925,11 @@ impl Pipeline {
                 });
             }
         }
-        self.recount_queued();
+        self.shards.recount();
         for pending in expired {
             self.expire(pending);
         }
         self.flushes.settle();
-    }
-
-    fn recount_queued(&mut self) {
-        self.queued_entries = self.shards.values().map(|s| s.queue.len()).sum();
-        self.queued_bytes = self
-            .shards
-            .values()
-            .flat_map(|s| s.queue.iter())
-            .map(Entry::size)
-            .sum();
     }
 
     fn expire(&mut self, mut pending: Pending) {
@@ -1021,7 +957,7 @@ impl Pipeline {
         );
         self.metrics.shard_map_refreshes.increment(1);
         let now = Instant::now();
-        let shards: Vec<Arc<str>> = self.shards.keys().cloned().collect();
+        let shards: Vec<Arc<str>> = self.shards.ids();
         for shard in shards {
             let Some(state) = self.shards.get_mut(&shard) else {
                 continue;
@@ -1046,13 +982,11 @@ impl Pipeline {
             records.extend(state.aggregator.drain());
             self.reaggregate(records, now, 0);
         }
-        self.recount_queued();
+        self.shards.recount();
         // Forget shards that are closed and have nothing left.
         let map = self.refresh.map();
         self.shards
             .retain(|id, state| !state.is_empty() || state.in_flight > 0 || map.contains(id));
-        let shards = &self.shards;
-        self.rotation.retain(|id| shards.contains_key(id));
     }
 
     /// When the loop must wake up to send something, at the latest.
@@ -1064,7 +998,7 @@ impl Pipeline {
         if self.calls.has_room() {
             let max_buffered = self.config.record_max_buffered_time();
             let blocks = self.strict_blocks();
-            for (id, state) in &self.shards {
+            for (id, state) in self.shards.iter() {
                 if self.held_back(id, state, &blocks) {
                     continue;
                 }
