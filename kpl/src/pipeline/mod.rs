@@ -7,6 +7,12 @@
 //! ends). The entries of a call stay here while it is in flight, so whatever becomes of its task,
 //! every record is settled.
 //!
+//! The task's state is split into sub-states, each owned here and knowing none of the others:
+//! `shards` (per-shard aggregators, queues, token buckets), `collect` (the next call from those
+//! queues), `calls` (the calls in flight), `refresh` (the shard map, its listings, the parked
+//! records) and `flush` (the flushes waiting). This module routes records between them and
+//! decides what each call's results mean.
+//!
 //! A user record is `Ok` only once stored on a shard whose hash-key range holds its key, as the
 //! KPL's retrier checks ("Wrong Shard"): an aggregate built for a shard that has just split can
 //! land on a child that does not hold all of its records. Such an aggregate is sent again, every
@@ -33,11 +39,13 @@ use crate::shard_map::{Scope, ShardMap, StreamId};
 use crate::strict::Blocks;
 
 use self::calls::{Calls, Finished};
+use self::collect::Limits;
 use self::flush::Flushes;
 use self::refresh::{MapRefresh, Parked, StoredAt};
 use self::shards::{ShardQueues, ShardState};
 
 mod calls;
+mod collect;
 mod flush;
 mod refresh;
 mod shards;
@@ -307,29 +315,10 @@ impl Pipeline {
             .shards
             .iter()
             .filter(|(id, state)| state.in_flight > 0 && !self.refresh.map().contains(id))
-            .map(|(id, _)| self.range_of(id))
+            .map(|(id, _)| range_of(self.refresh.map(), id))
             .collect();
         let keys = self.refresh.parked_hash_keys().collect();
         Blocks::new(ranges, keys)
-    }
-
-    /// The hash-key range of a shard state: everything for the unpredicted records or a shard
-    /// never listed.
-    fn range_of(&self, shard: &str) -> HashKeyRange {
-        if shard == UNPREDICTED {
-            return HashKeyRange::ALL;
-        }
-        self.refresh
-            .map()
-            .range_of(shard)
-            .unwrap_or(HashKeyRange::ALL)
-    }
-
-    /// Whether strict order holds this shard back now.
-    fn held_back(&self, shard: &str, state: &ShardState, blocks: &Blocks) -> bool {
-        self.config.ordering() == Ordering::PerShardStrict
-            && (state.in_flight > 0
-                || (!blocks.is_empty() && blocks.holds_back(self.range_of(shard))))
     }
 
     /// Closes aggregates whose first record has waited `record_max_buffered_time` (all of them
@@ -351,102 +340,19 @@ impl Pipeline {
         }
     }
 
-    /// Picks the entries of the next PutRecords call, or none if nothing should go yet.
-    ///
-    /// A call goes when a full call's worth is queued, when something queued is due, while
-    /// shutting down, or when a retry's backoff has ended. It is then filled with whatever the rate
-    /// limits allow, up to the collection limits.
+    /// Picks the entries of the next PutRecords call, or none if nothing should go yet (see
+    /// [`collect::collect`]).
     fn collect(&mut self, now: Instant) -> Vec<Entry> {
-        let max_count = self.config.collection_max_count();
-        let max_bytes = self.config.collection_max_size();
         let strict = self.config.ordering() == Ordering::PerShardStrict;
+        let limits = Limits {
+            max_count: self.config.collection_max_count(),
+            max_bytes: self.config.collection_max_size(),
+            strict,
+        };
         let blocks = self.strict_blocks();
-        let (queued_entries, queued_bytes) = self.shards.queued();
-        let full_call_queued = queued_entries >= max_count || queued_bytes >= max_bytes;
-        let something_due = full_call_queued
-            || self.closing
-            || self.shards.iter().any(|(id, s)| {
-                !self.held_back(id, s, &blocks)
-                    && (s
-                        .queue
-                        .front()
-                        .is_some_and(|e| e.due <= now && e.not_before <= now)
-                        || s.retries.front().is_some_and(|e| e.not_before <= now))
-            });
-        if !something_due {
-            return Vec::new();
-        }
-        let held: Vec<bool> = self
-            .shards
-            .rotation()
-            .map(|id| {
-                self.shards
-                    .get(id)
-                    .is_none_or(|state| self.held_back(id, state, &blocks))
-            })
-            .collect();
-
-        let mut batch = Vec::new();
-        let mut bytes = 0usize;
-        let (mut taken_entries, mut taken_bytes) = (0, 0);
-        for is_held in held {
-            if batch.len() >= max_count {
-                break;
-            }
-            let Some(shard) = self.shards.rotate() else {
-                break;
-            };
-            let Some(state) = self.shards.get_mut(&shard) else {
-                continue;
-            };
-            if is_held {
-                continue;
-            }
-            if state.blocked_until.is_some_and(|until| until > now) {
-                continue;
-            }
-            state.blocked_until = None;
-            loop {
-                if batch.len() >= max_count {
-                    break;
-                }
-                // Ready retries first, then queued entries in order.
-                let from_retries = state.retries.front().is_some_and(|e| e.not_before <= now);
-                let candidate = if from_retries {
-                    state.retries.front()
-                } else {
-                    state.queue.front().filter(|e| e.not_before <= now)
-                };
-                let Some(candidate) = candidate else { break };
-                let size = candidate.size();
-                if bytes + size > max_bytes {
-                    break;
-                }
-                if let Err(wait) = state.limiter.try_take(size, now) {
-                    state.blocked_until = Some(later(now, wait));
-                    break;
-                }
-                let entry = if from_retries {
-                    state.retries.pop_front()
-                } else {
-                    let entry = state.queue.pop_front();
-                    if let Some(entry) = &entry {
-                        taken_entries += 1;
-                        taken_bytes += entry.size();
-                    }
-                    entry
-                };
-                let Some(entry) = entry else { break };
-                bytes += size;
-                state.in_flight += 1;
-                batch.push(entry);
-                if strict {
-                    break;
-                }
-            }
-        }
-        self.shards.taken(taken_entries, taken_bytes);
-        batch
+        let map = self.refresh.map();
+        let held_back = |id: &str, state: &ShardState| held_back(strict, map, id, state, &blocks);
+        collect::collect(&mut self.shards, &limits, self.closing, held_back, now)
     }
 
     fn send(&mut self, batch: Vec<Entry>) {
@@ -998,8 +904,9 @@ impl Pipeline {
         if self.calls.has_room() {
             let max_buffered = self.config.record_max_buffered_time();
             let blocks = self.strict_blocks();
+            let strict = self.config.ordering() == Ordering::PerShardStrict;
             for (id, state) in self.shards.iter() {
-                if self.held_back(id, state, &blocks) {
+                if held_back(strict, self.refresh.map(), id, state, &blocks) {
                     continue;
                 }
                 let mut shard_wake = None::<Instant>;
@@ -1026,6 +933,27 @@ impl Pipeline {
         // Never spin: something due now that could not go waits at least a millisecond.
         wake.max(now + Duration::from_millis(1))
     }
+}
+
+/// The hash-key range of a shard state: everything for the unpredicted records or a shard
+/// never listed.
+fn range_of(map: &ShardMap, shard: &str) -> HashKeyRange {
+    if shard == UNPREDICTED {
+        return HashKeyRange::ALL;
+    }
+    map.range_of(shard).unwrap_or(HashKeyRange::ALL)
+}
+
+/// Whether strict order holds this shard back now.
+fn held_back(
+    strict: bool,
+    map: &ShardMap,
+    shard: &str,
+    state: &ShardState,
+    blocks: &Blocks,
+) -> bool {
+    strict
+        && (state.in_flight > 0 || (!blocks.is_empty() && blocks.holds_back(range_of(map, shard))))
 }
 
 /// Whether the hash-key range `(start, end)` holds the key of every record.
