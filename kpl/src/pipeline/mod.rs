@@ -7,20 +7,26 @@
 //! ends). The entries of a call stay here while it is in flight, so whatever becomes of its task,
 //! every record is settled.
 //!
+//! The task's state is split into sub-states, each owned here and knowing none of the others:
+//! `shards` (per-shard aggregators, queues, token buckets), `collect` (the next call from those
+//! queues), `calls` (the calls in flight), `refresh` (the shard map, its listings, the parked
+//! records) and `flush` (the flushes waiting). This module routes records between them and
+//! decides what each call's results mean.
+//!
 //! A user record is `Ok` only once stored on a shard whose hash-key range holds its key, as the
 //! KPL's retrier checks ("Wrong Shard"): an aggregate built for a shard that has just split can
 //! land on a child that does not hold all of its records. Such an aggregate is sent again, every
 //! record of it, re-routed with a map listed after it landed (the Java KCL drops a mixed
 //! aggregate whole, so even its in-range records would be lost to a standard consumer).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kinesis_aggregation::HashKeyRange;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 
+use crate::PutError;
 use crate::aggregator::{Entry, ShardAggregator};
 use crate::clock::later;
 use crate::config::{Ordering, ProducerConfig};
@@ -31,7 +37,18 @@ use crate::retrier::{Failure, FailureKind, backoff};
 use crate::sender::{Completed, EntryOutcome, put_records, request_entries};
 use crate::shard_map::{Scope, ShardMap, StreamId};
 use crate::strict::Blocks;
-use crate::{Error, PutError};
+
+use self::calls::{Calls, Finished};
+use self::collect::Limits;
+use self::flush::Flushes;
+use self::refresh::{MapRefresh, Parked, StoredAt};
+use self::shards::{ShardQueues, ShardState};
+
+mod calls;
+mod collect;
+mod flush;
+mod refresh;
+mod shards;
 
 /// The shard key for records the map does not cover (a gap while a reshard is seen): they are
 /// sent unaggregated, so Kinesis routes each by its own hash key, and the map is refreshed.
@@ -40,18 +57,6 @@ const UNPREDICTED: &str = "(unpredicted)";
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// How many queued commands are taken per wake-up before the pipeline sends again.
 const COMMAND_BATCH: usize = 4096;
-/// After a failed shard-map listing, the next waits this long, doubling up to
-/// [`REFRESH_RETRY_MAX`] (the KPL's 1 s to 30 s).
-const REFRESH_RETRY_MIN: Duration = Duration::from_secs(1);
-const REFRESH_RETRY_MAX: Duration = Duration::from_secs(30);
-/// How long to wait before the next map refresh after `failures` failed ones in a row: 1 s,
-/// doubling up to 30 s.
-fn refresh_retry_delay(failures: u32) -> Duration {
-    REFRESH_RETRY_MIN
-        .saturating_mul(1 << failures.min(5))
-        .min(REFRESH_RETRY_MAX)
-}
-
 /// The error code recorded for an attempt that stored an aggregate on a shard not holding all of
 /// its records.
 const WRONG_SHARD: &str = "WrongShard";
@@ -68,85 +73,21 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-struct ShardState {
-    aggregator: ShardAggregator,
-    /// Finished Kinesis records, oldest first. In strict order mode, retries go back to the
-    /// front of this queue.
-    queue: VecDeque<Entry>,
-    /// Entries waiting out a backoff (unordered mode only), by `not_before`.
-    retries: VecDeque<Entry>,
-    limiter: crate::limiter::ShardLimiter,
-    /// Not to be sent to before this (rate limit).
-    blocked_until: Option<Instant>,
-    in_flight: usize,
-}
-
-impl ShardState {
-    fn is_empty(&self) -> bool {
-        self.aggregator.is_empty() && self.queue.is_empty() && self.retries.is_empty()
-    }
-}
-
-/// User records stored in an aggregate, waiting for a shard map listed after they landed: to
-/// learn the range of the shard that stored them (`stored`), or, landed on the wrong shard, to be
-/// re-routed by a map that knows the new shards (`stored` is `None`).
-struct Parked {
-    records: Vec<Pending>,
-    stored: Option<StoredAt>,
-    /// Released by the first listing numbered this or higher: one started after they landed.
-    after_refresh: u64,
-    retries: u32,
-}
-
-/// Where and when an aggregate was stored.
-struct StoredAt {
-    shard_id: String,
-    sequence_number: String,
-    started: Instant,
-    duration: Duration,
-    /// The successful attempt, shared by every record the call stored.
-    succeeded: Arc<Tried>,
-}
-
-/// A finished shard-map listing: its number, scope and result.
-type Listing = (u64, Scope, Result<ShardMap, Error>);
-
 pub(crate) struct Pipeline {
     client: aws_sdk_kinesis::Client,
     stream: StreamId,
     config: ProducerConfig,
-    map: ShardMap,
-    shards: HashMap<Arc<str>, ShardState>,
-    /// Shard visiting order, rotated so that no shard is always served first.
-    rotation: VecDeque<Arc<str>>,
-    requests: JoinSet<Completed>,
-    /// The entries of each PutRecords task, in call order.
-    sending: HashMap<tokio::task::Id, Vec<Entry>>,
-    in_flight: usize,
-    refresh: JoinSet<Listing>,
-    /// Listings started so far (each gets the next number).
-    refreshes_started: u64,
-    last_refresh: Option<Instant>,
-    refresh_wanted: bool,
-    /// The next listing must include closed shards.
-    refresh_all_wanted: bool,
-    /// Consecutive failed listings, and when the next may start.
-    refresh_failures: u32,
-    refresh_not_before: Option<Instant>,
-    parked: Vec<Parked>,
-    /// Calls to send as they are: the halves of calls refused as malformed, to find the entry
-    /// at fault without failing its neighbours.
-    isolating: VecDeque<Vec<Entry>>,
-    /// Entries in `queue`s, and their bytes: a full request's worth is sent without waiting.
-    queued_entries: usize,
-    queued_bytes: usize,
+    /// Per shard: its aggregator, queues, limits and calls in flight.
+    shards: ShardQueues,
+    /// The PutRecords calls in flight, and those to send as they are.
+    calls: Calls,
+    /// The shard map, its refreshes, and the records parked until a fresh one.
+    refresh: MapRefresh,
     /// Shutting down: everything buffered is due now, and the pipeline ends once idle.
     closing: bool,
     last_sweep: Instant,
-    /// Unresolved records per flush generation, and the flushes waiting on them.
-    generation: u64,
-    unresolved: BTreeMap<u64, usize>,
-    flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
+    /// The one-shot flushes waiting for the records put before them.
+    flushes: Flushes,
     metrics: Metrics,
 }
 
@@ -158,32 +99,23 @@ impl Pipeline {
         map: ShardMap,
     ) -> Self {
         let metrics = Metrics::new(stream.as_str());
+        let shards = ShardQueues::new(
+            config.aggregation_max_size(),
+            config.aggregation_max_count(),
+            config.rate_limit(),
+        );
+        let calls = Calls::new(config.max_connections());
+        let refresh = MapRefresh::new(map, config.shard_map_refresh_interval(), Instant::now());
         Self {
             client,
             stream,
             config,
-            map,
-            shards: HashMap::new(),
-            rotation: VecDeque::new(),
-            requests: JoinSet::new(),
-            sending: HashMap::new(),
-            in_flight: 0,
-            refresh: JoinSet::new(),
-            refreshes_started: 0,
-            last_refresh: Some(Instant::now()),
-            refresh_wanted: false,
-            refresh_all_wanted: false,
-            refresh_failures: 0,
-            refresh_not_before: None,
-            parked: Vec::new(),
-            isolating: VecDeque::new(),
-            queued_entries: 0,
-            queued_bytes: 0,
+            shards,
+            calls,
+            refresh,
             closing: false,
             last_sweep: Instant::now(),
-            generation: 0,
-            unresolved: BTreeMap::new(),
-            flush_waiters: Vec::new(),
+            flushes: Flushes::default(),
             metrics,
         }
     }
@@ -215,27 +147,23 @@ impl Pipeline {
                         None => self.begin_shutdown(),
                     }
                 }
-                Some(done) = self.requests.join_next_with_id() => match done {
-                    Ok((id, completed)) => {
-                        let entries = self.sending.remove(&id).unwrap_or_default();
-                        self.complete(entries, completed);
-                    }
-                    Err(join_error) => self.lost(join_error),
+                Some(finished) = self.calls.join_next() => match finished {
+                    Finished::Answered(entries, completed) => self.complete(entries, completed),
+                    Finished::Lost(entries, join_error) => self.lost(entries, join_error),
                 },
                 Some(refreshed) = self.refresh.join_next() => match refreshed {
                     Ok((number, scope, Ok(map))) => {
-                        self.refresh_failures = 0;
-                        self.refresh_not_before = None;
+                        self.refresh.succeeded(Instant::now());
                         self.apply_map(map);
                         self.release_parked(number, scope);
                     }
                     Ok((_, scope, Err(error))) => {
                         tracing::warn!(%error, "shard map refresh failed; keeping the old map");
-                        self.refresh_failed(scope);
+                        self.refresh.failed(scope, Instant::now());
                     }
                     Err(join_error) => {
                         tracing::error!(%join_error, "shard map refresh task failed");
-                        self.refresh_failed(Scope::All);
+                        self.refresh.failed(Scope::All, Instant::now());
                     }
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -256,32 +184,26 @@ impl Pipeline {
                 Command::Shutdown => {}
             }
         }
-        for (_, waiter) in self.flush_waiters.drain(..) {
-            let _ = waiter.send(());
-        }
-        self.refresh.abort_all();
+        self.flushes.release_all();
+        self.refresh.abort();
         tracing::debug!("producer pipeline finished");
     }
 
     fn is_idle(&self) -> bool {
-        self.in_flight == 0
-            && self.parked.is_empty()
-            && self.isolating.is_empty()
-            && self.shards.values().all(ShardState::is_empty)
+        self.calls.is_idle() && !self.refresh.has_parked() && self.shards.all_empty()
     }
 
     /// A PutRecords task died without an answer (a panic, in user code such as an interceptor):
     /// its records may or may not be stored, and say so.
-    fn lost(&mut self, join_error: tokio::task::JoinError) {
+    fn lost(&mut self, entries: Vec<Entry>, join_error: tokio::task::JoinError) {
         tracing::error!(%join_error, "a PutRecords task failed");
-        self.in_flight -= 1;
         let now = Instant::now();
         let code: Arc<str> = Arc::from(CALL_LOST);
         let message: Arc<str> = Arc::from(format!(
             "the PutRecords call ended without an answer: {join_error}"
         ));
         let tried = Tried::new(now, Duration::ZERO, Some((&code, &message)));
-        for entry in self.sending.remove(&join_error.id()).unwrap_or_default() {
+        for entry in entries {
             if let Some(state) = self.shards.get_mut(&entry.shard) {
                 state.in_flight = state.in_flight.saturating_sub(1);
             }
@@ -292,22 +214,20 @@ impl Pipeline {
                 self.resolve(pending, Err(PutError::UnknownOutcome { attempts, record }));
             }
         }
-        self.settle_flushes();
+        self.flushes.settle();
     }
 
     fn handle(&mut self, command: Command) {
         match command {
             Command::Put(pending) => {
-                *self.unresolved.entry(self.generation).or_default() += 1;
                 let mut pending = *pending;
-                pending.generation = self.generation;
+                pending.generation = self.flushes.accepted();
                 self.route(pending);
             }
             Command::Flush(done) => {
-                self.flush_waiters.push((self.generation, done));
-                self.generation += 1;
+                self.flushes.wait(done);
                 self.flush_now(Instant::now());
-                self.settle_flushes();
+                self.flushes.settle();
             }
             Command::Shutdown => self.begin_shutdown(),
         }
@@ -322,7 +242,7 @@ impl Pipeline {
     fn flush_now(&mut self, now: Instant) {
         let max_buffered = self.config.record_max_buffered_time();
         let mut finished = Vec::new();
-        for (shard, state) in &mut self.shards {
+        for (shard, state) in self.shards.iter_mut() {
             for entry in &mut state.queue {
                 entry.due = entry.due.min(now);
             }
@@ -337,17 +257,17 @@ impl Pipeline {
     /// Puts a record into the aggregator (or queue) of its predicted shard.
     fn route(&mut self, pending: Pending) {
         let max_buffered = self.config.record_max_buffered_time();
-        let shard: Arc<str> = match self.map.predict(pending.hash_key) {
+        let shard: Arc<str> = match self.refresh.map().predict(pending.hash_key) {
             Some(shard) => shard.id.clone(),
             None => {
-                self.refresh_wanted = true;
+                self.refresh.want();
                 let due = later(pending.arrived, max_buffered);
                 self.enqueue(Entry::single(Arc::from(UNPREDICTED), pending, due));
                 return;
             }
         };
         let aggregate = self.config.aggregation_enabled();
-        let state = self.shard_state(&shard);
+        let state = self.shards.state(&shard);
         let mut finished = Vec::new();
         if aggregate {
             state
@@ -362,37 +282,8 @@ impl Pipeline {
         }
     }
 
-    fn shard_state(&mut self, shard: &Arc<str>) -> &mut ShardState {
-        if !self.shards.contains_key(shard) {
-            self.rotation.push_back(shard.clone());
-            self.shards.insert(
-                shard.clone(),
-                ShardState {
-                    aggregator: ShardAggregator::new(
-                        self.config.aggregation_max_size(),
-                        self.config.aggregation_max_count(),
-                    ),
-                    queue: VecDeque::new(),
-                    retries: VecDeque::new(),
-                    limiter: crate::limiter::ShardLimiter::new(
-                        self.config.rate_limit(),
-                        Instant::now(),
-                    ),
-                    blocked_until: None,
-                    in_flight: 0,
-                },
-            );
-        }
-        self.shards
-            .get_mut(shard)
-            .expect("the shard state was just inserted")
-    }
-
     fn enqueue(&mut self, entry: Entry) {
-        self.queued_entries += 1;
-        self.queued_bytes += entry.size();
-        let shard = entry.shard.clone();
-        self.shard_state(&shard).queue.push_back(entry);
+        self.shards.enqueue(entry);
     }
 
     /// Sends whatever may be sent now.
@@ -402,13 +293,11 @@ impl Pipeline {
             self.expire_waiting(now);
         }
         self.close_due_aggregates(now);
-        self.maybe_refresh(now);
-        while self.in_flight < self.config.max_connections()
-            && let Some(batch) = self.isolating.pop_front()
-        {
+        self.refresh.maybe_start(now, &self.client, &self.stream);
+        while let Some(batch) = self.calls.next_isolated() {
             self.send(batch);
         }
-        while self.in_flight < self.config.max_connections() {
+        while self.calls.has_room() {
             let batch = self.collect(now);
             if batch.is_empty() {
                 break;
@@ -425,31 +314,11 @@ impl Pipeline {
         let ranges = self
             .shards
             .iter()
-            .filter(|(id, state)| state.in_flight > 0 && !self.map.contains(id))
-            .map(|(id, _)| self.range_of(id))
+            .filter(|(id, state)| state.in_flight > 0 && !self.refresh.map().contains(id))
+            .map(|(id, _)| range_of(self.refresh.map(), id))
             .collect();
-        let keys = self
-            .parked
-            .iter()
-            .flat_map(|parked| parked.records.iter().map(|p| p.hash_key))
-            .collect();
+        let keys = self.refresh.parked_hash_keys().collect();
         Blocks::new(ranges, keys)
-    }
-
-    /// The hash-key range of a shard state: everything for the unpredicted records or a shard
-    /// never listed.
-    fn range_of(&self, shard: &str) -> HashKeyRange {
-        if shard == UNPREDICTED {
-            return HashKeyRange::ALL;
-        }
-        self.map.range_of(shard).unwrap_or(HashKeyRange::ALL)
-    }
-
-    /// Whether strict order holds this shard back now.
-    fn held_back(&self, shard: &str, state: &ShardState, blocks: &Blocks) -> bool {
-        self.config.ordering() == Ordering::PerShardStrict
-            && (state.in_flight > 0
-                || (!blocks.is_empty() && blocks.holds_back(self.range_of(shard))))
     }
 
     /// Closes aggregates whose first record has waited `record_max_buffered_time` (all of them
@@ -457,7 +326,7 @@ impl Pipeline {
     fn close_due_aggregates(&mut self, now: Instant) {
         let max_buffered = self.config.record_max_buffered_time();
         let mut finished = Vec::new();
-        for (shard, state) in &mut self.shards {
+        for (shard, state) in self.shards.iter_mut() {
             let due = state
                 .aggregator
                 .first_arrival()
@@ -471,104 +340,22 @@ impl Pipeline {
         }
     }
 
-    /// Picks the entries of the next PutRecords call, or none if nothing should go yet.
-    ///
-    /// A call goes when a full call's worth is queued, when something queued is due, while
-    /// shutting down, or when a retry's backoff has ended. It is then filled with whatever the rate
-    /// limits allow, up to the collection limits.
+    /// Picks the entries of the next PutRecords call, or none if nothing should go yet (see
+    /// [`collect::collect`]).
     fn collect(&mut self, now: Instant) -> Vec<Entry> {
-        let max_count = self.config.collection_max_count();
-        let max_bytes = self.config.collection_max_size();
         let strict = self.config.ordering() == Ordering::PerShardStrict;
+        let limits = Limits {
+            max_count: self.config.collection_max_count(),
+            max_bytes: self.config.collection_max_size(),
+            strict,
+        };
         let blocks = self.strict_blocks();
-        let full_call_queued = self.queued_entries >= max_count || self.queued_bytes >= max_bytes;
-        let something_due = full_call_queued
-            || self.closing
-            || self.shards.iter().any(|(id, s)| {
-                !self.held_back(id, s, &blocks)
-                    && (s
-                        .queue
-                        .front()
-                        .is_some_and(|e| e.due <= now && e.not_before <= now)
-                        || s.retries.front().is_some_and(|e| e.not_before <= now))
-            });
-        if !something_due {
-            return Vec::new();
-        }
-        let held: Vec<bool> = self
-            .rotation
-            .iter()
-            .map(|id| {
-                self.shards
-                    .get(id)
-                    .is_none_or(|state| self.held_back(id, state, &blocks))
-            })
-            .collect();
-
-        let mut batch = Vec::new();
-        let mut bytes = 0usize;
-        for is_held in held {
-            if batch.len() >= max_count {
-                break;
-            }
-            let Some(shard) = self.rotation.pop_front() else {
-                break;
-            };
-            self.rotation.push_back(shard.clone());
-            let Some(state) = self.shards.get_mut(&shard) else {
-                continue;
-            };
-            if is_held {
-                continue;
-            }
-            if state.blocked_until.is_some_and(|until| until > now) {
-                continue;
-            }
-            state.blocked_until = None;
-            loop {
-                if batch.len() >= max_count {
-                    break;
-                }
-                // Ready retries first, then queued entries in order.
-                let from_retries = state.retries.front().is_some_and(|e| e.not_before <= now);
-                let candidate = if from_retries {
-                    state.retries.front()
-                } else {
-                    state.queue.front().filter(|e| e.not_before <= now)
-                };
-                let Some(candidate) = candidate else { break };
-                let size = candidate.size();
-                if bytes + size > max_bytes {
-                    break;
-                }
-                if let Err(wait) = state.limiter.try_take(size, now) {
-                    state.blocked_until = Some(later(now, wait));
-                    break;
-                }
-                let entry = if from_retries {
-                    state.retries.pop_front()
-                } else {
-                    let entry = state.queue.pop_front();
-                    if let Some(entry) = &entry {
-                        self.queued_entries -= 1;
-                        self.queued_bytes -= entry.size();
-                    }
-                    entry
-                };
-                let Some(entry) = entry else { break };
-                bytes += size;
-                state.in_flight += 1;
-                batch.push(entry);
-                if strict {
-                    break;
-                }
-            }
-        }
-        batch
+        let map = self.refresh.map();
+        let held_back = |id: &str, state: &ShardState| held_back(strict, map, id, state, &blocks);
+        collect::collect(&mut self.shards, &limits, self.closing, held_back, now)
     }
 
     fn send(&mut self, batch: Vec<Entry>) {
-        self.in_flight += 1;
         let now = Instant::now();
         for entry in &batch {
             for pending in &entry.records {
@@ -583,16 +370,13 @@ impl Pipeline {
         let stream = self.stream.clone();
         let timeout = self.config.request_timeout();
         let records = request_entries(&batch);
-        let task = self
-            .requests
-            .spawn(put_records(client, stream, records, batch.len(), timeout));
-        self.sending.insert(task.id(), batch);
+        let call = put_records(client, stream, records, batch.len(), timeout);
+        self.calls.start(batch, call);
     }
 
     /// Settles a finished call: resolves what was stored on the right shard or failed for good,
     /// parks what landed on the wrong shard (or one not yet known), schedules retries.
     fn complete(&mut self, entries: Vec<Entry>, completed: Completed) {
-        self.in_flight -= 1;
         self.metrics
             .request_duration
             .record(completed.duration.as_secs_f64());
@@ -607,7 +391,7 @@ impl Pipeline {
         {
             let failure = failure.clone();
             self.isolate(entries, &failure, started, duration);
-            self.settle_flushes();
+            self.flushes.settle();
             return;
         }
         // One attempt per outcome of the call, shared by every record it concerns.
@@ -624,7 +408,7 @@ impl Pipeline {
                 } => {
                     if *shard_id != *entry.shard {
                         // Landed elsewhere than predicted: the map is stale (a reshard).
-                        self.refresh_wanted = true;
+                        self.refresh.want();
                     }
                     self.metrics.kinesis_records_put.increment(1);
                     let stored = StoredAt {
@@ -639,15 +423,17 @@ impl Pipeline {
                         self.stored(entry.records, false, stored);
                         continue;
                     }
-                    match self.map.range_of(&stored.shard_id) {
+                    match self.refresh.map().range_of(&stored.shard_id) {
                         Some(range) if all_within(&entry.records, range) => {
                             self.stored(entry.records, true, stored);
                         }
                         Some(_) => {
                             let records = self.wrong_shard(entry.records, &stored);
-                            self.park(records, None, entry.retries);
+                            self.refresh.park(records, None, entry.retries);
                         }
-                        None => self.park(entry.records, Some(stored), entry.retries),
+                        None => self
+                            .refresh
+                            .park(entry.records, Some(stored), entry.retries),
                     }
                 }
                 EntryOutcome::Failed(failure) => {
@@ -693,7 +479,7 @@ impl Pipeline {
                 }
             }
         }
-        self.settle_flushes();
+        self.flushes.settle();
     }
 
     /// A call refused as a whole as malformed (`ValidationException` and the like): the fault
@@ -716,8 +502,8 @@ impl Pipeline {
         }
         if entries.len() > 1 {
             let second = entries.split_off(entries.len() / 2);
-            self.isolating.push_back(entries);
-            self.isolating.push_back(second);
+            self.calls.isolate(entries);
+            self.calls.isolate(second);
             return;
         }
         let Some(entry) = entries.pop() else { return };
@@ -792,7 +578,7 @@ impl Pipeline {
         self.metrics
             .wrong_shard_records
             .increment(records.len() as u64);
-        self.refresh_wanted = true;
+        self.refresh.want();
         let code: Arc<str> = Arc::from(WRONG_SHARD);
         let message: Arc<str> = Arc::from(format!(
             "stored on {} (sequence number {}), whose hash-key range does not hold every record \
@@ -806,25 +592,14 @@ impl Pipeline {
         records
     }
 
-    /// Holds `records` until a shard map listed from now on arrives.
-    fn park(&mut self, records: Vec<Pending>, stored: Option<StoredAt>, retries: u32) {
-        self.refresh_wanted = true;
-        self.parked.push(Parked {
-            records,
-            stored,
-            after_refresh: self.refreshes_started + 1,
-            retries,
-        });
-    }
-
     /// After listing number `number` (of `scope`), settles the parked records waiting for it:
     /// stored on a shard now known, they resolve `Ok` or go again; landed on the wrong shard,
     /// they are re-routed by the new map.
     fn release_parked(&mut self, number: u64, scope: Scope) {
         let now = Instant::now();
-        for parked in std::mem::take(&mut self.parked) {
+        for parked in self.refresh.take_parked() {
             if parked.after_refresh > number {
-                self.parked.push(parked);
+                self.refresh.keep_parked(parked);
                 continue;
             }
             let Parked {
@@ -837,7 +612,7 @@ impl Pipeline {
                 self.reaggregate(records, now, retries);
                 continue;
             };
-            match self.map.range_of(&stored.shard_id) {
+            match self.refresh.map().range_of(&stored.shard_id) {
                 Some(range) if all_within(&records, range) => self.stored(records, true, stored),
                 Some(_) => {
                     let records = self.wrong_shard(records, &stored);
@@ -850,21 +625,12 @@ impl Pipeline {
                     self.reaggregate(records, now, retries);
                 }
                 None => {
-                    self.refresh_all_wanted = true;
-                    self.park(records, Some(stored), retries);
+                    self.refresh.want_all();
+                    self.refresh.park(records, Some(stored), retries);
                 }
             }
         }
-        self.settle_flushes();
-    }
-
-    /// A listing failed: the next one waits 1 s, doubling up to 30 s while they keep failing.
-    fn refresh_failed(&mut self, scope: Scope) {
-        self.refresh_wanted = true;
-        self.refresh_all_wanted |= scope == Scope::All;
-        let delay = refresh_retry_delay(self.refresh_failures);
-        self.refresh_failures = self.refresh_failures.saturating_add(1);
-        self.refresh_not_before = Some(later(Instant::now(), delay));
+        self.flushes.settle();
     }
 
     /// Puts a failed entry back after its next backoff delay, but never later than its earliest
@@ -888,7 +654,7 @@ impl Pipeline {
         let retry_at = later(now, delay).min(earliest_deadline);
         let moved = keep
             .iter()
-            .any(|p| self.map.predict(p.hash_key).map(|s| &s.id) != Some(&entry.shard));
+            .any(|p| self.refresh.map().predict(p.hash_key).map(|s| &s.id) != Some(&entry.shard));
         if keep.len() != before || moved {
             // Some records are gone or belong elsewhere now: rebuild from what remains.
             self.reaggregate(keep, retry_at, entry.retries);
@@ -902,16 +668,10 @@ impl Pipeline {
 
     fn requeue(&mut self, entry: Entry) {
         let strict = self.config.ordering() == Ordering::PerShardStrict;
-        let shard = entry.shard.clone();
         if strict {
-            self.queued_entries += 1;
-            self.queued_bytes += entry.size();
-            self.shard_state(&shard).queue.push_front(entry);
+            self.shards.enqueue_first(entry);
         } else {
-            // Sorted by when they may go, so a long backoff holds back no shorter one.
-            let retries = &mut self.shard_state(&shard).retries;
-            let at = retries.partition_point(|e| e.not_before <= entry.not_before);
-            retries.insert(at, entry);
+            self.shards.add_retry(entry);
         }
     }
 
@@ -954,10 +714,10 @@ impl Pipeline {
     fn reaggregate(&mut self, records: Vec<Pending>, not_before: Instant, retries: u32) {
         let mut groups: Vec<(Arc<str>, Vec<Pending>)> = Vec::new();
         for pending in records {
-            let shard = match self.map.predict(pending.hash_key) {
+            let shard = match self.refresh.map().predict(pending.hash_key) {
                 Some(shard) => shard.id.clone(),
                 None => {
-                    self.refresh_wanted = true;
+                    self.refresh.want();
                     Arc::from(UNPREDICTED)
                 }
             };
@@ -986,7 +746,7 @@ impl Pipeline {
     fn expire_waiting(&mut self, now: Instant) {
         let mut expired = Vec::new();
         let late = |p: &Pending| p.deadline <= now;
-        let shards: Vec<Arc<str>> = self.shards.keys().cloned().collect();
+        let shards: Vec<Arc<str>> = self.shards.ids();
         for shard in shards {
             let Some(state) = self.shards.get_mut(&shard) else {
                 continue;
@@ -1039,9 +799,9 @@ impl Pipeline {
             state.queue = queue;
             state.retries = retries;
         }
-        for parked in std::mem::take(&mut self.parked) {
+        for parked in self.refresh.take_parked() {
             if !parked.records.iter().any(late) {
-                self.parked.push(parked);
+                self.refresh.keep_parked(parked);
                 continue;
             }
             let Parked {
@@ -1063,7 +823,7 @@ impl Pipeline {
             let (gone, live): (Vec<Pending>, Vec<Pending>) = records.into_iter().partition(late);
             expired.extend(gone);
             if !live.is_empty() {
-                self.parked.push(Parked {
+                self.refresh.keep_parked(Parked {
                     records: live,
                     stored,
                     after_refresh,
@@ -1071,21 +831,11 @@ impl Pipeline {
                 });
             }
         }
-        self.recount_queued();
+        self.shards.recount();
         for pending in expired {
             self.expire(pending);
         }
-        self.settle_flushes();
-    }
-
-    fn recount_queued(&mut self) {
-        self.queued_entries = self.shards.values().map(|s| s.queue.len()).sum();
-        self.queued_bytes = self
-            .shards
-            .values()
-            .flat_map(|s| s.queue.iter())
-            .map(Entry::size)
-            .sum();
+        self.flushes.settle();
     }
 
     fn expire(&mut self, mut pending: Pending) {
@@ -1095,84 +845,30 @@ impl Pipeline {
     }
 
     fn resolve(&mut self, pending: Pending, result: Result<PutResult, PutError>) {
-        if let Some(count) = self.unresolved.get_mut(&pending.generation) {
-            *count -= 1;
-            if *count == 0 {
-                self.unresolved.remove(&pending.generation);
-            }
-        }
+        self.flushes.resolved(pending.generation);
         // The caller may have dropped its future; the record was still put.
         let _ = pending.reply.send(result);
-    }
-
-    /// Answers the flushes whose records have all resolved.
-    fn settle_flushes(&mut self) {
-        let oldest_unresolved = self.unresolved.keys().next().copied();
-        let mut index = 0;
-        while index < self.flush_waiters.len() {
-            let generation = self.flush_waiters[index].0;
-            if oldest_unresolved.is_none_or(|oldest| oldest > generation) {
-                let (_, waiter) = self.flush_waiters.swap_remove(index);
-                let _ = waiter.send(());
-            } else {
-                index += 1;
-            }
-        }
-    }
-
-    /// Starts a ListShards refresh if one is wanted, the last was long enough ago, and a failed
-    /// one has waited out its backoff.
-    fn maybe_refresh(&mut self, now: Instant) {
-        if !self.refresh_wanted || !self.refresh.is_empty() {
-            return;
-        }
-        if self.refresh_not_before.is_some_and(|at| now < at) {
-            return;
-        }
-        let interval = self.config.shard_map_refresh_interval();
-        if self
-            .last_refresh
-            .is_some_and(|last| now < later(last, interval))
-        {
-            return;
-        }
-        self.refresh_wanted = false;
-        self.last_refresh = Some(now);
-        self.refreshes_started += 1;
-        let number = self.refreshes_started;
-        let scope = if std::mem::take(&mut self.refresh_all_wanted) {
-            Scope::All
-        } else {
-            Scope::Open
-        };
-        let client = self.client.clone();
-        let stream = self.stream.clone();
-        self.refresh.spawn(async move {
-            let listed = ShardMap::fetch(&client, &stream, scope).await;
-            (number, scope, listed)
-        });
     }
 
     /// Takes a new map and re-routes every buffered record whose shard changed. Records in
     /// flight stay where they are; in strict order the new shards wait for them (see
     /// [`crate::strict`]).
-    fn apply_map(&mut self, mut map: ShardMap) {
-        self.last_refresh = Some(Instant::now());
-        map.remember(&self.map);
-        let changed = map != self.map;
-        self.map = map;
-        if !changed {
+    fn apply_map(&mut self, map: ShardMap) {
+        if !self.refresh.replace_map(map) {
             return;
         }
-        tracing::info!(open_shards = self.map.len(), "shard map refreshed");
+        tracing::info!(
+            open_shards = self.refresh.map().len(),
+            "shard map refreshed"
+        );
         self.metrics.shard_map_refreshes.increment(1);
         let now = Instant::now();
-        let shards: Vec<Arc<str>> = self.shards.keys().cloned().collect();
+        let shards: Vec<Arc<str>> = self.shards.ids();
         for shard in shards {
             let Some(state) = self.shards.get_mut(&shard) else {
                 continue;
             };
-            let map = &self.map;
+            let map = self.refresh.map();
             let stale = |p: &Pending| map.predict(p.hash_key).map(|s| &s.id) != Some(&shard);
             let any_stale = state
                 .queue
@@ -1192,33 +888,25 @@ impl Pipeline {
             records.extend(state.aggregator.drain());
             self.reaggregate(records, now, 0);
         }
-        self.recount_queued();
+        self.shards.recount();
         // Forget shards that are closed and have nothing left.
-        let map = &self.map;
+        let map = self.refresh.map();
         self.shards
             .retain(|id, state| !state.is_empty() || state.in_flight > 0 || map.contains(id));
-        let shards = &self.shards;
-        self.rotation.retain(|id| shards.contains_key(id));
     }
 
     /// When the loop must wake up to send something, at the latest.
     fn next_wake(&self, now: Instant) -> Instant {
         let mut wake = now + EXPIRY_SWEEP;
-        if self.refresh_wanted && self.refresh.is_empty() {
-            let mut at = now;
-            if let Some(last) = self.last_refresh {
-                at = at.max(later(last, self.config.shard_map_refresh_interval()));
-            }
-            if let Some(not_before) = self.refresh_not_before {
-                at = at.max(not_before);
-            }
+        if let Some(at) = self.refresh.wake_at(now) {
             wake = wake.min(at);
         }
-        if self.in_flight < self.config.max_connections() {
+        if self.calls.has_room() {
             let max_buffered = self.config.record_max_buffered_time();
             let blocks = self.strict_blocks();
-            for (id, state) in &self.shards {
-                if self.held_back(id, state, &blocks) {
+            let strict = self.config.ordering() == Ordering::PerShardStrict;
+            for (id, state) in self.shards.iter() {
+                if held_back(strict, self.refresh.map(), id, state, &blocks) {
                     continue;
                 }
                 let mut shard_wake = None::<Instant>;
@@ -1247,6 +935,27 @@ impl Pipeline {
     }
 }
 
+/// The hash-key range of a shard state: everything for the unpredicted records or a shard
+/// never listed.
+fn range_of(map: &ShardMap, shard: &str) -> HashKeyRange {
+    if shard == UNPREDICTED {
+        return HashKeyRange::ALL;
+    }
+    map.range_of(shard).unwrap_or(HashKeyRange::ALL)
+}
+
+/// Whether strict order holds this shard back now.
+fn held_back(
+    strict: bool,
+    map: &ShardMap,
+    shard: &str,
+    state: &ShardState,
+    blocks: &Blocks,
+) -> bool {
+    strict
+        && (state.in_flight > 0 || (!blocks.is_empty() && blocks.holds_back(range_of(map, shard))))
+}
+
 /// Whether the hash-key range `(start, end)` holds the key of every record.
 fn all_within(records: &[Pending], range: HashKeyRange) -> bool {
     records.iter().all(|p| range.contains(p.hash_key))
@@ -1268,16 +977,4 @@ fn shared_attempt(
     let tried = Tried::new(started, duration, Some((&failure.code, &failure.message)));
     failed.push((failure.clone(), tried.clone()));
     tried
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failing_map_refresh_waits_1_s_doubling_to_at_most_30_s() {
-        let delays: Vec<u64> = (0..8).map(|n| refresh_retry_delay(n).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
-        assert_eq!(refresh_retry_delay(u32::MAX), REFRESH_RETRY_MAX);
-    }
 }
