@@ -75,6 +75,8 @@
 
 #![warn(missing_docs)]
 
+// `StreamTarget` is public through the `unstable` layers' signatures only.
+#[cfg_attr(not(feature = "unstable"), allow(unreachable_pub))]
 mod aws;
 mod checkpoint;
 mod config;
