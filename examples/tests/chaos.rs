@@ -312,11 +312,14 @@ impl Sampler {
                             else {
                                 continue; // gone (killed)
                             };
-                            let rss_kib = status
+                            // An exited process not yet reaped has no VmRSS line.
+                            let Some(rss_kib) = status
                                 .lines()
                                 .find_map(|l| l.strip_prefix("VmRSS:"))
                                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                                .unwrap_or(0);
+                            else {
+                                continue;
+                            };
                             let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
                                 .map(|d| d.count())
                                 .unwrap_or(0);
