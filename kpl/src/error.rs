@@ -5,17 +5,12 @@
 //! the SDK error, where there is one, is the [`source`](std::error::Error::source), so print
 //! the chain to see it.
 
-use std::sync::Arc;
-
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use kinesis_aggregation::HashKeyError;
 
 use crate::UserRecord;
 use crate::result::Attempt;
-
-/// An error as a shareable source: the SDK error of a call, held once for every record the call
-/// concerned (the SDK's errors are not `Clone`).
-pub(crate) type SharedSource = Arc<dyn std::error::Error + Send + Sync>;
+use crate::retrier::{SharedSource, is_final_code};
 
 /// A setting outside its limits, from [`ProducerConfigBuilder::build`](crate::ProducerConfigBuilder::build)
 /// (or, inside [`Error::InvalidConfig`], from [`ProducerBuilder::build`](crate::ProducerBuilder::build)).
@@ -89,9 +84,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::InvalidConfig(error) => error.is_retryable(),
-            Error::ListShards { code, .. } => {
-                !crate::retrier::is_final_code(code) && code != CONSTRUCTION_FAILURE
-            }
+            Error::ListShards { code, .. } => !is_final_code(code) && code != CONSTRUCTION_FAILURE,
             Error::NoOpenShards { .. } => false,
         }
     }
@@ -368,6 +361,8 @@ fn last_error(attempts: &[Attempt]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     use aws_sdk_kinesis::operation::list_shards::ListShardsError;

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use crate::error::SharedSource;
+/// An error as a shareable source: the SDK error of a call, held once for every record the call
+/// concerned (the SDK's errors are not `Clone`).
+pub(crate) type SharedSource = Arc<dyn std::error::Error + Send + Sync>;
 
 /// The error codes of a throttled write.
 const THROTTLING_CODES: &[&str] = &[
