@@ -19,17 +19,7 @@ use kinesis_kcl::lease::{Lease, LeaseTable, SequencePosition};
 use serde_json::{Value, json};
 
 use super::format_duration;
-
-/// A shard as `ListShards` lists it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShardFacts {
-    /// The shard id.
-    pub shard_id: String,
-    /// Its parents (one after a split, two after a merge).
-    pub parents: Vec<String>,
-    /// Whether it is closed (has an ending sequence number).
-    pub closed: bool,
-}
+use super::shards::{Shard, list_shards};
 
 /// What reading a shard at its checkpoint found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -74,9 +64,8 @@ impl Row {
 
 /// The report: one row per lease, in shard order, from the leases, the listed shards and the
 /// probes (by lease key).
-pub fn rows(leases: &[Lease], shards: &[ShardFacts], probes: &BTreeMap<String, Probe>) -> Vec<Row> {
-    let listed: BTreeMap<&str, &ShardFacts> =
-        shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
+pub fn rows(leases: &[Lease], shards: &[Shard], probes: &BTreeMap<String, Probe>) -> Vec<Row> {
+    let listed: BTreeMap<&str, &Shard> = shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
     let mut children: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for shard in shards {
         for parent in &shard.parents {
@@ -230,32 +219,7 @@ pub async fn read(
                 .is_none_or(|m| m.stream.stream_name() == stream)
         })
         .collect();
-    let mut shards = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let request = match &token {
-            Some(token) => kinesis.list_shards().next_token(token),
-            None => kinesis.list_shards().stream_name(stream),
-        };
-        let page = request.send().await?;
-        shards.extend(page.shards().iter().map(|s| {
-            ShardFacts {
-                shard_id: s.shard_id().to_owned(),
-                parents: [s.parent_shard_id(), s.adjacent_parent_shard_id()]
-                    .into_iter()
-                    .flatten()
-                    .map(str::to_owned)
-                    .collect(),
-                closed: s
-                    .sequence_number_range()
-                    .is_some_and(|r| r.ending_sequence_number().is_some()),
-            }
-        }));
-        match page.next_token() {
-            Some(next) if !page.shards().is_empty() => token = Some(next.to_owned()),
-            _ => break,
-        }
-    }
+    let shards = list_shards(kinesis, stream).await?;
     let mut probes = BTreeMap::new();
     for lease in &leases {
         let iterator = kinesis
@@ -329,19 +293,22 @@ mod tests {
             lease("shardId-2", ExtendedSequenceNumber::TRIM_HORIZON, None),
         ];
         let shards = [
-            ShardFacts {
+            Shard {
                 shard_id: "shardId-0".into(),
                 parents: vec![],
+                range: None,
                 closed: true,
             },
-            ShardFacts {
+            Shard {
                 shard_id: "shardId-1".into(),
                 parents: vec!["shardId-0".into()],
+                range: None,
                 closed: false,
             },
-            ShardFacts {
+            Shard {
                 shard_id: "shardId-2".into(),
                 parents: vec!["shardId-0".into()],
+                range: None,
                 closed: false,
             },
         ];

@@ -21,6 +21,7 @@ pub mod lag;
 pub mod leases;
 pub mod reset;
 pub mod rewind;
+pub mod shards;
 
 use std::time::Duration;
 

@@ -31,11 +31,11 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 use kinesis_aggregation::{Deaggregated, deaggregate};
 use kinesis_kcl::lease::{
-    ExtendedSequenceNumber, HashKeyRange, Lease, LeaseTable, SequenceNumber, SequencePosition,
-    WriteOutcome,
+    ExtendedSequenceNumber, Lease, LeaseTable, SequenceNumber, SequencePosition, WriteOutcome,
 };
 
 use super::leases;
+pub use super::shards::{Shard, list_shards};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -48,19 +48,6 @@ pub enum Target {
     TrimHorizon,
     /// After the newest records (nothing already stored is delivered again).
     Latest,
-}
-
-/// A shard as listed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shard {
-    /// Its id.
-    pub shard_id: String,
-    /// Its parents.
-    pub parents: Vec<String>,
-    /// Its hash-key range.
-    pub range: Option<HashKeyRange>,
-    /// Whether it is closed.
-    pub closed: bool,
 }
 
 /// One lease's change.
@@ -292,43 +279,6 @@ async fn checkpoint_for(
     Ok(ExtendedSequenceNumber::TRIM_HORIZON)
 }
 
-/// Every shard of the stream, closed ones too.
-pub async fn list_shards(
-    kinesis: &aws_sdk_kinesis::Client,
-    stream: &str,
-) -> Result<Vec<Shard>, BoxError> {
-    let mut shards = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let request = match &token {
-            Some(token) => kinesis.list_shards().next_token(token),
-            None => kinesis.list_shards().stream_name(stream),
-        };
-        let page = request.send().await?;
-        for s in page.shards() {
-            shards.push(Shard {
-                shard_id: s.shard_id().to_owned(),
-                parents: [s.parent_shard_id(), s.adjacent_parent_shard_id()]
-                    .into_iter()
-                    .flatten()
-                    .map(str::to_owned)
-                    .collect(),
-                range: s.hash_key_range().and_then(|r| {
-                    HashKeyRange::parse(r.starting_hash_key(), r.ending_hash_key()).ok()
-                }),
-                closed: s
-                    .sequence_number_range()
-                    .is_some_and(|r| r.ending_sequence_number().is_some()),
-            });
-        }
-        match page.next_token() {
-            Some(next) if !page.shards().is_empty() => token = Some(next.to_owned()),
-            _ => break,
-        }
-    }
-    Ok(shards)
-}
-
 /// Reads everything and builds the plan; refuses while a lease is being renewed unless
 /// `force` (`interval` apart, two reads of the table tell). Writes nothing.
 pub async fn prepare(
@@ -406,6 +356,8 @@ pub async fn apply(table: &LeaseTable, steps: &[Step]) -> Result<usize, BoxError
 
 #[cfg(test)]
 mod tests {
+    use kinesis_kcl::lease::HashKeyRange;
+
     use super::*;
 
     fn shard(id: &str, parents: &[&str], closed: bool) -> Shard {
@@ -443,7 +395,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let text = describe(&steps);
-        assert!(text.contains("s0: SHARD_END -> TRIM_HORIZON"), "{text}");
-        assert!(text.contains("s1: new lease at TRIM_HORIZON"), "{text}");
+        assert!(text.contains("s0: SHARD_END/0 -> TRIM_HORIZON/0"), "{text}");
+        assert!(text.contains("s1: new lease at TRIM_HORIZON/0"), "{text}");
     }
 }
