@@ -205,6 +205,27 @@ pub enum PutError {
         /// The record, handed back.
         record: Box<UserRecord>,
     },
+    /// The record names no stream ([`UserRecord::stream`]) and the producer has none of its
+    /// own (it was started with [`Producer::multi_stream`](crate::Producer::multi_stream)).
+    #[error("the record names no stream and the producer has no default stream")]
+    NoStream {
+        /// The record, handed back.
+        record: Box<UserRecord>,
+    },
+    /// The record's stream could not be put to: listing its shards failed (the stream is
+    /// missing, access is denied, or ListShards kept failing for the record's TTL). The records
+    /// of other streams are not affected; a record for this stream put again after a second
+    /// lists it again.
+    #[error("stream {stream} is unavailable")]
+    StreamUnavailable {
+        /// The stream name or ARN, as the record gave it.
+        stream: String,
+        /// Why: the listing's error ([`Error::ListShards`] or [`Error::NoOpenShards`]).
+        #[source]
+        source: Box<Error>,
+        /// The record, handed back.
+        record: Box<UserRecord>,
+    },
     /// The producer was shut down before the record was accepted.
     #[error("the producer is shut down")]
     ShutDown {
@@ -217,11 +238,13 @@ pub enum PutError {
 impl PutError {
     /// Whether putting the same record again may succeed: after [`Full`](PutError::Full),
     /// [`Expired`](PutError::Expired), [`Throttled`](PutError::Throttled) (later, when the
-    /// shard has room) and [`UnknownOutcome`](PutError::UnknownOutcome) (the record may then
-    /// be stored twice). Not for invalid input, a [`Rejected`](PutError::Rejected) record or a
-    /// producer [`ShutDown`](PutError::ShutDown).
+    /// shard has room), [`UnknownOutcome`](PutError::UnknownOutcome) (the record may then
+    /// be stored twice) and [`StreamUnavailable`](PutError::StreamUnavailable) when its listing
+    /// failed transiently. Not for invalid input, a record naming no stream, a
+    /// [`Rejected`](PutError::Rejected) record or a producer [`ShutDown`](PutError::ShutDown).
     pub fn is_retryable(&self) -> bool {
         match self {
+            PutError::StreamUnavailable { source, .. } => source.is_retryable(),
             PutError::Full { .. }
             | PutError::Expired { .. }
             | PutError::Throttled { .. }
@@ -230,6 +253,7 @@ impl PutError {
             | PutError::PartitionKeyTooLong { .. }
             | PutError::RecordTooLarge { .. }
             | PutError::InvalidExplicitHashKey { .. }
+            | PutError::NoStream { .. }
             | PutError::Rejected { .. }
             | PutError::ShutDown { .. } => false,
         }
@@ -246,6 +270,8 @@ impl PutError {
             | PutError::Expired { record, .. }
             | PutError::Throttled { record, .. }
             | PutError::Rejected { record, .. }
+            | PutError::NoStream { record }
+            | PutError::StreamUnavailable { record, .. }
             | PutError::UnknownOutcome { record, .. } => Some(record),
             PutError::ShutDown { record } => record.as_deref(),
         }
@@ -286,6 +312,8 @@ impl PutError {
             | PutError::Expired { record, .. }
             | PutError::Throttled { record, .. }
             | PutError::Rejected { record, .. }
+            | PutError::NoStream { record }
+            | PutError::StreamUnavailable { record, .. }
             | PutError::UnknownOutcome { record, .. } => Some(*record),
             PutError::ShutDown { record } => record.map(|record| *record),
         }

@@ -52,6 +52,11 @@
 //!   (≤ 500 entries, ≤ 5 MiB; per-shard token buckets) ─► sender ─► retrier ─► results
 //! ```
 //!
+//! One producer puts to any number of streams: a record names its stream
+//! ([`UserRecord::stream`]) or goes to the producer's own; [`Producer::multi_stream`] builds a
+//! producer with none. Every stream has its own pipeline, and all of them share the producer's
+//! memory bounds and connection budget (see [`Producer`]).
+//!
 //! # Guarantees
 //!
 //! - `Ok` only when the shard that stored the record's Kinesis record holds its hash key (the
@@ -82,6 +87,7 @@ mod result;
 mod retrier;
 mod sender;
 mod shard_map;
+mod streams;
 mod strict;
 mod validate;
 

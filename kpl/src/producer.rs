@@ -5,15 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
+use tokio::sync::{Mutex, Semaphore, oneshot};
 use tokio::task::JoinHandle;
-use tracing::Instrument;
 
 use crate::config::ProducerConfigBuilder;
 use crate::pending::{Pending, Room};
-use crate::pipeline::{Command, Pipeline};
 use crate::result::PutResult;
 use crate::shard_map::{Scope, ShardMap, StreamId};
+use crate::streams::Streams;
 use crate::validate::{Validated, validate};
 use crate::{Error, ProducerConfig, PutError, UserRecord};
 
@@ -21,9 +20,17 @@ use crate::{Error, ProducerConfig, PutError, UserRecord};
 /// PutRecords calls, rate-limits per shard, retries with backoff until each record's deadline,
 /// and resolves one future per record.
 ///
-/// Cheap to clone; every clone feeds the same pipeline. Call [`Producer::shutdown`] before the
+/// Cheap to clone; every clone feeds the same pipelines. Call [`Producer::shutdown`] before the
 /// process exits: it sends everything buffered and resolves once every put has resolved. (If
-/// every clone is simply dropped, the pipeline still finishes what was put, in the background.)
+/// every clone is simply dropped, the pipelines still finish what was put, in the background.)
+///
+/// One producer puts to any number of streams: a record goes to the producer's own stream, or
+/// to the one it names ([`UserRecord::stream`]), as the KPL's `addUserRecord` takes a stream
+/// per record. Every stream gets its own pipeline (shard map, aggregators, rate limits), started
+/// with its first record; all of them share the producer's memory bounds
+/// (`max_buffered_records`, `max_buffered_bytes`) and its connection budget
+/// (`max_connections` calls in flight in all). [`Producer::multi_stream`] builds a producer
+/// with no stream of its own.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -47,18 +54,24 @@ pub struct Producer {
 }
 
 struct Inner {
-    commands: mpsc::UnboundedSender<Command>,
+    /// The stream of records that name none, if the producer has one.
+    default_stream: Option<String>,
+    streams: Streams,
     records: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     outstanding: Arc<AtomicUsize>,
     config: ProducerConfig,
     shut_down: AtomicBool,
-    task: Mutex<Option<JoinHandle<()>>>,
+    /// The pipeline tasks, taken from `streams` by the first shutdown and awaited by every
+    /// shutdown until they have ended.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
+            .field("default_stream", &self.inner.default_stream)
+            .field("streams", &self.inner.streams.count())
             .field("outstanding_records", &self.outstanding_records())
             .finish_non_exhaustive()
     }
@@ -69,7 +82,7 @@ impl std::fmt::Debug for Producer {
 #[derive(Clone, Debug)]
 pub struct ProducerBuilder {
     client: aws_sdk_kinesis::Client,
-    stream: String,
+    stream: Option<String>,
     config: ProducerConfigBuilder,
 }
 
@@ -92,7 +105,7 @@ impl ProducerBuilder {
     /// then starts the producer as [`Producer::new`] does.
     pub async fn build(self) -> Result<Producer, Error> {
         let config = self.config.build()?;
-        Producer::new(self.client, self.stream, config).await
+        Producer::start(self.client, self.stream.map(StreamId::parse), config).await
     }
 }
 
@@ -116,7 +129,39 @@ impl Producer {
     pub fn builder(client: aws_sdk_kinesis::Client, stream: impl Into<String>) -> ProducerBuilder {
         ProducerBuilder {
             client,
-            stream: stream.into(),
+            stream: Some(stream.into()),
+            config: ProducerConfig::builder(),
+        }
+    }
+
+    /// A builder for a producer with no stream of its own: every record names its stream
+    /// ([`UserRecord::stream`]; a record that does not fails with [`PutError::NoStream`]).
+    /// Nothing is listed at start: each stream's shards are listed with its first record, and
+    /// a stream that cannot be listed fails its records with [`PutError::StreamUnavailable`]
+    /// without holding up the others.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let bed = kinesis_integration::TestBed::start_with(
+    /// #     kinesis_integration::Backend::Embedded, Default::default()).await?;
+    /// # let (orders, audit) = (bed.create_stream(2).await?, bed.create_stream(1).await?);
+    /// # let client = bed.kinesis().clone();
+    /// use kinesis_kpl::{Producer, UserRecord};
+    ///
+    /// let producer = Producer::multi_stream(client).max_connections(8).build().await?;
+    /// let order = producer.put_record(UserRecord::new("order-7", "placed").stream(&orders));
+    /// let entry = producer.put_record(UserRecord::new("order-7", "audited").stream(&audit));
+    /// let (order, entry) = (order.await?, entry.await?);
+    /// println!("{} on {}, {} on {}", orders, order.shard_id, audit, entry.shard_id);
+    /// producer.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn multi_stream(client: aws_sdk_kinesis::Client) -> ProducerBuilder {
+        ProducerBuilder {
+            client,
+            stream: None,
             config: ProducerConfig::builder(),
         }
     }
@@ -136,6 +181,14 @@ impl Producer {
         stream: impl Into<String>,
         config: ProducerConfig,
     ) -> Result<Self, Error> {
+        Self::start(client, Some(StreamId::parse(stream.into())), config).await
+    }
+
+    async fn start(
+        client: aws_sdk_kinesis::Client,
+        stream: Option<StreamId>,
+        config: ProducerConfig,
+    ) -> Result<Self, Error> {
         let client = aws_sdk_kinesis::Client::from_conf(
             client
                 .config()
@@ -143,15 +196,24 @@ impl Producer {
                 .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
                 .build(),
         );
-        let stream = StreamId::parse(stream.into());
-        let map = ShardMap::fetch(&client, &stream, Scope::Open).await?;
-        let (commands, receiver) = mpsc::unbounded_channel();
-        let span = tracing::info_span!("kinesis_kpl", stream = %stream.as_str());
-        let pipeline = Pipeline::new(client, stream, config.clone(), map);
-        let task = tokio::spawn(pipeline.run(receiver).instrument(span));
+        let streams = Streams::new(
+            client.clone(),
+            config.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        let default_stream = match stream {
+            Some(stream) => {
+                let map = ShardMap::fetch(&client, &stream, Scope::Open).await?;
+                let name = stream.as_str().to_owned();
+                streams.start_listed(stream, map);
+                Some(name)
+            }
+            None => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
-                commands,
+                default_stream,
+                streams,
                 // Semaphore permits are limited to usize::MAX >> 3.
                 records: Arc::new(Semaphore::new(
                     config.max_buffered_records().min(Semaphore::MAX_PERMITS),
@@ -162,7 +224,7 @@ impl Producer {
                 outstanding: Arc::new(AtomicUsize::new(0)),
                 config,
                 shut_down: AtomicBool::new(false),
-                task: Mutex::new(Some(task)),
+                tasks: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -175,6 +237,9 @@ impl Producer {
     /// - [`PutError::Throttled`] when throttled and `fail_if_throttled` is set;
     /// - [`PutError::Rejected`] when Kinesis refused it with an error no retry can fix;
     /// - [`PutError::UnknownOutcome`] when it may or may not be stored;
+    /// - [`PutError::NoStream`] at once, when neither the record nor the producer names a
+    ///   stream;
+    /// - [`PutError::StreamUnavailable`] when the record's stream could not be listed;
     /// - [`PutError::ShutDown`] when the producer was shut down first.
     ///
     /// Every failure hands the record back ([`PutError::into_record`]).
@@ -236,8 +301,7 @@ impl Producer {
     /// Sends everything buffered now, without waiting for `record_max_buffered_time`, and
     /// resolves once every record put before the call has resolved.
     pub async fn flush(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.inner.commands.send(Command::Flush(done)).is_ok() {
+        for wait in self.inner.streams.flush() {
             let _ = wait.await;
         }
     }
@@ -250,14 +314,14 @@ impl Producer {
     /// call still waits for the end.
     pub async fn shutdown(&self) {
         self.inner.shut_down.store(true, Ordering::SeqCst);
-        let _ = self.inner.commands.send(Command::Shutdown);
-        let mut task = self.inner.task.lock().await;
-        if let Some(handle) = task.as_mut() {
+        let mut tasks = self.inner.tasks.lock().await;
+        tasks.extend(self.inner.streams.close());
+        while let Some(handle) = tasks.last_mut() {
             // Awaited through a reference: dropped here, the handle stays for the next call.
             let ended = handle.await;
-            *task = None;
+            tasks.pop();
             if let Err(error) = ended {
-                tracing::error!(%error, "the producer pipeline task failed");
+                tracing::error!(%error, "a producer pipeline task failed");
             }
         }
     }
@@ -329,6 +393,18 @@ impl Inner {
             let record = Some(Box::new(valid.record));
             return Err(PutError::ShutDown { record });
         }
+        let stream = match valid
+            .record
+            .stream
+            .as_ref()
+            .or(self.default_stream.as_ref())
+        {
+            Some(stream) => stream.clone(),
+            None => {
+                let record = Box::new(valid.record);
+                return Err(PutError::NoStream { record });
+            }
+        };
         let (reply, receiver) = oneshot::channel();
         let now = Instant::now();
         let pending = Pending::new(
@@ -339,15 +415,7 @@ impl Inner {
             reply,
             room,
         );
-        match self.commands.send(Command::Put(Box::new(pending))) {
-            Ok(()) => Ok(receiver),
-            Err(mpsc::error::SendError(command)) => {
-                let record = match command {
-                    Command::Put(mut pending) => Some(pending.take_record()),
-                    _ => None,
-                };
-                Err(PutError::ShutDown { record })
-            }
-        }
+        self.streams.send(&stream, Box::new(pending))?;
+        Ok(receiver)
     }
 }

@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-/// One user record: a partition key, an optional explicit hash key, and the data.
+/// One user record: a partition key, an optional explicit hash key, the data, and optionally
+/// the stream to put it to (the producer's own stream otherwise).
 ///
 /// ```
 /// use kinesis_kpl::UserRecord;
 ///
 /// let record = UserRecord::new("sensor-42", "{\"t\":21.5}").explicit_hash_key("12345");
 /// assert_eq!(record.partition_key, "sensor-42");
+/// let audit = UserRecord::new("sensor-42", "calibrated").stream("audit-events");
+/// assert_eq!(audit.stream.as_deref(), Some("audit-events"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserRecord {
@@ -22,6 +25,10 @@ pub struct UserRecord {
     pub explicit_hash_key: Option<String>,
     /// The payload; partition key + data at most the stream's maximum record size.
     pub data: Bytes,
+    /// The stream to put it to, by name or ARN (`arn:…`); `None` for the producer's own stream
+    /// (the one it was built for). A stream is known by the spelling given: its name and its
+    /// ARN are two streams to the producer, each with its own pipeline.
+    pub stream: Option<String>,
 }
 
 impl UserRecord {
@@ -31,7 +38,16 @@ impl UserRecord {
             partition_key: partition_key.into(),
             explicit_hash_key: None,
             data: data.into(),
+            stream: None,
         }
+    }
+
+    /// Sets the stream to put it to (a name, or an ARN starting with `arn:`), instead of the
+    /// producer's own: one producer puts to any number of streams, within one set of memory
+    /// bounds and one connection budget.
+    pub fn stream(mut self, stream: impl Into<String>) -> Self {
+        self.stream = Some(stream.into());
+        self
     }
 
     /// Sets the explicit hash key.

@@ -129,9 +129,17 @@ impl ShardMap {
                     } else {
                         request
                     };
+                    // A stream given by ARN is listed with `StreamARN` and the name taken from
+                    // the ARN, as the Java KCL lists it (Kinesis accepts both together; some
+                    // servers, ferrokinesis among them, read only the name).
                     match stream {
                         StreamId::Name(name) => request.stream_name(name),
-                        StreamId::Arn(arn) => request.stream_arn(arn),
+                        StreamId::Arn(arn) => match arn.rsplit_once(":stream/") {
+                            Some((_, name)) if !name.is_empty() => {
+                                request.stream_arn(arn).stream_name(name)
+                            }
+                            _ => request.stream_arn(arn),
+                        },
                     }
                 }
             };

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kinesis_aggregation::HashKeyRange;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::PutError;
 use crate::aggregator::{Entry, ShardAggregator};
@@ -97,6 +97,7 @@ impl Pipeline {
         stream: StreamId,
         config: ProducerConfig,
         map: ShardMap,
+        budget: Arc<Semaphore>,
     ) -> Self {
         let metrics = Metrics::new(stream.as_str());
         let shards = ShardQueues::new(
@@ -104,7 +105,7 @@ impl Pipeline {
             config.aggregation_max_count(),
             config.rate_limit(),
         );
-        let calls = Calls::new(config.max_connections());
+        let calls = Calls::new(budget);
         let refresh = MapRefresh::new(map, config.shard_map_refresh_interval(), Instant::now());
         Self {
             client,
@@ -128,6 +129,7 @@ impl Pipeline {
                 break;
             }
             let wake = self.next_wake(Instant::now());
+            let budget = self.calls.budget();
             tokio::select! {
                 command = commands.recv(), if !self.closing => {
                     match command {
@@ -146,6 +148,11 @@ impl Pipeline {
                         // Every handle is gone: finish what was put, then end.
                         None => self.begin_shutdown(),
                     }
+                }
+                // Something to send, and the connection budget (shared with the producer's other
+                // streams) spent: wake when a permit comes back.
+                permit = Calls::wait_for_budget(budget), if self.calls.is_starved() => {
+                    self.calls.give(permit);
                 }
                 Some(finished) = self.calls.join_next() => match finished {
                     Finished::Answered(entries, completed) => self.complete(entries, completed),
@@ -297,13 +304,16 @@ impl Pipeline {
         while let Some(batch) = self.calls.next_isolated() {
             self.send(batch);
         }
-        while self.calls.has_room() {
+        // Room is asked for only with something buffered, so that an idle stream takes no
+        // permit of the budget it shares with the producer's other streams.
+        while !self.shards.all_empty() && self.calls.has_room() {
             let batch = self.collect(now);
             if batch.is_empty() {
                 break;
             }
             self.send(batch);
         }
+        self.calls.release_spare();
     }
 
     /// In strict order, what holds shards back besides their own calls (see [`crate::strict`]).
@@ -901,7 +911,7 @@ impl Pipeline {
         if let Some(at) = self.refresh.wake_at(now) {
             wake = wake.min(at);
         }
-        if self.calls.has_room() {
+        if !self.calls.is_starved() {
             let max_buffered = self.config.record_max_buffered_time();
             let blocks = self.strict_blocks();
             let strict = self.config.ordering() == Ordering::PerShardStrict;

@@ -100,6 +100,7 @@ pub fn decode_records(input: &[u8]) -> Vec<UserRecord> {
             partition_key,
             explicit_hash_key,
             data: Bytes::from(data),
+            stream: None,
         });
     }
     records
