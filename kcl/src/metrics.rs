@@ -43,9 +43,9 @@
 //! | `kinesis_kcl_prefetch_bytes` | gauge | bytes | `stream`, `shard_id` | their data bytes |
 //!
 //! Enhanced fan-out ([`Retrieval::FanOut`](crate::Retrieval::FanOut)) adds, labelled `stream`
-//! and `shard_id` (it also reports `kinesis_kcl_millis_behind_latest`, `kinesis_kcl_records_fetched_total`,
-//! `kinesis_kcl_bytes_fetched_total`, `kinesis_kcl_user_records_delivered_total` and the prefetch gauges above,
-//! from each event):
+//! and `shard_id` (it also reports `kinesis_kcl_millis_behind_latest`,
+//! `kinesis_kcl_records_fetched_total`, `kinesis_kcl_bytes_fetched_total`,
+//! `kinesis_kcl_user_records_delivered_total` and the prefetch gauges above, from each event):
 //!
 //! | name | kind | unit | labels | meaning |
 //! |---|---|---|---|---|
@@ -135,3 +135,39 @@ pub const FANOUT_ERRORS: &str = "kinesis_kcl_fanout_errors_total";
 pub const FANOUT_EVENT_LATENCY: &str = "kinesis_kcl_fanout_event_latency_seconds";
 /// Counter: records dropped as repeats or as before the requested position.
 pub const FANOUT_RECORDS_SKIPPED: &str = "kinesis_kcl_fanout_records_skipped_total";
+
+#[cfg(test)]
+mod tests {
+    /// The names of the tables above and of the constants, from this file's source.
+    fn names() -> (Vec<String>, Vec<String>) {
+        let source = include_str!("metrics.rs");
+        let table = source
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | `"))
+            .filter_map(|l| l.split('`').next())
+            .filter(|name| *name != "name")
+            .map(str::to_owned)
+            .collect();
+        let constants = source
+            .lines()
+            .filter(|l| l.starts_with("pub const "))
+            .filter_map(|l| l.split('"').nth(1))
+            .map(str::to_owned)
+            .collect();
+        (table, constants)
+    }
+
+    #[test]
+    fn every_name_is_a_documented_constant_with_the_crate_prefix() {
+        let (mut table, mut constants) = names();
+        assert_eq!(constants.len(), 40);
+        table.sort();
+        constants.sort();
+        assert_eq!(table, constants, "the doc tables and the constants differ");
+        for name in &constants {
+            assert!(name.starts_with("kinesis_kcl_"), "{name}");
+        }
+        constants.dedup();
+        assert_eq!(constants.len(), 40, "a name is used twice");
+    }
+}
