@@ -138,7 +138,8 @@ mod tests {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
-            metrics::counter!("kcl_records_processed_total", "stream" => "s").increment(7);
+            metrics::counter!(kinesis_kcl::metrics::RECORDS_PROCESSED, "stream" => "s")
+                .increment(7);
         });
         let server = MetricsServer::serve(handle, "127.0.0.1:0".parse()?).await?;
         assert_ne!(server.local_addr().port(), 0);
@@ -146,7 +147,10 @@ mod tests {
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(response.contains("text/plain; version=0.0.4"), "{response}");
         assert!(
-            response.contains("kcl_records_processed_total{stream=\"s\"} 7"),
+            response.contains(&format!(
+                "{}{{stream=\"s\"}} 7",
+                kinesis_kcl::metrics::RECORDS_PROCESSED
+            )),
             "{response}"
         );
         let missing = get(server.local_addr(), "/other").await?;

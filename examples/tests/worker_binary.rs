@@ -14,6 +14,7 @@ use aws_sdk_kinesis::types::ConsumerStatus;
 use kinesis_examples::timestamp::format_rfc3339;
 use kinesis_integration::TestBed;
 use kinesis_kcl::lease::LeaseTable;
+use kinesis_kcl::metrics::{LEASES_HELD, RECORDS_PROCESSED};
 use support::{
     BoxError, Output, PATIENCE, TestResult, assert_one_error_line, bounded, command, produce,
     read_stream, run, wait_until,
@@ -219,29 +220,24 @@ async fn the_worker_binary_serves_prometheus_metrics() -> TestResult {
         let processed = loop {
             let response = http_get(addr, "/metrics").await?;
             assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-            if let Some(value) = sample(&response, "kcl_records_processed_total")
+            if let Some(value) = sample(&response, RECORDS_PROCESSED)
                 && value >= n as f64
             {
                 break value;
             }
             last = response;
             if Instant::now() >= deadline {
-                return Err(format!("no kcl_records_processed_total of {n}:\n{last}").into());
+                return Err(format!("no {RECORDS_PROCESSED} of {n}:\n{last}").into());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         assert_eq!(processed, n as f64, "every record once: {last}");
         let response = http_get(addr, "/metrics").await?;
         assert!(
-            response.contains(&format!(
-                "kcl_records_processed_total{{stream=\"{stream}\"}} {n}"
-            )),
+            response.contains(&format!("{RECORDS_PROCESSED}{{stream=\"{stream}\"}} {n}")),
             "{response}"
         );
-        assert!(
-            sample(&response, "kcl_leases_held") == Some(1.0),
-            "{response}"
-        );
+        assert!(sample(&response, LEASES_HELD) == Some(1.0), "{response}");
         // --worker-id: the lease is held under that id.
         let table = LeaseTable::new(bed.dynamodb().clone(), &application);
         let leases = table.list_leases().await?;

@@ -63,6 +63,27 @@
 //! Java KCL's; each builder method documents its own. The README's "Moving from the Java KCL"
 //! says which Java versions can share or take over a lease table.
 //!
+//! # Examples
+//!
+//! Complete programs in the crate's `examples/` directory, one per concept; each starts
+//! embedded Kinesis and DynamoDB servers (the workspace's test bed), puts records, runs a
+//! worker until they are processed and prints what happened
+//! (`cargo run -p kinesis-kcl --example checkpointing`):
+//!
+//! - `checkpointing`: checkpoint every N records or T seconds
+//!   ([`Checkpointer::checkpoint_record`], [`Checkpointer::checkpoint`]), and where the worker
+//!   requires it: `SHARD_END` in [`shard_ended`](ShardRecordProcessor::shard_ended) after a
+//!   split, what is done in [`shutdown_requested`](ShardRecordProcessor::shutdown_requested).
+//! - `two_phase`: [`Checkpointer::prepare_checkpoint`] with application state, the side
+//!   effect, then [`PreparedCheckpoint::commit`]; after a crash in between, the next processor
+//!   finds the pending checkpoint in [`InitializationInput`] and skips what was written.
+//! - `positions`: [`InitialPosition::TrimHorizon`], [`InitialPosition::Latest`] and
+//!   [`InitialPosition::AtTimestamp`] on a fresh lease table, and a restart on an existing
+//!   checkpoint, where the initial position is ignored.
+//! - `multi_stream`: one worker consuming two streams ([`WorkerBuilder::streams`],
+//!   [`ShardContext::stream`]).
+//! - `latency`: put → process latency of polling and enhanced fan-out, side by side.
+//!
 //! # The `unstable` feature
 //!
 //! It makes the layers under the worker public, with **no semver promise** (they change with

@@ -27,6 +27,7 @@ use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use bytes::Bytes;
 use kinesis_integration::{BedOptions, KinesisTransport, TestBed};
 use kinesis_kcl::ShardContext;
+use kinesis_kcl::metrics as names;
 use kinesis_kcl::retrieval::{
     FanOutConfig, FanOutConfigBuilder, FanOutRetriever, ShardReader, StartingPosition,
 };
@@ -567,11 +568,11 @@ async fn renewal_has_no_gap_and_no_duplicate() -> TestResult {
         "a record arrived twice"
     );
     reader.close().await;
-    let renewals = recorder.counter("kcl_fanout_subscription_renewals_total", &[]);
-    let subscriptions = recorder.counter("kcl_fanout_subscriptions_total", &[]);
+    let renewals = recorder.counter(names::FANOUT_RENEWALS, &[]);
+    let subscriptions = recorder.counter(names::FANOUT_SUBSCRIPTIONS, &[]);
     // ferrokinesis ignores the position's sequence number: each renewal starts over at
     // TRIM_HORIZON and the repeats are dropped (Kinesis repeats nothing).
-    let skipped = recorder.counter("kcl_fanout_records_skipped_total", &[]);
+    let skipped = recorder.counter(names::FANOUT_RECORDS_SKIPPED, &[]);
     eprintln!(
         "REPORT fan-out renewal: {n} records in {:?} over {subscriptions} subscriptions \
          ({renewals} renewals), {skipped} repeated records dropped",
@@ -663,7 +664,7 @@ async fn subscription_errors_are_retried_with_backoff_and_lose_nothing() -> Test
         ("kms_throttling", 1),
     ] {
         assert_eq!(
-            recorder.counter("kcl_fanout_errors_total", &[&format!("kind={kind}")]),
+            recorder.counter(names::FANOUT_ERRORS, &[&format!("kind={kind}")]),
             count,
             "{kind}"
         );
@@ -699,9 +700,9 @@ async fn a_silent_connection_is_replaced_without_gap_or_duplicate() -> TestResul
     }
     reader.close().await;
     assert_eq!(got, (0..30).collect::<Vec<_>>(), "no gap, no duplicate");
-    let idle = recorder.counter("kcl_fanout_errors_total", &["kind=idle"]);
+    let idle = recorder.counter(names::FANOUT_ERRORS, &["kind=idle"]);
     assert!(idle >= 2, "the connections were replaced: {idle}");
-    assert!(recorder.counter("kcl_fanout_subscriptions_total", &[]) > idle);
+    assert!(recorder.counter(names::FANOUT_SUBSCRIPTIONS, &[]) > idle);
     Ok(())
 }
 
@@ -842,7 +843,7 @@ async fn a_slow_processor_stops_the_reading() -> TestResult {
         .start(SHARD, None, StartingPosition::Latest)
         .await?;
     // Records arrive one event at a time (ferrokinesis pushes every 200 ms): put one per event.
-    let fetched = || recorder.counter("kcl_records_fetched_total", &[]);
+    let fetched = || recorder.counter(names::RECORDS_FETCHED, &[]);
     let mut put_count = 0u64;
     while reader.prefetched().batches < 2 {
         put(&bed, &stream, "k", put_count.to_string().as_bytes()).await?;

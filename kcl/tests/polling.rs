@@ -24,6 +24,7 @@ use kinesis_aggregation::{AggregateBuilder, Finished};
 use kinesis_integration::{Backend, BedOptions, TestBed};
 use kinesis_kcl::Record;
 use kinesis_kcl::lease::{HashKeyRange, SequenceNumber};
+use kinesis_kcl::metrics as names;
 use kinesis_kcl::retrieval::{
     OutOfRangePolicy, PollingConfig, PollingConfigBuilder, PollingRetriever, RecordBatch,
     ShardReader, StartingPosition,
@@ -524,7 +525,7 @@ async fn out_of_range_aggregates_are_dropped_by_default_and_delivered_on_request
     assert_eq!(texts(&records), ["in 0", "out 1", "in 2", "plain"]);
     reader.close().await;
     assert_eq!(
-        recorder.counter("kcl_out_of_range_records_total", &["action=delivered"]),
+        recorder.counter(names::OUT_OF_RANGE_RECORDS, &["action=delivered"]),
         1
     );
 
@@ -536,7 +537,7 @@ async fn out_of_range_aggregates_are_dropped_by_default_and_delivered_on_request
     assert_eq!(texts(&records), ["plain"], "the whole aggregate is dropped");
     reader.close().await;
     assert_eq!(
-        recorder.counter("kcl_out_of_range_records_total", &["action=dropped"]),
+        recorder.counter(names::OUT_OF_RANGE_RECORDS, &["action=dropped"]),
         3
     );
     Ok(())
@@ -562,7 +563,7 @@ async fn malformed_aggregate_is_delivered_whole_and_counted() -> TestResult {
     reader.close().await;
     assert_eq!(
         recorder.counter(
-            "kcl_aggregates_passed_through_total",
+            names::AGGREGATES_PASSED_THROUGH,
             &["reason=digest_mismatch"]
         ),
         1
@@ -594,7 +595,7 @@ async fn expired_iterator_is_replaced_without_gap_or_duplicate() -> TestResult {
         probe.lock().iterator_types,
         ["TRIM_HORIZON", "AFTER_SEQUENCE_NUMBER"]
     );
-    assert_eq!(recorder.counter("kcl_expired_iterators_total", &[]), 1);
+    assert_eq!(recorder.counter(names::EXPIRED_ITERATORS, &[]), 1);
     reader.close().await;
     Ok(())
 }
@@ -674,7 +675,7 @@ async fn throttling_backs_off_and_loses_nothing() -> TestResult {
     let injected = probe.lock().injected as u64;
     assert_eq!(injected, 4);
     assert_eq!(
-        recorder.counter("kcl_get_records_throttled_total", &[]),
+        recorder.counter(names::GET_RECORDS_THROTTLED, &[]),
         injected
     );
     // The throttled iterator was retried as is: one iterator for the whole read.

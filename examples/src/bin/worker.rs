@@ -13,8 +13,8 @@
 //!     --retrieval fan-out --initial-position at-timestamp --timestamp 2024-05-01T12:00:00Z
 //! ```
 //!
-//! With `--metrics-addr` the worker serves the KCL's metrics (`kcl_records_processed_total`,
-//! `kcl_leases_held`, …; see `kinesis_kcl::metrics`) in the Prometheus text format at
+//! With `--metrics-addr` the worker serves the KCL's metrics (`kinesis_kcl_records_processed_total`,
+//! `kinesis_kcl_leases_held`, …; see `kinesis_kcl::metrics`) in the Prometheus text format at
 //! `http://ADDR/metrics`, and prints `metrics: http://ADDR/metrics` with the bound address
 //! (so port 0 works).
 //!

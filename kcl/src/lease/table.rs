@@ -352,7 +352,7 @@ impl LeaseTable {
     /// Items that are not leases are skipped and never touched: those of another kind
     /// (`entityType` present and not `LEASE`, as Java KCL 3.5 keeps beside its leases) and
     /// those that do not parse as a lease (logged at `warn` once per key, and counted in
-    /// `kcl_lease_table_items_skipped_total` by `reason`: `not_a_lease`, `unreadable`).
+    /// `kinesis_kcl_lease_table_items_skipped_total` by `reason`: `not_a_lease`, `unreadable`).
     ///
     /// # Errors
     ///

@@ -11,9 +11,10 @@ use bytes::Bytes;
 use kinesis_aggregation::{Deaggregated, PassThroughReason, deaggregate};
 use metrics::Counter;
 
-use super::metrics::{AGGREGATES_PASSED_THROUGH, OUT_OF_RANGE_RECORDS, ShardLabels};
+use super::metrics::ShardLabels;
 use crate::error::Result;
 use crate::lease::HashKeyRange;
+use crate::metrics::{AGGREGATES_PASSED_THROUGH, OUT_OF_RANGE_RECORDS};
 use crate::record::Record;
 use crate::sequence::SequenceNumber;
 
@@ -43,13 +44,13 @@ use crate::sequence::SequenceNumber;
 #[non_exhaustive]
 pub enum OutOfRangePolicy {
     /// Deliver every user record, counting the out-of-range ones in
-    /// `kcl_out_of_range_records_total{action="delivered"}` and logging a warning (sequence
+    /// `kinesis_kcl_out_of_range_records_total{action="delivered"}` and logging a warning (sequence
     /// number and counts only). Nothing is lost, but what the producer sent again is delivered
     /// twice.
     Deliver,
     /// Drop the whole aggregate when any of its user records is out of range (the default), as
     /// the Java KCL 2.x and later does (`AggregatorUtil`), counting every dropped user record
-    /// in `kcl_out_of_range_records_total{action="dropped"}`. Those records are delivered by
+    /// in `kinesis_kcl_out_of_range_records_total{action="dropped"}`. Those records are delivered by
     /// the shard holding their key only if the producer sent them again, as `kinesis-kpl` does.
     #[default]
     DropAggregate,

@@ -52,7 +52,7 @@ use tracing::Instrument;
 
 mod deaggregate;
 pub mod fanout;
-pub mod metrics;
+mod metrics;
 pub mod polling;
 mod position;
 mod prefetch;

@@ -15,8 +15,9 @@ use metrics::Gauge;
 use tokio::sync::{Notify, mpsc};
 
 use super::RecordBatch;
-use super::metrics::{PREFETCH_BATCHES, PREFETCH_BYTES, PREFETCH_RECORDS, ShardLabels};
+use super::metrics::ShardLabels;
 use crate::error::{ConfigError, Error, Result};
+use crate::metrics::{PREFETCH_BATCHES, PREFETCH_BYTES, PREFETCH_RECORDS};
 
 /// Default [`PrefetchLimits::max_batches`]: 3, the Java KCL's `maxPendingProcessRecordsInput`.
 pub(crate) const DEFAULT_MAX_PENDING_BATCHES: usize = 3;

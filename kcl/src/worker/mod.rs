@@ -196,7 +196,7 @@ impl WorkerBuilder {
     /// [`shutdown_requested`](crate::ShardRecordProcessor::shutdown_requested). Both together
     /// get this long; a call still running then is dropped (at its next `.await`: a call that
     /// blocks its thread cannot be), logged, counted
-    /// (`kcl_processor_calls_abandoned_total`), and the lease is released or left to expire,
+    /// (`kinesis_kcl_processor_calls_abandoned_total`), and the lease is released or left to expire,
     /// so a hung processor delays a hand-off or a shutdown by this much at most. A processor
     /// that hangs while its lease is simply held is not interrupted (neither is it in the
     /// Java KCL, which has no per-call timeout): its shard's state stays

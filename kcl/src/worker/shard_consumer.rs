@@ -10,7 +10,7 @@
 //! together get at most the worker's
 //! [`processor_stop_timeout`](super::WorkerBuilder::processor_stop_timeout); a call still
 //! running then is dropped (cancelled at its next `.await`), counted in
-//! `kcl_processor_calls_abandoned_total`, logged as an error, and the processor hears nothing
+//! `kinesis_kcl_processor_calls_abandoned_total`, logged as an error, and the processor hears nothing
 //! more: a hand-off releases the lease with the last checkpoint written, a shutdown goes on.
 
 use std::future::Future;

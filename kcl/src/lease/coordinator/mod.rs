@@ -29,7 +29,7 @@
 //!   those left by an earlier run with the same id once their counter has stood still for a
 //!   renew interval, without waiting for expiry. If such a counter moves, another live
 //!   process uses this worker id: the coordinator logs an error, reports it
-//!   ([`CoordinatorStats::duplicate_worker_id`], `kcl_duplicate_worker_id_total`) and takes
+//!   ([`CoordinatorStats::duplicate_worker_id`], `kinesis_kcl_duplicate_worker_id_total`) and takes
 //!   nothing more, rather than fight the other process over every lease.
 //! - **Shutdown**: [`LeaseCoordinator::shutdown`] stops taking and releases every lease
 //!   (removing `leaseOwner`), so other workers take them at their next scan instead of

@@ -64,9 +64,9 @@
 //!
 //! # Metrics
 //!
-//! The rows of `kcl_fanout_*` in [`crate::metrics`], plus `kcl_millis_behind_latest`,
-//! `kcl_records_fetched_total`, `kcl_bytes_fetched_total`, `kcl_user_records_delivered_total`,
-//! `kcl_out_of_range_records_total`, `kcl_aggregates_passed_through_total` and the prefetch
+//! The rows of `kinesis_kcl_fanout_*` in [`crate::metrics`], plus `kinesis_kcl_millis_behind_latest`,
+//! `kinesis_kcl_records_fetched_total`, `kinesis_kcl_bytes_fetched_total`, `kinesis_kcl_user_records_delivered_total`,
+//! `kinesis_kcl_out_of_range_records_total`, `kinesis_kcl_aggregates_passed_through_total` and the prefetch
 //! gauges as with polling ([`super::metrics`]). Every reader's task runs in a
 //! `shard_subscription` tracing span with `stream`, `shard_id` and `consumer`. Record payloads
 //! are never logged.

@@ -21,21 +21,19 @@ use crate::aws::classify::{Transient, TransientKind, classify, classify_service}
 use crate::error::{Error, Result};
 use crate::lease::HashKeyRange;
 use crate::metrics::{
-    FANOUT_ERRORS, FANOUT_EVENT_LATENCY, FANOUT_RECORDS_SKIPPED, FANOUT_RENEWALS,
-    FANOUT_SUBSCRIPTIONS,
+    BYTES_FETCHED, FANOUT_ERRORS, FANOUT_EVENT_LATENCY, FANOUT_RECORDS_SKIPPED, FANOUT_RENEWALS,
+    FANOUT_SUBSCRIPTIONS, MILLIS_BEHIND_LATEST, RECORDS_FETCHED, USER_RECORDS_DELIVERED,
 };
 use crate::record::Record;
 use crate::retrieval::finish_batch;
-use crate::retrieval::metrics::{
-    BYTES_FETCHED, MILLIS_BEHIND_LATEST, RECORDS_FETCHED, ShardLabels, USER_RECORDS_DELIVERED,
-};
+use crate::retrieval::metrics::ShardLabels;
 use crate::retrieval::position::ResumeFilter;
 use crate::retrieval::prefetch::BatchSender;
 use crate::retrieval::{Deaggregator, RecordBatch, StartingPosition};
 use crate::sequence::SequenceNumber;
 use crate::shard::ChildShard;
 
-/// Why a subscription failed, as counted in `kcl_fanout_errors_total{kind}`.
+/// Why a subscription failed, as counted in `kinesis_kcl_fanout_errors_total{kind}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Failure {
     /// `ResourceInUseException`: an older subscription of the consumer to the shard is open.

@@ -19,13 +19,13 @@ use crate::aws::retry::retrying;
 use crate::aws::{KinesisApi, StreamTarget, classify};
 use crate::error::{Error, Result};
 use crate::lease::HashKeyRange;
+use crate::metrics::{
+    BYTES_FETCHED, EXPIRED_ITERATORS, GET_RECORDS_DURATION, GET_RECORDS_RETRIES,
+    GET_RECORDS_THROTTLED, MILLIS_BEHIND_LATEST, RECORDS_FETCHED, USER_RECORDS_DELIVERED,
+};
 use crate::record::Record;
 use crate::retrieval::finish_batch;
-use crate::retrieval::metrics::{
-    BYTES_FETCHED, EXPIRED_ITERATORS, GET_RECORDS_DURATION, GET_RECORDS_RETRIES,
-    GET_RECORDS_THROTTLED, MILLIS_BEHIND_LATEST, RECORDS_FETCHED, ShardLabels,
-    USER_RECORDS_DELIVERED,
-};
+use crate::retrieval::metrics::ShardLabels;
 use crate::retrieval::position::ResumeFilter;
 use crate::retrieval::prefetch::BatchSender;
 use crate::retrieval::{Deaggregator, RecordBatch, StartingPosition};
