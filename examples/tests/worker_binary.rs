@@ -6,7 +6,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_kinesis::primitives::Blob;
@@ -15,8 +14,8 @@ use kinesis_examples::timestamp::format_rfc3339;
 use kinesis_integration::TestBed;
 use kinesis_kcl::lease::LeaseTable;
 use support::{
-    BoxError, Output, PATIENCE, TestResult, assert_one_error_line, bounded, command, produce,
-    read_stream, run, wait_until,
+    BoxError, Output, PATIENCE, TestResult, assert_one_error_line, bounded, collect_stderr,
+    command, endpoint_flags, produce, read_stream, run, wait_until,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -42,20 +41,16 @@ fn worker(
     fetch: Fetch,
 ) -> Result<Command, BoxError> {
     let mut command = command(env!("CARGO_BIN_EXE_worker"), Some(bed));
-    command.args([
-        "--kinesis-endpoint",
-        bed.kinesis_endpoint()
-            .ok_or("the bed has no Kinesis endpoint")?,
-        "--dynamodb-endpoint",
-        bed.dynamodb_endpoint()
-            .ok_or("the bed has no DynamoDB endpoint")?,
-        "--stream",
-        stream,
-        "--application",
-        application,
-        "--failover-ms",
-        "3000",
-    ]);
+    command
+        .args(endpoint_flags(bed).ok_or("the bed has no Kinesis or no DynamoDB endpoint")?)
+        .args([
+            "--stream",
+            stream,
+            "--application",
+            application,
+            "--failover-ms",
+            "3000",
+        ]);
     match fetch {
         Fetch::Polling => command.args(["--retrieval", "polling", "--idle-ms", "100"]),
         Fetch::Default => command.args(["--idle-ms", "100"]),
@@ -160,20 +155,6 @@ fn sample(response: &str, name: &str) -> Option<f64> {
         .find(|l| l.starts_with(name) && !l.starts_with('#'))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-/// Collects the lines a child writes to standard error, as they come.
-fn collect_stderr(child: &mut Child) -> Result<Arc<Mutex<Vec<String>>>, BoxError> {
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    Ok(lines)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
