@@ -52,6 +52,8 @@ pub struct ObservedCall {
 /// up; they are never removed (a reused port overwrites its entry).
 #[derive(Clone, Default)]
 pub(crate) struct Negotiated {
+    /// Visible to the other `tls` modules for the front's unit test, which reads every entry its
+    /// upstream server recorded.
     pub(super) by_peer: Arc<Mutex<HashMap<SocketAddr, HttpVersion>>>,
 }
 
