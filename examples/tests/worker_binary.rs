@@ -15,7 +15,7 @@ use kinesis_integration::TestBed;
 use kinesis_kcl::lease::LeaseTable;
 use support::{
     BoxError, Output, PATIENCE, TestResult, assert_one_error_line, bounded, collect_stderr,
-    command, endpoint_flags, produce, read_stream, run, wait_until,
+    command, endpoint_flags, produce, read_stream, run, run_in_background, wait_until,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -388,29 +388,20 @@ async fn fan_out_with_a_named_consumer_from_an_epoch_millis_timestamp_deregister
         let millis = mark.duration_since(UNIX_EPOCH)?.as_millis().to_string();
         let consumer = kinesis_integration::unique_name("reader");
         let application = bed.unique_table_name();
-        let mut child = worker(&bed, &stream, &application, Fetch::FanOut)?
-            .args([
-                "--consumer-name",
-                &consumer,
-                "--deregister-consumer",
-                "--initial-position",
-                "at-timestamp",
-                "--timestamp",
-                &millis,
-                "--exit-after",
-                "80",
-                "--print",
-            ])
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let reading = tokio::spawn(async move {
-            let mut text = String::new();
-            BufReader::new(stdout)
-                .read_to_string(&mut text)
-                .await
-                .map(|_| text)
-        });
-        let stderr = collect_stderr(&mut child)?;
+        let mut command = worker(&bed, &stream, &application, Fetch::FanOut)?;
+        command.args([
+            "--consumer-name",
+            &consumer,
+            "--deregister-consumer",
+            "--initial-position",
+            "at-timestamp",
+            "--timestamp",
+            &millis,
+            "--exit-after",
+            "80",
+            "--print",
+        ]);
+        let running = run_in_background(command)?;
         // Registered under the name given, not the application's.
         wait_until("the named consumer is active", || {
             let (bed, stream, consumer) = (&bed, &stream, &consumer);
@@ -419,12 +410,7 @@ async fn fan_out_with_a_named_consumer_from_an_epoch_millis_timestamp_deregister
             }
         })
         .await?;
-        let status = tokio::time::timeout(PATIENCE, child.wait()).await??;
-        let out = Output {
-            code: status.code(),
-            stdout: reading.await??,
-            stderr: stderr.lock().unwrap().join("\n"),
-        };
+        let out = running.finish(PATIENCE).await?;
         assert_processed(&out, 80);
         let seen: BTreeSet<(String, String)> = printed(&out)?.into_iter().collect();
         assert_eq!(seen, late, "exactly the records put after the mark\n{out}");

@@ -17,8 +17,9 @@ use bytes::Bytes;
 use kinesis_aggregation::{Deaggregated, deaggregate};
 use kinesis_integration::{Backend, TestBed};
 use kinesis_kpl::{Producer, UserRecord};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type TestResult = Result<(), BoxError>;
@@ -143,6 +144,47 @@ pub(crate) fn collect_stderr(child: &mut Child) -> Result<Arc<Mutex<Vec<String>>
         }
     });
     Ok(lines)
+}
+
+/// A binary running in the background, its output collected as it comes, for a test that
+/// acts while the binary runs; [`InBackground::finish`] waits for it to exit.
+#[derive(Debug)]
+pub(crate) struct InBackground {
+    child: Child,
+    stdout: JoinHandle<std::io::Result<String>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// Spawns `command`, collecting its standard output and error in the background.
+pub(crate) fn run_in_background(mut command: Command) -> Result<InBackground, BoxError> {
+    let mut child = command.spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let stdout = tokio::spawn(async move {
+        let mut text = String::new();
+        BufReader::new(stdout)
+            .read_to_string(&mut text)
+            .await
+            .map(|_| text)
+    });
+    let stderr = collect_stderr(&mut child)?;
+    Ok(InBackground {
+        child,
+        stdout,
+        stderr,
+    })
+}
+
+impl InBackground {
+    /// Waits at most `limit` for the binary to exit; what it printed (its standard error's
+    /// lines joined with `\n`).
+    pub(crate) async fn finish(mut self, limit: Duration) -> Result<Output, BoxError> {
+        let status = tokio::time::timeout(limit, self.child.wait()).await??;
+        Ok(Output {
+            code: status.code(),
+            stdout: self.stdout.await??,
+            stderr: self.stderr.lock().unwrap().join("\n"),
+        })
+    }
 }
 
 /// Asserts that a failed run ended with exactly one error line, `error: …`, holding every
