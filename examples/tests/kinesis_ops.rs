@@ -1,8 +1,9 @@
 //! `kinesis-ops` against real lease tables on the test bed's DynamoDB server: the library
 //! functions behind each subcommand, and the built binary itself.
 
+mod support;
+
 use std::future::Future;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,15 +12,12 @@ use kinesis_aggregation::AggregateBuilder;
 use kinesis_examples::ops::decode::decode_record;
 use kinesis_examples::ops::leases::{self, CounterChange};
 use kinesis_examples::ops::reset::{self, Liveness, ResetError, ResetOptions};
-use kinesis_integration::{Backend, TestBed};
+use kinesis_integration::TestBed;
 use kinesis_kcl::lease::{ExtendedSequenceNumber, Lease, LeaseTable, TableOptions, WriteOutcome};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use support::{BoxError, Output, TestResult, bounded_by, command, run};
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
-
-type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every test body runs under this bound, so a hang fails instead of blocking the suite.
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -29,9 +27,7 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 const RENEW_PERIOD: Duration = Duration::from_millis(50);
 
 async fn bounded(body: impl Future<Output = TestResult>) -> TestResult {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .map_err(|_| format!("test did not finish within {TEST_TIMEOUT:?}"))?
+    bounded_by(TEST_TIMEOUT, body).await
 }
 
 /// A bed and a fresh, created lease table on it.
@@ -446,47 +442,16 @@ fn decode_marks_plain_and_corrupted_records() {
 
 // ---- The binary ------------------------------------------------------------------------------
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the built `kinesis-ops` (asynchronously: the bed's servers run in this process).
-///
-/// With a bed that signs with dummy credentials (every backend but `endpoint`), the
-/// credentials in the environment are hidden from the binary so that it signs with the same
-/// dummy ones (DynamoDB Local keeps a database per access key).
-async fn run(bed: Option<&TestBed>, args: &[&str], stdin: &[u8]) -> Result<Run, BoxError> {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kinesis-ops"));
-    if bed.is_some_and(|bed| bed.backend() != Backend::Endpoint) {
-        for variable in [
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-        ] {
-            command.env_remove(variable);
-        }
-    }
-    let mut child = command
-        .args(args)
-        .env_remove("KINESIS_ENDPOINT")
-        .env_remove("DYNAMODB_ENDPOINT")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut input = child.stdin.take().ok_or("no stdin")?;
-    input.write_all(stdin).await?;
-    drop(input);
-    let output = child.wait_with_output().await?;
-    Ok(Run {
-        code: output.status.code(),
-        stdout: String::from_utf8(output.stdout)?,
-        stderr: String::from_utf8(output.stderr)?,
-    })
+/// Runs the built `kinesis-ops` to the end with `args` (asynchronously: the bed's servers run
+/// in this process); see [`command`] for what it inherits.
+async fn ops<S: AsRef<std::ffi::OsStr>>(
+    bed: Option<&TestBed>,
+    args: &[S],
+    stdin: &[u8],
+) -> Result<Output, BoxError> {
+    let mut command = command(env!("CARGO_BIN_EXE_kinesis-ops"), bed);
+    command.args(args);
+    run(command, stdin).await
 }
 
 /// The connection flags pointing the binary at the bed (none for a bed on real AWS).
@@ -535,12 +500,7 @@ async fn binary_lists_leases_and_resets_checkpoints() -> TestResult {
         let name = table.table_name().to_owned();
 
         let args = with(&["leases", "--table", &name, "--interval", "500ms"]);
-        let out = run(
-            Some(&bed),
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            b"",
-        )
-        .await?;
+        let out = ops(Some(&bed), &args, b"").await?;
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         let lines: Vec<&str> = out.stdout.lines().collect();
         assert!(lines[0].starts_with("LEASE KEY"), "{}", out.stdout);
@@ -569,12 +529,7 @@ async fn binary_lists_leases_and_resets_checkpoints() -> TestResult {
             "--region",
             "eu-west-1",
         ]);
-        let out = run(
-            Some(&bed),
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            b"",
-        )
-        .await?;
+        let out = ops(Some(&bed), &args, b"").await?;
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         let json = json_lines(&out.stdout);
         assert_eq!(json.len(), 2);
@@ -596,12 +551,7 @@ async fn binary_lists_leases_and_resets_checkpoints() -> TestResult {
             "--interval",
             "100ms",
         ]);
-        let out = run(
-            Some(&bed),
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            b"",
-        )
-        .await?;
+        let out = ops(Some(&bed), &args, b"").await?;
         assert_eq!(out.code, Some(3), "{}\n{}", out.stdout, out.stderr);
         assert!(
             out.stderr.contains("live owner (worker-a)"),
@@ -625,12 +575,7 @@ async fn binary_lists_leases_and_resets_checkpoints() -> TestResult {
             "--force",
             "--dry-run",
         ]);
-        let out = run(
-            Some(&bed),
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            b"",
-        )
-        .await?;
+        let out = ops(Some(&bed), &args, b"").await?;
         assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
         assert!(
             out.stdout.contains("dry run: nothing written"),
@@ -656,12 +601,7 @@ async fn binary_lists_leases_and_resets_checkpoints() -> TestResult {
             "--interval",
             "100ms",
         ]);
-        let out = run(
-            Some(&bed),
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            b"",
-        )
-        .await?;
+        let out = ops(Some(&bed), &args, b"").await?;
         assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
         assert!(
             out.stdout.contains("20/0 -> 15/2 (backwards)"),
@@ -682,12 +622,7 @@ async fn binary_lists_leases_and_resets_checkpoints() -> TestResult {
             "--to",
             "SHARD_END",
         ]);
-        let out = run(
-            Some(&bed),
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            b"",
-        )
-        .await?;
+        let out = ops(Some(&bed), &args, b"").await?;
         assert_eq!(out.code, Some(2), "{}", out.stderr);
         let args = with(&[
             "reset-checkpoint",
@@ -698,12 +633,7 @@ async fn binary_lists_leases_and_resets_checkpoints() -> TestResult {
             "--to",
             "LATEST",
         ]);
-        let out = run(
-            Some(&bed),
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            b"",
-        )
-        .await?;
+        let out = ops(Some(&bed), &args, b"").await?;
         assert_eq!(out.code, Some(1), "{}", out.stderr);
         assert!(
             out.stderr.contains("no lease `shardId-9`"),
@@ -719,10 +649,10 @@ async fn binary_lists_leases_and_resets_checkpoints() -> TestResult {
 async fn binary_decodes_raw_and_base64_input() -> TestResult {
     bounded(async {
         let (aggregate, records) = sample_aggregate();
-        let out = run(None, &["decode"], &aggregate).await?;
+        let out = ops(None, &["decode"], &aggregate).await?;
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         assert_lines_match(&json_lines(&out.stdout), &records);
-        let out = run(None, &["decode", "--input", "raw"], &aggregate).await?;
+        let out = ops(None, &["decode", "--input", "raw"], &aggregate).await?;
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         assert_lines_match(&json_lines(&out.stdout), &records);
 
@@ -730,7 +660,7 @@ async fn binary_decodes_raw_and_base64_input() -> TestResult {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;
         let input = format!("{}\n{}\n", b64.encode(&aggregate), b64.encode("plain"));
-        let out = run(None, &["decode", "--input", "base64"], input.as_bytes()).await?;
+        let out = ops(None, &["decode", "--input", "base64"], input.as_bytes()).await?;
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         let lines = json_lines(&out.stdout);
         assert_lines_match(&lines[..records.len()], &records);
@@ -744,7 +674,7 @@ async fn binary_decodes_raw_and_base64_input() -> TestResult {
         let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("kinesis-ops-decode-{}.bin", std::process::id()));
         tokio::fs::write(&path, &aggregate).await?;
-        let out = run(
+        let out = ops(
             None,
             &["decode", "--file", path.to_str().ok_or("path")?],
             b"",
@@ -757,14 +687,14 @@ async fn binary_decodes_raw_and_base64_input() -> TestResult {
         let mut corrupted = aggregate.to_vec();
         let end = corrupted.len() - 1;
         corrupted[end] ^= 1;
-        let out = run(None, &["decode", "--base64", &b64.encode(&corrupted)], b"").await?;
+        let out = ops(None, &["decode", "--base64", &b64.encode(&corrupted)], b"").await?;
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         let lines = json_lines(&out.stdout);
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0]["reason"], "digest_mismatch");
         assert_eq!(lines[0]["malformed_aggregate"], true);
 
-        let out = run(None, &["decode", "--base64", "not base64!"], b"").await?;
+        let out = ops(None, &["decode", "--base64", "not base64!"], b"").await?;
         assert_eq!(out.code, Some(1));
         assert!(out.stderr.contains("not base64"), "{}", out.stderr);
         Ok(())
@@ -790,7 +720,7 @@ async fn the_readme_decode_command_prints_what_the_readme_shows() -> TestResult 
         .collect();
     assert_eq!(args[..2], ["decode", "--base64"], "{command}");
     assert_eq!(args.len(), 3, "{command}");
-    let out = run(None, &args, b"").await?;
+    let out = ops(None, &args, b"").await?;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let lines = json_lines(&out.stdout);
     let records: Vec<(&str, &str)> = lines
@@ -829,12 +759,7 @@ async fn errors_are_one_line_and_embedded_servers_are_not_offered() -> TestResul
         let mut args = vec!["leases".to_owned(), "--table".to_owned(), table.clone()];
         args.extend(connect_flags(&bed));
         args.extend(["--interval".to_owned(), "0".to_owned()]);
-        let out = run(
-            Some(&bed),
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            b"",
-        )
-        .await?;
+        let out = ops(Some(&bed), &args, b"").await?;
         assert_eq!(out.code, Some(1), "{}", out.stderr);
         let lines: Vec<&str> = out.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "one line: {}", out.stderr);
@@ -861,7 +786,7 @@ async fn errors_are_one_line_and_embedded_servers_are_not_offered() -> TestResul
                 "--embedded",
             ],
         ] {
-            let out = run(None, args, b"").await?;
+            let out = ops(None, args, b"").await?;
             assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
             assert!(
                 out.stderr.contains("unexpected argument '--embedded'"),
@@ -940,7 +865,7 @@ async fn binary_shows_the_lag_of_every_shard_across_a_split() -> TestResult {
         args.extend(["--stream".to_owned(), stream.clone(), "--json".to_owned()]);
         args.extend(connect_flags(&bed));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = run(Some(&bed), &args, b"").await?;
+        let out = ops(Some(&bed), &args, b"").await?;
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         let lines = json_lines(&out.stdout);
         assert_eq!(lines.len(), 3, "two shards and the total: {}", out.stdout);
@@ -971,7 +896,7 @@ async fn binary_shows_the_lag_of_every_shard_across_a_split() -> TestResult {
 
         // The table form says the same in words.
         let table_args: Vec<&str> = args.iter().copied().filter(|a| *a != "--json").collect();
-        let out = run(Some(&bed), &table_args, b"").await?;
+        let out = ops(Some(&bed), &table_args, b"").await?;
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         assert!(
             out.stdout.contains("2 shards, 1 finished"),
@@ -1004,16 +929,8 @@ async fn binary_watches_the_leases_until_interrupted() -> TestResult {
             "--watch".to_owned(),
         ]);
         args.extend(connect_flags(&bed));
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kinesis-ops"))
+        let mut child = command(env!("CARGO_BIN_EXE_kinesis-ops"), Some(&bed))
             .args(&args)
-            .env_remove("AWS_ACCESS_KEY_ID")
-            .env_remove("AWS_SECRET_ACCESS_KEY")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()?;
         let mut stdout = child.stdout.take().ok_or("no stdout")?;
         // Three views drawn in place (each starts by clearing the screen).
@@ -1043,7 +960,7 @@ async fn binary_watches_the_leases_until_interrupted() -> TestResult {
             .ok_or("no interval")?;
         once[at] = "0".to_owned();
         let once: Vec<&str> = once.iter().map(String::as_str).collect();
-        let out = run(Some(&bed), &once, b"").await?;
+        let out = ops(Some(&bed), &once, b"").await?;
         assert_eq!(out.code, Some(1), "{}", out.stderr);
         assert!(
             out.stderr.contains("--watch needs a non-zero --interval"),

@@ -3,6 +3,8 @@
 //! rewind moves every lease; a new worker then delivers exactly the records that arrived at or
 //! after T, each once, and none before it.
 
+#[path = "../../kcl/tests/support/quick_worker.rs"]
+mod quick_worker;
 mod support;
 
 use std::collections::BTreeMap;
@@ -11,10 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kinesis_integration::TestBed;
 use kinesis_kcl::{
-    Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
-    Retrieval, ShardRecordProcessor, Worker, WorkerHandle,
+    Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker, WorkerHandle,
 };
 use kinesis_kpl::{Producer, ProducerConfig, UserRecord};
+use quick_worker::quick;
 use support::{BoxError, TestResult, bounded, command, endpoint_flags, run, wait_until};
 use tokio::task::JoinHandle;
 
@@ -59,26 +61,15 @@ fn start_worker(
     seen: &Seen,
 ) -> Result<(WorkerHandle, JoinHandle<kinesis_kcl::Result<()>>), BoxError> {
     let seen = seen.clone();
-    let worker = Worker::builder(
-        application,
-        bed.kinesis().clone(),
-        bed.dynamodb().clone(),
-        move |_| Recorder(seen.clone()),
-    )
-    .stream(stream)
-    .initial_position(InitialPosition::TrimHorizon)
-    .lease_config(
-        LeaseConfig::builder()
-            .failover_time(Duration::from_secs(2))
-            .build()?,
-    )
-    .retrieval(Retrieval::Polling(
-        PollingConfig::builder()
-            .idle_time_between_reads(Duration::from_millis(50))
-            .build()?,
-    ))
-    .shard_sync_interval(Duration::from_millis(500))
-    .parent_shard_poll_interval(Duration::from_millis(100))
+    let worker = quick(
+        Worker::builder(
+            application,
+            bed.kinesis().clone(),
+            bed.dynamodb().clone(),
+            move |_| Recorder(seen.clone()),
+        )
+        .stream(stream),
+    )?
     .build()?;
     let handle = worker.handle();
     Ok((handle, tokio::spawn(worker.run())))

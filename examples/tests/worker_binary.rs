@@ -6,7 +6,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_kinesis::primitives::Blob;
@@ -16,8 +15,8 @@ use kinesis_integration::TestBed;
 use kinesis_kcl::lease::LeaseTable;
 use kinesis_kcl::metrics::{LEASES_HELD, RECORDS_PROCESSED};
 use support::{
-    BoxError, Output, PATIENCE, TestResult, assert_one_error_line, bounded, command, produce,
-    read_stream, run, wait_until,
+    BoxError, Output, PATIENCE, TestResult, assert_one_error_line, bounded, collect_stderr,
+    command, endpoint_flags, produce, read_stream, run, run_in_background, wait_until,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -43,20 +42,16 @@ fn worker(
     fetch: Fetch,
 ) -> Result<Command, BoxError> {
     let mut command = command(env!("CARGO_BIN_EXE_worker"), Some(bed));
-    command.args([
-        "--kinesis-endpoint",
-        bed.kinesis_endpoint()
-            .ok_or("the bed has no Kinesis endpoint")?,
-        "--dynamodb-endpoint",
-        bed.dynamodb_endpoint()
-            .ok_or("the bed has no DynamoDB endpoint")?,
-        "--stream",
-        stream,
-        "--application",
-        application,
-        "--failover-ms",
-        "3000",
-    ]);
+    command
+        .args(endpoint_flags(bed).ok_or("the bed has no Kinesis or no DynamoDB endpoint")?)
+        .args([
+            "--stream",
+            stream,
+            "--application",
+            application,
+            "--failover-ms",
+            "3000",
+        ]);
     match fetch {
         Fetch::Polling => command.args(["--retrieval", "polling", "--idle-ms", "100"]),
         Fetch::Default => command.args(["--idle-ms", "100"]),
@@ -161,20 +156,6 @@ fn sample(response: &str, name: &str) -> Option<f64> {
         .find(|l| l.starts_with(name) && !l.starts_with('#'))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-/// Collects the lines a child writes to standard error, as they come.
-fn collect_stderr(child: &mut Child) -> Result<Arc<Mutex<Vec<String>>>, BoxError> {
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    Ok(lines)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,29 +384,20 @@ async fn fan_out_with_a_named_consumer_from_an_epoch_millis_timestamp_deregister
         let millis = mark.duration_since(UNIX_EPOCH)?.as_millis().to_string();
         let consumer = kinesis_integration::unique_name("reader");
         let application = bed.unique_table_name();
-        let mut child = worker(&bed, &stream, &application, Fetch::FanOut)?
-            .args([
-                "--consumer-name",
-                &consumer,
-                "--deregister-consumer",
-                "--initial-position",
-                "at-timestamp",
-                "--timestamp",
-                &millis,
-                "--exit-after",
-                "80",
-                "--print",
-            ])
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let reading = tokio::spawn(async move {
-            let mut text = String::new();
-            BufReader::new(stdout)
-                .read_to_string(&mut text)
-                .await
-                .map(|_| text)
-        });
-        let stderr = collect_stderr(&mut child)?;
+        let mut command = worker(&bed, &stream, &application, Fetch::FanOut)?;
+        command.args([
+            "--consumer-name",
+            &consumer,
+            "--deregister-consumer",
+            "--initial-position",
+            "at-timestamp",
+            "--timestamp",
+            &millis,
+            "--exit-after",
+            "80",
+            "--print",
+        ]);
+        let running = run_in_background(command)?;
         // Registered under the name given, not the application's.
         wait_until("the named consumer is active", || {
             let (bed, stream, consumer) = (&bed, &stream, &consumer);
@@ -434,12 +406,7 @@ async fn fan_out_with_a_named_consumer_from_an_epoch_millis_timestamp_deregister
             }
         })
         .await?;
-        let status = tokio::time::timeout(PATIENCE, child.wait()).await??;
-        let out = Output {
-            code: status.code(),
-            stdout: reading.await??,
-            stderr: stderr.lock().unwrap().join("\n"),
-        };
+        let out = running.finish(PATIENCE).await?;
         assert_processed(&out, 80);
         let seen: BTreeSet<(String, String)> = printed(&out)?.into_iter().collect();
         assert_eq!(seen, late, "exactly the records put after the mark\n{out}");

@@ -23,6 +23,9 @@
 //! - no checkpoint ever moves backwards: neither in the lease table (sampled all along) nor in
 //!   the acknowledgements of one processor.
 
+#[path = "../../kcl/tests/support/quick_worker.rs"]
+mod quick_worker;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,11 +36,11 @@ use kinesis_integration::TestBed;
 use kinesis_integration::faults::{Service, ServiceCounts, ServiceFaults, ServicePlan};
 use kinesis_kcl::lease::{ExtendedSequenceNumber, LeaseTable};
 use kinesis_kcl::{
-    Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
-    Retrieval, ShardRecordProcessor, Worker, WorkerHandle,
+    Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker, WorkerHandle,
 };
 use kinesis_kcl::{InitializationInput, ShardContext};
 use kinesis_kpl::{Producer, UserRecord};
+use quick_worker::quick;
 use tokio::task::JoinHandle;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -47,7 +50,6 @@ const SEED: u64 = 0x5EED_0001;
 const SHARDS: u32 = 8;
 const WORKERS: usize = 3;
 const KEYS: u64 = 500;
-const FAILOVER: Duration = Duration::from_secs(2);
 /// Processors checkpoint at most this often (and at shard end and on shutdown), so that a kill
 /// usually leaves delivered but uncheckpointed records behind.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(300);
@@ -245,23 +247,16 @@ impl Fleet<'_> {
             faults
         };
         let kinesis = aws_sdk_kinesis::Client::from_conf(faults.kinesis_config(self.bed).build());
-        let worker = Worker::builder(
-            &self.application,
-            kinesis,
-            self.bed.dynamodb().clone(),
-            factory,
-        )
-        .stream(&self.stream)
-        .worker_id(&id)
-        .initial_position(InitialPosition::TrimHorizon)
-        .lease_config(LeaseConfig::builder().failover_time(FAILOVER).build()?)
-        .retrieval(Retrieval::Polling(
-            PollingConfig::builder()
-                .idle_time_between_reads(Duration::from_millis(50))
-                .build()?,
-        ))
-        .shard_sync_interval(Duration::from_millis(500))
-        .parent_shard_poll_interval(Duration::from_millis(100))
+        let worker = quick(
+            Worker::builder(
+                &self.application,
+                kinesis,
+                self.bed.dynamodb().clone(),
+                factory,
+            )
+            .stream(&self.stream)
+            .worker_id(&id),
+        )?
         .lease_cleanup_interval(Duration::from_secs(1))
         .build()?;
         let handle = worker.handle();

@@ -87,6 +87,9 @@
 //! - no checkpoint moves backwards in the lease table (sampled all along);
 //! - every record is processed at least once.
 
+#[path = "../../kcl/tests/support/quick_worker.rs"]
+mod quick_worker;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -97,11 +100,11 @@ use kinesis_integration::faults::service::ServiceCall;
 use kinesis_integration::faults::{Service, ServiceCounts, ServiceFaults, ServicePlan};
 use kinesis_kcl::lease::{ExtendedSequenceNumber, LeaseTable};
 use kinesis_kcl::{
-    Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
-    Retrieval, ShardRecordProcessor, Worker, WorkerHandle,
+    Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker, WorkerHandle,
 };
 use kinesis_kcl::{InitializationInput, ShardContext};
 use kinesis_kpl::{Producer, UserRecord};
+use quick_worker::{FAILOVER, quick};
 use tokio::task::JoinHandle;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -109,7 +112,6 @@ type TestResult = Result<(), BoxError>;
 
 const SEED: u64 = 0x5EED_0004;
 const SHARDS: u32 = 4;
-const FAILOVER: Duration = Duration::from_secs(2);
 /// How long a lease counts as held after its last successful write was sent (the library's
 /// 90 % of the failover).
 const HOLD: Duration = Duration::from_millis(FAILOVER.as_millis() as u64 * 9 / 10);
@@ -372,20 +374,13 @@ fn start_worker(
         shard: shard.lease_key.clone(),
         log: Arc::clone(&log),
     };
-    let worker = Worker::builder(application, bed.kinesis().clone(), dynamodb, factory)
-        .stream(stream)
-        .worker_id(&id)
-        .initial_position(InitialPosition::TrimHorizon)
-        .lease_config(LeaseConfig::builder().failover_time(FAILOVER).build()?)
-        .retrieval(Retrieval::Polling(
-            PollingConfig::builder()
-                .idle_time_between_reads(Duration::from_millis(50))
-                .build()?,
-        ))
-        .shard_sync_interval(Duration::from_millis(500))
-        .parent_shard_poll_interval(Duration::from_millis(100))
-        .lease_cleanup_interval(Duration::from_secs(1))
-        .build()?;
+    let worker = quick(
+        Worker::builder(application, bed.kinesis().clone(), dynamodb, factory)
+            .stream(stream)
+            .worker_id(&id),
+    )?
+    .lease_cleanup_interval(Duration::from_secs(1))
+    .build()?;
     let handle = worker.handle();
     let task = tokio::spawn(worker.run());
     Ok(Running {

@@ -18,6 +18,8 @@
 
 // Written for kpl's tests, where its items are `pub` to a support module shared by several
 // test crates.
+#[path = "../../kcl/tests/support/quick_worker.rs"]
+mod quick_worker;
 #[allow(unreachable_pub)]
 #[path = "../../kpl/tests/support/reshard_load.rs"]
 mod reshard_load;
@@ -29,10 +31,10 @@ use std::time::{Duration, Instant};
 use kinesis_integration::TestBed;
 use kinesis_kcl::ShardContext;
 use kinesis_kcl::{
-    Checkpointer, InitialPosition, LeaseConfig, PollingConfig, ProcessRecordsInput, ProcessorError,
-    Retrieval, ShardRecordProcessor, Worker,
+    Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker,
 };
 use kinesis_kpl::{Ordering, Producer, ProducerConfig};
+use quick_worker::quick;
 use reshard_load::{BoxError, put_through_reshards, wrong_shard_count};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
@@ -123,30 +125,19 @@ async fn producer_and_workers_through_two_splits_and_a_merge_deliver_each_record
     let mut workers = Vec::new();
     for n in 0..2 {
         let log = log.clone();
-        let worker = Worker::builder(
-            &application,
-            kinesis.clone(),
-            bed.dynamodb().clone(),
-            move |context: &ShardContext| Recorder {
-                shard: context.shard_id.clone(),
-                log: log.clone(),
-            },
-        )
-        .stream(&stream)
-        .worker_id(format!("worker-{n}"))
-        .initial_position(InitialPosition::TrimHorizon)
-        .lease_config(
-            LeaseConfig::builder()
-                .failover_time(Duration::from_secs(2))
-                .build()?,
-        )
-        .retrieval(Retrieval::Polling(
-            PollingConfig::builder()
-                .idle_time_between_reads(Duration::from_millis(50))
-                .build()?,
-        ))
-        .shard_sync_interval(Duration::from_millis(500))
-        .parent_shard_poll_interval(Duration::from_millis(100))
+        let worker = quick(
+            Worker::builder(
+                &application,
+                kinesis.clone(),
+                bed.dynamodb().clone(),
+                move |context: &ShardContext| Recorder {
+                    shard: context.shard_id.clone(),
+                    log: log.clone(),
+                },
+            )
+            .stream(&stream)
+            .worker_id(format!("worker-{n}")),
+        )?
         .build()?;
         let handle = worker.handle();
         workers.push((handle, tokio::spawn(worker.run())));

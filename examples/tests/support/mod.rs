@@ -1,5 +1,7 @@
-//! What the binary tests share: running a built binary against the test bed, waiting for a
-//! condition with a deadline, putting records, and reading a stream back.
+//! What the binary tests share: running a built binary against the test bed (a command with
+//! a clean environment, a run to the end with its output, a spawned child's standard error as
+//! it comes, the shape of an error), waiting for a condition with a deadline, putting records,
+//! and reading a stream back.
 
 #![allow(dead_code)] // each test file uses its part
 
@@ -7,6 +9,7 @@ pub(crate) mod local;
 
 use std::future::Future;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::ShardIteratorType;
@@ -14,8 +17,9 @@ use bytes::Bytes;
 use kinesis_aggregation::{Deaggregated, deaggregate};
 use kinesis_integration::{Backend, TestBed};
 use kinesis_kpl::{Producer, UserRecord};
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type TestResult = Result<(), BoxError>;
@@ -27,9 +31,17 @@ pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
 pub(crate) async fn bounded(body: impl Future<Output = TestResult>) -> TestResult {
-    tokio::time::timeout(TEST_TIMEOUT, body)
+    bounded_by(TEST_TIMEOUT, body).await
+}
+
+/// [`bounded`] with another bound.
+pub(crate) async fn bounded_by(
+    limit: Duration,
+    body: impl Future<Output = TestResult>,
+) -> TestResult {
+    tokio::time::timeout(limit, body)
         .await
-        .map_err(|_| format!("test did not finish within {TEST_TIMEOUT:?}"))?
+        .map_err(|_| format!("test did not finish within {limit:?}"))?
 }
 
 /// Waits until `condition` holds, checking every 50 ms, for at most [`PATIENCE`].
@@ -117,6 +129,62 @@ pub(crate) async fn run(mut command: Command, stdin: &[u8]) -> Result<Output, Bo
         stdout: String::from_utf8(output.stdout)?,
         stderr: String::from_utf8(output.stderr)?,
     })
+}
+
+/// Collects the lines a spawned child writes to standard error, as they come (for a child
+/// the test talks to while it runs; [`run`] collects a child's output at its end).
+pub(crate) fn collect_stderr(child: &mut Child) -> Result<Arc<Mutex<Vec<String>>>, BoxError> {
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    Ok(lines)
+}
+
+/// A binary running in the background, its output collected as it comes, for a test that
+/// acts while the binary runs; [`InBackground::finish`] waits for it to exit.
+#[derive(Debug)]
+pub(crate) struct InBackground {
+    child: Child,
+    stdout: JoinHandle<std::io::Result<String>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// Spawns `command`, collecting its standard output and error in the background.
+pub(crate) fn run_in_background(mut command: Command) -> Result<InBackground, BoxError> {
+    let mut child = command.spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let stdout = tokio::spawn(async move {
+        let mut text = String::new();
+        BufReader::new(stdout)
+            .read_to_string(&mut text)
+            .await
+            .map(|_| text)
+    });
+    let stderr = collect_stderr(&mut child)?;
+    Ok(InBackground {
+        child,
+        stdout,
+        stderr,
+    })
+}
+
+impl InBackground {
+    /// Waits at most `limit` for the binary to exit; what it printed (its standard error's
+    /// lines joined with `\n`).
+    pub(crate) async fn finish(mut self, limit: Duration) -> Result<Output, BoxError> {
+        let status = tokio::time::timeout(limit, self.child.wait()).await??;
+        Ok(Output {
+            code: status.code(),
+            stdout: self.stdout.await??,
+            stderr: self.stderr.lock().unwrap().join("\n"),
+        })
+    }
 }
 
 /// Asserts that a failed run ended with exactly one error line, `error: …`, holding every

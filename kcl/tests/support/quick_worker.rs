@@ -1,6 +1,16 @@
-//! The settings every worker-level test file runs its workers with (included with
-//! `#[path = "support/quick_worker.rs"] mod quick_worker;`): the Java defaults scaled down so
-//! that a test sees renewals, takes, syncs and shard ends within seconds.
+//! The settings every worker-level test suite runs its workers with: the Java defaults scaled
+//! down so that a test sees renewals, takes, syncs and shard ends within seconds.
+//!
+//! One source file shared by the suites of several crates, each including it with
+//! `#[path = "..."] mod quick_worker;`:
+//! - kcl's own suites (`#[path = "support/quick_worker.rs"]`): `multi_stream`, `merge_deferral`;
+//! - system-tests (`#[path = "../../kcl/tests/support/quick_worker.rs"]`): `through_reshards`,
+//!   `reliability_crashes`, `reliability_dynamodb`;
+//! - examples (same path): `rewind`.
+//!
+//! It is a file, not a crate, on purpose: kcl's integration tests cannot depend on a crate that
+//! depends on kinesis-kcl (the dev-dependency cycle would give them two copies of kcl's types).
+//! So it uses only kinesis-kcl's public API and the standard library, which every includer has.
 
 use std::time::Duration;
 
