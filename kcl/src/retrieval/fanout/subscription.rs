@@ -222,6 +222,10 @@ pub(super) struct Subscriber {
     backoff: Option<ExponentialBackoff>,
     /// The shard was not found: it ends with no children known.
     gone: bool,
+    /// The server ended the last subscription normally: the next one made renews it. The
+    /// renewal is counted when that successor is accepted, not when the old one ends, so a
+    /// reader closed in between counts no renewal without a subscription.
+    renewing: bool,
 }
 
 impl Subscriber {
@@ -252,6 +256,7 @@ impl Subscriber {
             pause: None,
             backoff: None,
             gone: false,
+            renewing: false,
             config,
         }
     }
@@ -333,6 +338,9 @@ impl Subscriber {
             match result {
                 Ok(output) => {
                     self.metrics.subscriptions.increment(1);
+                    if std::mem::take(&mut self.renewing) {
+                        self.metrics.renewals.increment(1);
+                    }
                     tracing::debug!(
                         kind = request.kind.as_str(),
                         sequence_number = ?request.sequence_number.map(SequenceNumber::as_str),
@@ -425,7 +433,7 @@ impl Subscriber {
             Ok(Ok(None)) => {
                 // The server ended the subscription (after ~5 minutes): renew it.
                 self.events = None;
-                self.metrics.renewals.increment(1);
+                self.renewing = true;
                 tracing::debug!(
                     after = ?self.continuation.as_ref().map(SequenceNumber::as_str),
                     "subscription ended, renewing"
