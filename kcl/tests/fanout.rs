@@ -27,6 +27,7 @@ use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use bytes::Bytes;
 use kinesis_integration::{BedOptions, KinesisTransport, TestBed};
 use kinesis_kcl::ShardContext;
+use kinesis_kcl::metrics as names;
 use kinesis_kcl::retrieval::{
     FanOutConfig, FanOutConfigBuilder, FanOutRetriever, ShardReader, StartingPosition,
 };
@@ -620,8 +621,8 @@ async fn a_renewal_is_counted_when_its_successor_subscription_is_made() -> TestR
     let retriever = FanOutRetriever::register(probe.client(&bed), &stream, config).await?;
     let counts = || {
         (
-            recorder.counter("kcl_fanout_subscriptions_total", &[]),
-            recorder.counter("kcl_fanout_subscription_renewals_total", &[]),
+            recorder.counter(names::FANOUT_SUBSCRIPTIONS, &[]),
+            recorder.counter(names::FANOUT_RENEWALS, &[]),
         )
     };
     let reader = retriever
