@@ -17,7 +17,9 @@ use tokio::time::Instant;
 
 use super::FanOutConfig;
 use crate::aws::KinesisApi;
-use crate::aws::classify::{Transient, TransientKind, classify, classify_service};
+use crate::aws::classify::{
+    ShardReadFailure, Transient, TransientKind, classify_shard_read, classify_shard_read_error,
+};
 use crate::error::{Error, Result};
 use crate::lease::HashKeyRange;
 use crate::metrics::{
@@ -91,14 +93,24 @@ impl Failure {
         }
     }
 
-    /// A service error by its code: fan-out's own cases (`ResourceInUseException` is retried,
-    /// `ResourceNotFoundException` ends the shard), then the crate's classifier; `status` is
-    /// the HTTP status, when there is one.
+    /// A shard reader's failure (see [`classify_shard_read`]) as a metric kind.
+    fn from_read(failure: ShardReadFailure) -> Failure {
+        match failure {
+            ShardReadFailure::ShardGone => Failure::NotFound,
+            // `SubscribeToShard` takes no shard iterator: not an error it expects.
+            ShardReadFailure::IteratorExpired | ShardReadFailure::Fatal => Failure::Fatal,
+            ShardReadFailure::Transient(transient) => Failure::from_transient(transient),
+        }
+    }
+
+    /// A service error by its code: fan-out's own case (`ResourceInUseException` is retried),
+    /// then the shard readers' common ones (`ResourceNotFoundException` ends the shard) and the
+    /// crate's classifier ([`classify_shard_read`]); `status` is the HTTP status, when there is
+    /// one.
     fn from_service(code: Option<&str>, status: Option<u16>) -> Failure {
         match code {
             Some("ResourceInUseException") => Failure::ResourceInUse,
-            Some("ResourceNotFoundException") => Failure::NotFound,
-            _ => classify_service(code, status).map_or(Failure::Fatal, Failure::from_transient),
+            _ => Failure::from_read(classify_shard_read(code, status)),
         }
     }
 }
@@ -144,7 +156,7 @@ pub(super) fn classify_call(
             call_code(service.err()),
             Some(service.raw().status().as_u16()),
         ),
-        other => classify(other).map_or(Failure::Fatal, Failure::from_transient),
+        other => Failure::from_read(classify_shard_read_error(other)),
     }
 }
 
@@ -620,6 +632,8 @@ mod tests {
                 Failure::Throttled,
             ),
             ("ResourceNotFoundException", 400, Failure::NotFound),
+            // No shard iterator in fan-out.
+            ("ExpiredIteratorException", 400, Failure::Fatal),
             ("InvalidArgumentException", 400, Failure::Fatal),
             ("AccessDeniedException", 400, Failure::Fatal),
         ];
