@@ -567,6 +567,15 @@ async fn renewal_has_no_gap_and_no_duplicate() -> TestResult {
         .await,
         "a record arrived twice"
     );
+    // Close just after a renewal, 400 ms from the next one: a close in the middle of a
+    // renewal's `SubscribeToShard` call would leave a position the probe saw without its
+    // subscription (`a_renewal_is_counted_when_its_successor_subscription_is_made` closes while
+    // renewing).
+    let renewed = recorder.counter(names::FANOUT_RENEWALS, &[]);
+    wait_until("a renewal", || {
+        recorder.counter(names::FANOUT_RENEWALS, &[]) > renewed
+    })
+    .await?;
     reader.close().await;
     let renewals = recorder.counter("kcl_fanout_subscription_renewals_total", &[]);
     let subscriptions = recorder.counter("kcl_fanout_subscriptions_total", &[]);
