@@ -567,6 +567,15 @@ async fn renewal_has_no_gap_and_no_duplicate() -> TestResult {
         .await,
         "a record arrived twice"
     );
+    // Close just after a renewal, 400 ms from the next one: a close in the middle of a
+    // renewal's `SubscribeToShard` call would leave a position the probe saw without its
+    // subscription (`a_renewal_is_counted_when_its_successor_subscription_is_made` closes while
+    // renewing).
+    let renewed = recorder.counter(names::FANOUT_RENEWALS, &[]);
+    wait_until("a renewal", || {
+        recorder.counter(names::FANOUT_RENEWALS, &[]) > renewed
+    })
+    .await?;
     reader.close().await;
     let renewals = recorder.counter(names::FANOUT_RENEWALS, &[]);
     let subscriptions = recorder.counter(names::FANOUT_SUBSCRIPTIONS, &[]);
@@ -580,11 +589,12 @@ async fn renewal_has_no_gap_and_no_duplicate() -> TestResult {
     );
     assert_eq!(got, (0..n).collect::<Vec<_>>(), "no gap, no duplicate");
     assert!(renewals >= 2, "the test ran across renewals: {renewals}");
-    // Every renewal subscribes again, once: the first subscription plus one per renewal, except
-    // that a subscription the server ended just before `close` is counted as renewed but has no
-    // successor (seen once in ~20 runs).
-    assert!(
-        subscriptions == renewals + 1 || subscriptions == renewals,
+    // Every renewal subscribes again, once: the first subscription plus one per renewal (a
+    // renewal is counted when its successor subscription is accepted, so a subscription the
+    // server ended just before `close` counts no renewal).
+    assert_eq!(
+        subscriptions,
+        renewals + 1,
         "{subscriptions} subscriptions for {renewals} renewals"
     );
     // Each renewal asked for the records after the last ContinuationSequenceNumber, which
@@ -599,6 +609,45 @@ async fn renewal_has_no_gap_and_no_duplicate() -> TestResult {
         assert!(previous.as_ref().is_none_or(|p| *p <= seq), "{positions:?}");
         previous = Some(seq);
     }
+    Ok(())
+}
+
+/// A renewal is counted when its successor subscription is made: a reader closed after the
+/// server ended its subscription, before the next one, counts no renewal.
+#[tokio::test(flavor = "current_thread")]
+async fn a_renewal_is_counted_when_its_successor_subscription_is_made() -> TestResult {
+    let recorder = TestRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    // Subscriptions end after 300 ms; the next one waits for the 2 s spacing.
+    let bed =
+        TestBed::start_with_options(h2().subscribe_to_shard_session(Duration::from_millis(300)))
+            .await?;
+    let stream = bed.create_stream(1).await?;
+    let probe = Probe::new(|_| None);
+    let config = fast(&consumer_name())
+        .min_time_between_subscribes(Duration::from_secs(2))
+        .build()?;
+    let retriever = FanOutRetriever::register(probe.client(&bed), &stream, config).await?;
+    let counts = || {
+        (
+            recorder.counter(names::FANOUT_SUBSCRIPTIONS, &[]),
+            recorder.counter(names::FANOUT_RENEWALS, &[]),
+        )
+    };
+    let reader = retriever
+        .start(SHARD, None, StartingPosition::TrimHorizon)
+        .await?;
+    // The first subscription ended (at ~300 ms); its successor waits for the spacing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(probe.subscribes(), 1);
+    assert_eq!(counts(), (1, 0), "(subscriptions, renewals) while renewing");
+    wait_until("the renewal is made", || counts() == (2, 1)).await?;
+    assert_eq!(probe.subscribes(), 2);
+    // The second subscription ends too; close while its successor waits.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    reader.close().await;
+    assert_eq!(probe.subscribes(), 2);
+    assert_eq!(counts(), (2, 1), "(subscriptions, renewals) after close");
     Ok(())
 }
 

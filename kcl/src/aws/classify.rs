@@ -20,10 +20,13 @@
 //! A code is matched before the status, so a `ServiceUnavailable` with a 503 is labelled
 //! `ServiceUnavailable`.
 //!
+//! A shard's readers (polling and fan-out) ask [`classify_shard_read`], which adds their common
+//! cases before the table: `ResourceNotFoundException` (the shard's end) and
+//! `ExpiredIteratorException` (a new iterator).
+//!
 //! Call sites that treat some errors differently keep that explicit, *before* asking this
-//! module: `ExpiredIteratorException` and `ResourceNotFoundException` (the shard's end) in
-//! polling and fan-out, polling's own unbounded backoff for
-//! `ProvisionedThroughputExceededException`, fan-out's retried `ResourceInUseException`,
+//! module: polling's own unbounded backoff for `ProvisionedThroughputExceededException` and its
+//! restarts on `InvalidArgumentException`, fan-out's retried `ResourceInUseException`,
 //! the `ListShards` `NextToken` fallback, `ResourceInUseException` from
 //! `RegisterStreamConsumer`. Whatever they do not handle themselves is transient exactly when
 //! [`classify`] says so.
@@ -108,6 +111,46 @@ pub(crate) fn classify<E: ProvideErrorMetadata>(
             classify_service(s.err().code(), Some(s.raw().status().as_u16()))
         }
         _ => None,
+    }
+}
+
+/// How a shard's reader (polling's `GetRecords` and `GetShardIterator`, fan-out's
+/// `SubscribeToShard` and its event stream) takes a failed call its own cases left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShardReadFailure {
+    /// `ResourceNotFoundException`: the shard is gone (trimmed after its retention, or its
+    /// stream deleted). As the Java KCL, the shard's end, with no children known.
+    ShardGone,
+    /// `ExpiredIteratorException`: a new shard iterator is taken, after the last record read.
+    IteratorExpired,
+    /// A transient error (see the [module](self)): retried, and counted by its kind or label.
+    Transient(Transient),
+    /// Anything else: not retried.
+    Fatal,
+}
+
+/// A shard reader's failed call by its error code and HTTP status (`None` when there is none,
+/// as for an error inside an event stream): the shard's end, an expired iterator, else
+/// [`classify_service`].
+pub(crate) fn classify_shard_read(code: Option<&str>, status: Option<u16>) -> ShardReadFailure {
+    match code {
+        Some("ResourceNotFoundException") => ShardReadFailure::ShardGone,
+        Some("ExpiredIteratorException") => ShardReadFailure::IteratorExpired,
+        _ => classify_service(code, status)
+            .map_or(ShardReadFailure::Fatal, ShardReadFailure::Transient),
+    }
+}
+
+/// [`classify_shard_read`] for a failed call: a service error by its code and status, any other
+/// failure (a timeout, a broken connection) as [`classify`].
+pub(crate) fn classify_shard_read_error<E: ProvideErrorMetadata>(
+    error: &SdkError<E, HttpResponse>,
+) -> ShardReadFailure {
+    match error {
+        SdkError::ServiceError(s) => {
+            classify_shard_read(s.err().code(), Some(s.raw().status().as_u16()))
+        }
+        other => classify(other).map_or(ShardReadFailure::Fatal, ShardReadFailure::Transient),
     }
 }
 
@@ -219,6 +262,46 @@ mod tests {
             classify_service(Some("InternalFailure"), None).map(|t| t.label),
             Some("InternalFailure")
         );
+    }
+
+    #[test]
+    fn shard_reads_end_at_not_found_renew_expired_iterators_and_retry_the_rest() {
+        use ShardReadFailure::{Fatal, IteratorExpired, ShardGone};
+        let read = |code, status| classify_shard_read_error(&service_error(code, status));
+        assert_eq!(read("ResourceNotFoundException", 400), ShardGone);
+        assert_eq!(read("ExpiredIteratorException", 400), IteratorExpired);
+        assert_eq!(
+            read("ProvisionedThroughputExceededException", 400),
+            ShardReadFailure::Transient(Transient::new(
+                Throttling,
+                "ProvisionedThroughputExceededException"
+            ))
+        );
+        assert_eq!(
+            read("SomethingNew", 502),
+            ShardReadFailure::Transient(Transient::new(ServerError, "http_5xx"))
+        );
+        assert_eq!(read("AccessDeniedException", 400), Fatal);
+        // In an event stream: no status.
+        assert_eq!(
+            classify_shard_read(Some("ResourceNotFoundException"), None),
+            ShardGone
+        );
+        assert_eq!(
+            classify_shard_read(Some("InternalFailure"), None),
+            ShardReadFailure::Transient(Transient::new(ServerError, "InternalFailure"))
+        );
+        assert_eq!(classify_shard_read(None, None), Fatal);
+        // Anything but a service error as `classify`.
+        let timeout: SdkError<GetRecordsError, HttpResponse> =
+            SdkError::timeout_error("operation timed out");
+        assert_eq!(
+            classify_shard_read_error(&timeout),
+            ShardReadFailure::Transient(Transient::new(Timeout, "timeout"))
+        );
+        let construction: SdkError<GetRecordsError, HttpResponse> =
+            SdkError::construction_failure("missing field");
+        assert_eq!(classify_shard_read_error(&construction), Fatal);
     }
 
     #[test]

@@ -56,6 +56,7 @@ mod metrics;
 pub mod polling;
 mod position;
 mod prefetch;
+mod settings;
 
 pub(crate) use deaggregate::Deaggregator;
 pub use deaggregate::OutOfRangePolicy;

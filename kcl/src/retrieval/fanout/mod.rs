@@ -112,6 +112,7 @@ use aws_sdk_kinesis::Client;
 use tracing::Instrument;
 
 use super::metrics::ShardLabels;
+use super::settings::{PendingLimits, check_positive, check_retry_delays};
 use super::{OutOfRangePolicy, PrefetchLimits, ShardReader, StartingPosition};
 use crate::aws::{KinesisApi, RetryPolicy};
 use crate::error::{ConfigError, Result};
@@ -204,7 +205,7 @@ impl FanOutConfig {
     pub fn builder() -> FanOutConfigBuilder {
         FanOutConfigBuilder {
             config: FanOutConfig::default(),
-            prefetch: (None, None, None),
+            prefetch: PendingLimits::default(),
         }
     }
 
@@ -334,7 +335,7 @@ impl FanOutConfig {
 #[derive(Clone, Debug)]
 pub struct FanOutConfigBuilder {
     config: FanOutConfig,
-    prefetch: (Option<usize>, Option<usize>, Option<usize>),
+    prefetch: PendingLimits,
 }
 
 impl FanOutConfigBuilder {
@@ -358,19 +359,19 @@ impl FanOutConfigBuilder {
 
     /// See [`FanOutConfig::prefetch`]: most batches held (at least 1).
     pub fn max_pending_batches(mut self, max: usize) -> Self {
-        self.prefetch.0 = Some(max);
+        self.prefetch.batches = Some(max);
         self
     }
 
     /// See [`FanOutConfig::prefetch`]: most user records held (at least 1).
     pub fn max_pending_records(mut self, max: usize) -> Self {
-        self.prefetch.1 = Some(max);
+        self.prefetch.records = Some(max);
         self
     }
 
     /// See [`FanOutConfig::prefetch`]: most bytes of record data held (at least 1).
     pub fn max_pending_bytes(mut self, max: usize) -> Self {
-        self.prefetch.2 = Some(max);
+        self.prefetch.bytes = Some(max);
         self
     }
 
@@ -475,9 +476,7 @@ impl FanOutConfigBuilder {
             ("request_timeout", config.request_timeout),
             ("idle_timeout", config.idle_timeout),
         ] {
-            if value.is_zero() {
-                return Err(invalid(field, value, "must be positive"));
-            }
+            check_positive(BUILDER, field, value)?;
         }
         if config.registration_retry.max_delay < config.registration_retry.min_delay {
             return Err(invalid(
@@ -486,23 +485,8 @@ impl FanOutConfigBuilder {
                 "max_delay must be at least min_delay",
             ));
         }
-        if config.subscription_retry.max_delay < config.subscription_retry.min_delay {
-            return Err(invalid(
-                "retry_max_delay",
-                config.subscription_retry.max_delay,
-                format!(
-                    "must be at least retry_min_delay ({:?})",
-                    config.subscription_retry.min_delay
-                ),
-            ));
-        }
-        let defaults = PrefetchLimits::default();
-        config.prefetch = PrefetchLimits::checked(
-            "FanOutConfig",
-            self.prefetch.0.unwrap_or(defaults.max_batches()),
-            self.prefetch.1.unwrap_or(defaults.max_records()),
-            self.prefetch.2.unwrap_or(defaults.max_bytes()),
-        )?;
+        check_retry_delays(BUILDER, config.subscription_retry)?;
+        config.prefetch = self.prefetch.build(BUILDER)?;
         Ok(config)
     }
 }
@@ -524,12 +508,15 @@ fn validate_consumer_name(name: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// The builder named in errors.
+const BUILDER: &str = "FanOutConfig";
+
 fn invalid(
     field: &'static str,
     value: impl std::fmt::Debug,
     limit: impl Into<std::borrow::Cow<'static, str>>,
 ) -> ConfigError {
-    ConfigError::new("FanOutConfig", field, value, limit)
+    ConfigError::new(BUILDER, field, value, limit)
 }
 
 /// Starts fan-out readers for the shards of one stream, through one registered stream

@@ -17,7 +17,9 @@ use tokio::time::Instant;
 
 use super::FanOutConfig;
 use crate::aws::KinesisApi;
-use crate::aws::classify::{Transient, TransientKind, classify, classify_service};
+use crate::aws::classify::{
+    ShardReadFailure, Transient, TransientKind, classify_shard_read, classify_shard_read_error,
+};
 use crate::error::{Error, Result};
 use crate::lease::HashKeyRange;
 use crate::metrics::{
@@ -89,14 +91,24 @@ impl Failure {
         }
     }
 
-    /// A service error by its code: fan-out's own cases (`ResourceInUseException` is retried,
-    /// `ResourceNotFoundException` ends the shard), then the crate's classifier; `status` is
-    /// the HTTP status, when there is one.
+    /// A shard reader's failure (see [`classify_shard_read`]) as a metric kind.
+    fn from_read(failure: ShardReadFailure) -> Failure {
+        match failure {
+            ShardReadFailure::ShardGone => Failure::NotFound,
+            // `SubscribeToShard` takes no shard iterator: not an error it expects.
+            ShardReadFailure::IteratorExpired | ShardReadFailure::Fatal => Failure::Fatal,
+            ShardReadFailure::Transient(transient) => Failure::from_transient(transient),
+        }
+    }
+
+    /// A service error by its code: fan-out's own case (`ResourceInUseException` is retried),
+    /// then the shard readers' common ones (`ResourceNotFoundException` ends the shard) and the
+    /// crate's classifier ([`classify_shard_read`]); `status` is the HTTP status, when there is
+    /// one.
     fn from_service(code: Option<&str>, status: Option<u16>) -> Failure {
         match code {
             Some("ResourceInUseException") => Failure::ResourceInUse,
-            Some("ResourceNotFoundException") => Failure::NotFound,
-            _ => classify_service(code, status).map_or(Failure::Fatal, Failure::from_transient),
+            _ => Failure::from_read(classify_shard_read(code, status)),
         }
     }
 }
@@ -142,7 +154,7 @@ pub(super) fn classify_call(
             call_code(service.err()),
             Some(service.raw().status().as_u16()),
         ),
-        other => classify(other).map_or(Failure::Fatal, Failure::from_transient),
+        other => Failure::from_read(classify_shard_read_error(other)),
     }
 }
 
@@ -220,6 +232,10 @@ pub(super) struct Subscriber {
     backoff: Option<ExponentialBackoff>,
     /// The shard was not found: it ends with no children known.
     gone: bool,
+    /// The server ended the last subscription normally: the next one made renews it. The
+    /// renewal is counted when that successor is accepted, not when the old one ends, so a
+    /// reader closed in between counts no renewal without a subscription.
+    renewing: bool,
 }
 
 impl Subscriber {
@@ -250,6 +266,7 @@ impl Subscriber {
             pause: None,
             backoff: None,
             gone: false,
+            renewing: false,
             config,
         }
     }
@@ -331,6 +348,9 @@ impl Subscriber {
             match result {
                 Ok(output) => {
                     self.metrics.subscriptions.increment(1);
+                    if std::mem::take(&mut self.renewing) {
+                        self.metrics.renewals.increment(1);
+                    }
                     tracing::debug!(
                         kind = request.kind.as_str(),
                         sequence_number = ?request.sequence_number.map(SequenceNumber::as_str),
@@ -423,7 +443,7 @@ impl Subscriber {
             Ok(Ok(None)) => {
                 // The server ended the subscription (after ~5 minutes): renew it.
                 self.events = None;
-                self.metrics.renewals.increment(1);
+                self.renewing = true;
                 tracing::debug!(
                     after = ?self.continuation.as_ref().map(SequenceNumber::as_str),
                     "subscription ended, renewing"
@@ -610,6 +630,8 @@ mod tests {
                 Failure::Throttled,
             ),
             ("ResourceNotFoundException", 400, Failure::NotFound),
+            // No shard iterator in fan-out.
+            ("ExpiredIteratorException", 400, Failure::Fatal),
             ("InvalidArgumentException", 400, Failure::Fatal),
             ("AccessDeniedException", 400, Failure::Fatal),
         ];

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::aws::RetryPolicy;
 use crate::error::{ConfigError, Result};
+use crate::retrieval::settings::{PendingLimits, check_positive, check_retry_delays};
 use crate::retrieval::{OutOfRangePolicy, PrefetchLimits};
 
 /// Default [`PollingConfig::max_records`]: 10 000, the Java KCL's `maxRecords` (and the most
@@ -84,7 +85,7 @@ impl PollingConfig {
     pub fn builder() -> PollingConfigBuilder {
         PollingConfigBuilder {
             config: PollingConfig::default(),
-            prefetch: (None, None, None),
+            prefetch: PendingLimits::default(),
         }
     }
 
@@ -167,7 +168,7 @@ impl PollingConfig {
 #[derive(Clone, Debug)]
 pub struct PollingConfigBuilder {
     config: PollingConfig,
-    prefetch: (Option<usize>, Option<usize>, Option<usize>),
+    prefetch: PendingLimits,
 }
 
 impl PollingConfigBuilder {
@@ -191,19 +192,19 @@ impl PollingConfigBuilder {
 
     /// See [`PollingConfig::prefetch`]: most batches held (at least 1).
     pub fn max_pending_batches(mut self, max: usize) -> Self {
-        self.prefetch.0 = Some(max);
+        self.prefetch.batches = Some(max);
         self
     }
 
     /// See [`PollingConfig::prefetch`]: most user records held (at least 1).
     pub fn max_pending_records(mut self, max: usize) -> Self {
-        self.prefetch.1 = Some(max);
+        self.prefetch.records = Some(max);
         self
     }
 
     /// See [`PollingConfig::prefetch`]: most bytes of record data held (at least 1).
     pub fn max_pending_bytes(mut self, max: usize) -> Self {
-        self.prefetch.2 = Some(max);
+        self.prefetch.bytes = Some(max);
         self
     }
 
@@ -264,47 +265,23 @@ impl PollingConfigBuilder {
                 format!("must be between 1 and {DEFAULT_MAX_RECORDS}"),
             ));
         }
-        if config.retry.min_delay.is_zero() {
-            return Err(invalid(
-                "retry_min_delay",
-                config.retry.min_delay,
-                "must be positive",
-            ));
-        }
-        if config.retry.max_delay < config.retry.min_delay {
-            return Err(invalid(
-                "retry_max_delay",
-                config.retry.max_delay,
-                format!(
-                    "must be at least retry_min_delay ({:?})",
-                    config.retry.min_delay
-                ),
-            ));
-        }
-        if config.request_timeout.is_zero() {
-            return Err(invalid(
-                "request_timeout",
-                config.request_timeout,
-                "must be positive",
-            ));
-        }
-        let defaults = PrefetchLimits::default();
-        config.prefetch = PrefetchLimits::checked(
-            "PollingConfig",
-            self.prefetch.0.unwrap_or(defaults.max_batches()),
-            self.prefetch.1.unwrap_or(defaults.max_records()),
-            self.prefetch.2.unwrap_or(defaults.max_bytes()),
-        )?;
+        check_positive(BUILDER, "retry_min_delay", config.retry.min_delay)?;
+        check_retry_delays(BUILDER, config.retry)?;
+        check_positive(BUILDER, "request_timeout", config.request_timeout)?;
+        config.prefetch = self.prefetch.build(BUILDER)?;
         Ok(config)
     }
 }
+
+/// The builder named in errors.
+const BUILDER: &str = "PollingConfig";
 
 fn invalid(
     field: &'static str,
     value: impl std::fmt::Debug,
     limit: impl Into<std::borrow::Cow<'static, str>>,
 ) -> ConfigError {
-    ConfigError::new("PollingConfig", field, value, limit)
+    ConfigError::new(BUILDER, field, value, limit)
 }
 
 #[cfg(test)]

@@ -14,9 +14,10 @@ use metrics::{Counter, Gauge, Histogram};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::aws::classify::{ShardReadFailure, classify_shard_read_error};
 use crate::aws::kinesis::kinesis_error;
 use crate::aws::retry::retrying;
-use crate::aws::{KinesisApi, StreamTarget, classify};
+use crate::aws::{KinesisApi, StreamTarget};
 use crate::error::{Error, Result};
 use crate::lease::HashKeyRange;
 use crate::metrics::{
@@ -117,21 +118,22 @@ enum Failure {
     Fatal,
 }
 
-/// The fetcher's own cases first (see the [module](super)); anything else is transient
-/// exactly when the crate's classifier says so (its label is the metric's `code`).
+/// The fetcher's own cases first (see the [module](super)), then the shard readers' common
+/// ones ([`classify_shard_read_error`]): anything else is transient exactly when the crate's
+/// classifier says so (its label is the metric's `code`).
 fn classify<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Failure {
     if let SdkError::ServiceError(service) = error {
         match service.err().code() {
             Some("ProvisionedThroughputExceededException") => return Failure::Throttled,
-            Some("ExpiredIteratorException") => return Failure::Expired,
             Some("InvalidArgumentException") => return Failure::InvalidArgument,
-            Some("ResourceNotFoundException") => return Failure::Gone,
             _ => {}
         }
     }
-    match classify::classify(error) {
-        Some(transient) => Failure::Transient(transient.label),
-        None => Failure::Fatal,
+    match classify_shard_read_error(error) {
+        ShardReadFailure::ShardGone => Failure::Gone,
+        ShardReadFailure::IteratorExpired => Failure::Expired,
+        ShardReadFailure::Transient(transient) => Failure::Transient(transient.label),
+        ShardReadFailure::Fatal => Failure::Fatal,
     }
 }
 
