@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use kinesis_integration::TestBed;
 use kinesis_kcl::{
     Checkpointer, InitialPosition, PollingConfig, ProcessRecordsInput, ProcessorError, Retrieval,
-    ShardRecordProcessor, ShardState, Worker, WorkerHandle,
+    ShardRecordProcessor, Worker, WorkerHandle,
 };
 use kinesis_kpl::{Producer, UserRecord};
 
@@ -106,11 +106,6 @@ impl Running {
         self.handle.shutdown().await;
         Ok(self.task.await??)
     }
-
-    fn reading(&self) -> bool {
-        let states = self.handle.shard_states();
-        !states.is_empty() && states.values().all(|s| *s == ShardState::Processing)
-    }
 }
 
 async fn put(bed: &TestBed, stream: &str, prefix: &str) -> Result<(), BoxError> {
@@ -130,10 +125,7 @@ async fn put(bed: &TestBed, stream: &str, prefix: &str) -> Result<(), BoxError> 
 /// show that nothing else arrives).
 async fn wait_for(expected: &[(&Seen, usize)]) -> Result<(), BoxError> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !expected
-        .iter()
-        .all(|(seen, n)| seen.lock().map_or(0, |s| s.len()) >= *n)
-    {
+    while !expected.iter().all(|(seen, n)| take(seen).len() >= *n) {
         if Instant::now() > deadline {
             return Err("the records did not arrive within 60 s".into());
         }
@@ -143,9 +135,19 @@ async fn wait_for(expected: &[(&Seen, usize)]) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The keys `seen` holds, without the probes.
 fn take(seen: &Seen) -> Vec<String> {
-    seen.lock().map(|s| s.clone()).unwrap_or_default()
+    seen.lock()
+        .map(|s| s.iter().filter(|k| !is_probe(k)).cloned().collect())
+        .unwrap_or_default()
 }
+
+fn is_probe(key: &str) -> bool {
+    key.starts_with(PROBE)
+}
+
+/// The key prefix of the records put until the `LATEST` application reads.
+const PROBE: &str = "probe-";
 
 /// Runs the example.
 pub(crate) async fn run() -> Result<Summary, BoxError> {
@@ -179,15 +181,28 @@ pub(crate) async fn run() -> Result<Summary, BoxError> {
             &at,
         )?,
     ];
-    // LATEST means "after the worker got its shard iterator": wait until each reads.
+    // LATEST means "after the worker got its shard iterator": put probe records until the
+    // LATEST application has read one; everything put after that, it reads too. (The probes
+    // are left out of what each application saw.)
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !workers.iter().all(Running::reading) {
+    let prober = Producer::builder(bed.kinesis().clone(), &stream)
+        .build()
+        .await?;
+    let mut probes = 0;
+    while !latest
+        .lock()
+        .is_ok_and(|seen| seen.iter().any(|k| is_probe(k)))
+    {
         if Instant::now() > deadline {
-            return Err("the workers did not start reading within 60 s".into());
+            return Err("the LATEST application did not start reading within 60 s".into());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        prober
+            .put_record(UserRecord::new(format!("{PROBE}{probes}"), "probe"))
+            .await?;
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    prober.shutdown().await;
     put(&bed, &stream, "new").await?;
     wait_for(&[(&trim, 9), (&latest, 3), (&at, 6)]).await?;
     for worker in workers {

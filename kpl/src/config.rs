@@ -151,7 +151,8 @@ impl ProducerConfig {
     pub fn rate_limit(&self) -> u32 {
         self.rate_limit
     }
-    /// Most PutRecords requests in flight at once. Default 24 (KPL `MaxConnections`).
+    /// Most PutRecords requests in flight at once, over every stream the producer puts to.
+    /// Default 24 (KPL `MaxConnections`).
     pub fn max_connections(&self) -> usize {
         self.max_connections
     }
