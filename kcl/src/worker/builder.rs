@@ -1,0 +1,383 @@
+//! [`WorkerBuilder`]: a worker's settings, their defaults (the Java KCL's) and their checks.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::Worker;
+use super::handle::WorkerHandle;
+use crate::config::LeaseConfig;
+use crate::error::ConfigError;
+use crate::lease::{StreamIdentifier, TableOptions};
+use crate::processor::{ShardContext, ShardRecordProcessor, SharedFactory};
+use crate::retrieval::Retrieval;
+use crate::shard::InitialPosition;
+
+/// Java KCL `shardSyncIntervalMillis` default: 60 000 ms.
+const DEFAULT_SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+/// Java KCL `parentShardPollIntervalMillis` default: 10 000 ms.
+const DEFAULT_PARENT_SHARD_POLL_INTERVAL: Duration = Duration::from_secs(10);
+/// Java KCL `completedLeaseCleanupIntervalMillis` default: 5 minutes.
+const DEFAULT_LEASE_CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
+/// How long a processor has to finish once processing must stop: 30 s, the Java KCL 3.x
+/// graceful hand-off timeout (`gracefulLeaseHandoffTimeoutMillis`), after which the new
+/// owner takes the lease whatever the old one is doing.
+const DEFAULT_PROCESSOR_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Builds a [`Worker`]; see [`Worker::builder`].
+pub struct WorkerBuilder {
+    application_name: String,
+    kinesis: aws_sdk_kinesis::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
+    factory: SharedFactory,
+    streams: Vec<String>,
+    identifiers: HashMap<String, StreamIdentifier>,
+    multi_stream: Option<bool>,
+    worker_id: Option<String>,
+    table_name: Option<String>,
+    table_options: TableOptions,
+    initial_position: InitialPosition,
+    retrieval: Retrieval,
+    lease_config: LeaseConfig,
+    shard_sync_interval: Duration,
+    parent_shard_poll_interval: Duration,
+    lease_cleanup_interval: Duration,
+    processor_stop_timeout: Duration,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("application_name", &self.application_name)
+            .field("streams", &self.streams)
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    /// The stream to consume, by name or ARN (`arn:aws:kinesis:…`). Call again (or use
+    /// [`streams`](Self::streams)) to consume several streams: multi-stream mode.
+    pub fn stream(mut self, stream: impl Into<String>) -> Self {
+        self.streams.push(stream.into());
+        self
+    }
+
+    /// Several streams (multi-stream mode: lease keys are
+    /// `<account>:<stream>:<creation epoch>:<shard id>`, as the Java KCL's multi-stream mode).
+    ///
+    /// A worker takes only leases of the streams configured here. In a rolling deploy that
+    /// adds a stream, workers still running the old configuration leave the new stream's
+    /// leases to the workers that process it (and balance only the streams they know); the
+    /// Java KCL instead processes such leases with a default "orphan" configuration.
+    pub fn streams<I, S>(mut self, streams: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.streams.extend(streams.into_iter().map(Into::into));
+        self
+    }
+
+    /// A stream whose multi-stream identifier (`<account>:<name>:<creation epoch>`, the
+    /// prefix of its lease keys) the application supplies, as with the Java KCL's
+    /// `StreamIdentifier.multiStreamInstance`: built with [`StreamIdentifier::new`] or parsed
+    /// from its serialized form with [`StreamIdentifier::parse`]. `stream` is the name or ARN
+    /// the worker reads by; it must name the identifier's stream (and, as an ARN, its account).
+    /// The worker then does not call `DescribeStreamSummary` for it and uses the identifier
+    /// as given: after a stream is deleted and re-created under the same name, the old
+    /// epoch keeps addressing the old leases (and their checkpoints), the new one starts
+    /// afresh. Implies multi-stream lease keys.
+    ///
+    /// Streams added with [`stream`](Self::stream) in multi-stream mode get their identifier
+    /// from `DescribeStreamSummary` at start-up (account from the ARN, creation time in
+    /// seconds), retried with backoff on throttling: its limit is 20 calls per second per
+    /// account, which a fleet starting together can exceed.
+    pub fn stream_with_identifier(
+        mut self,
+        stream: impl Into<String>,
+        identifier: StreamIdentifier,
+    ) -> Self {
+        let stream = stream.into();
+        self.identifiers.insert(stream.clone(), identifier);
+        self.streams.push(stream);
+        self
+    }
+
+    /// Forces multi-stream lease keys even for one stream (default: multi-stream exactly when
+    /// more than one stream is configured, or an identifier is supplied with
+    /// [`stream_with_identifier`](Self::stream_with_identifier)).
+    pub fn multi_stream(mut self, enabled: bool) -> Self {
+        self.multi_stream = Some(enabled);
+        self
+    }
+
+    /// This worker's id (the `leaseOwner` it writes). Default: host name, process id and a
+    /// random suffix. Must be unique among the application's running workers.
+    pub fn worker_id(mut self, worker_id: impl Into<String>) -> Self {
+        self.worker_id = Some(worker_id.into());
+        self
+    }
+
+    /// The lease table. Default: the application name (as the Java KCL).
+    pub fn table_name(mut self, table_name: impl Into<String>) -> Self {
+        self.table_name = Some(table_name.into());
+        self
+    }
+
+    /// How the lease table is created when missing (billing mode, tags, deletion
+    /// protection). Default: on-demand.
+    pub fn table_options(mut self, options: TableOptions) -> Self {
+        self.table_options = options;
+        self
+    }
+
+    /// Where shards without a checkpoint start. Default [`InitialPosition::Latest`] (the
+    /// Java KCL's default).
+    pub fn initial_position(mut self, position: InitialPosition) -> Self {
+        self.initial_position = position;
+        self
+    }
+
+    /// How records are fetched. Default: polling with the Java KCL's settings.
+    pub fn retrieval(mut self, retrieval: Retrieval) -> Self {
+        self.retrieval = retrieval;
+        self
+    }
+
+    /// Lease timing and balancing. Default: [`LeaseConfig::default`].
+    pub fn lease_config(mut self, config: LeaseConfig) -> Self {
+        self.lease_config = config;
+        self
+    }
+
+    /// How often shards are listed and new leases created. Default 60 s (Java
+    /// `shardSyncIntervalMillis`); a shard ending on this worker also triggers a sync.
+    pub fn shard_sync_interval(mut self, interval: Duration) -> Self {
+        self.shard_sync_interval = interval;
+        self
+    }
+
+    /// How often a child shard's lease checks whether its parents have finished. Default
+    /// 10 s (Java `parentShardPollIntervalMillis`).
+    pub fn parent_shard_poll_interval(mut self, interval: Duration) -> Self {
+        self.parent_shard_poll_interval = interval;
+        self
+    }
+
+    /// How often finished leases are cleaned up. Default 5 minutes (Java
+    /// `completedLeaseCleanupIntervalMillis`).
+    pub fn lease_cleanup_interval(mut self, interval: Duration) -> Self {
+        self.lease_cleanup_interval = interval;
+        self
+    }
+
+    /// How long a processor has to finish once processing of its shard must stop (the lease
+    /// was lost, another worker asked for it, or the worker shuts down). The call in flight
+    /// is not cancelled: it may finish its batch; then the processor gets
+    /// [`lease_lost`](crate::ShardRecordProcessor::lease_lost) or
+    /// [`shutdown_requested`](crate::ShardRecordProcessor::shutdown_requested). Both together
+    /// get this long; a call still running then is dropped (at its next `.await`: a call that
+    /// blocks its thread cannot be), logged, counted
+    /// (`kinesis_kcl_processor_calls_abandoned_total`), and the lease is released or left to expire,
+    /// so a hung processor delays a hand-off or a shutdown by this much at most. A processor
+    /// that hangs while its lease is simply held is not interrupted (neither is it in the
+    /// Java KCL, which has no per-call timeout): its shard's state stays
+    /// [`ShardState::Processing`]. Default 30 s, the Java KCL 3.x `gracefulLeaseHandoffTimeoutMillis`.
+    pub fn processor_stop_timeout(mut self, timeout: Duration) -> Self {
+        self.processor_stop_timeout = timeout;
+        self
+    }
+
+    /// Checks the configuration and builds the worker.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] without a stream, with a stream named twice, an empty application
+    /// name or worker id, a zero interval, or a stream identifier that does not match its
+    /// stream or comes with `multi_stream(false)`.
+    pub fn build(self) -> Result<Worker, ConfigError> {
+        let invalid = |field, value: &dyn std::fmt::Debug, limit: &'static str| {
+            ConfigError::new("WorkerBuilder", field, value, limit)
+        };
+        if self.application_name.is_empty() {
+            return Err(invalid("application_name", &"", "must not be empty"));
+        }
+        if self.streams.is_empty() {
+            return Err(invalid(
+                "stream",
+                &self.streams,
+                "at least one stream is needed",
+            ));
+        }
+        let mut seen = HashSet::new();
+        if let Some(dup) = self.streams.iter().find(|s| !seen.insert(s.as_str())) {
+            return Err(invalid("streams", dup, "a stream may be configured once"));
+        }
+        for (name, d) in [
+            ("shard_sync_interval", self.shard_sync_interval),
+            (
+                "parent_shard_poll_interval",
+                self.parent_shard_poll_interval,
+            ),
+            ("lease_cleanup_interval", self.lease_cleanup_interval),
+            ("processor_stop_timeout", self.processor_stop_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(name, &d, "must be positive"));
+            }
+        }
+        if !self.identifiers.is_empty() && self.multi_stream == Some(false) {
+            return Err(invalid(
+                "multi_stream",
+                &false,
+                "must not be turned off when a stream identifier is supplied \
+                 (`stream_with_identifier`): identifiers are part of multi-stream lease keys",
+            ));
+        }
+        for (stream, id) in &self.identifiers {
+            check_identifier(stream, id)?;
+        }
+        let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
+        if worker_id.is_empty() {
+            return Err(invalid("worker_id", &"", "must not be empty"));
+        }
+        let (shutdown, _) = watch::channel(false);
+        let (finished, _) = watch::channel(false);
+        let handle = WorkerHandle {
+            worker_id: Arc::from(worker_id.as_str()),
+            shutdown: Arc::new(shutdown),
+            finished: Arc::new(finished),
+            states: ShardStates::default(),
+        };
+        Ok(Worker {
+            table_name: self
+                .table_name
+                .unwrap_or_else(|| self.application_name.clone()),
+            multi_stream: self
+                .multi_stream
+                .unwrap_or(self.streams.len() > 1 || !self.identifiers.is_empty()),
+            application_name: self.application_name,
+            kinesis: self.kinesis,
+            dynamodb: self.dynamodb,
+            factory: self.factory,
+            streams: self.streams,
+            identifiers: self.identifiers,
+            table_options: self.table_options,
+            initial_position: self.initial_position,
+            retrieval: self.retrieval,
+            lease_config: self.lease_config,
+            shard_sync_interval: self.shard_sync_interval,
+            parent_shard_poll_interval: self.parent_shard_poll_interval,
+            lease_cleanup_interval: self.lease_cleanup_interval,
+            processor_stop_timeout: self.processor_stop_timeout,
+            handle,
+        })
+    }
+}
+
+impl Worker {
+    /// A builder for the application `application_name` (also the lease table's name by
+    /// default), reading with `kinesis`, coordinating through `dynamodb`, processing with
+    /// processors from `factory`.
+    ///
+    /// The factory is any `Fn(&ShardContext) -> P` where `P` is a [`ShardRecordProcessor`]:
+    /// a plain closure such as `|_| Counter::default()` or `|shard| Printer::new(&shard.shard_id)`
+    /// will do (no type annotation needed). It is called once per shard lease, each time
+    /// processing of the shard starts or restarts.
+    ///
+    /// ```
+    /// # use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor, Worker};
+    /// # #[derive(Default)]
+    /// # struct Counter(u64);
+    /// # #[kinesis_kcl::async_trait]
+    /// # impl ShardRecordProcessor for Counter {
+    /// #     async fn process_records(&mut self, _: ProcessRecordsInput, _: &mut Checkpointer) -> Result<(), ProcessorError> { Ok(()) }
+    /// #     async fn shard_ended(&mut self, c: &mut Checkpointer) -> Result<(), ProcessorError> { Ok(c.checkpoint().await?) }
+    /// # }
+    /// # fn clients() -> (aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client) {
+    /// #     let config = aws_config::SdkConfig::builder()
+    /// #         .behavior_version(aws_config::BehaviorVersion::latest())
+    /// #         .build();
+    /// #     (aws_sdk_kinesis::Client::new(&config), aws_sdk_dynamodb::Client::new(&config))
+    /// # }
+    /// let (kinesis, dynamodb) = clients();
+    /// let worker = Worker::builder("counter", kinesis, dynamodb, |_| Counter::default())
+    ///     .stream("clickstream")
+    ///     .build()?;
+    /// # let _ = worker;
+    /// # Ok::<(), kinesis_kcl::ConfigError>(())
+    /// ```
+    pub fn builder<F, P>(
+        application_name: impl Into<String>,
+        kinesis: aws_sdk_kinesis::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+        factory: F,
+    ) -> WorkerBuilder
+    where
+        F: Fn(&ShardContext) -> P + Send + Sync + 'static,
+        P: ShardRecordProcessor + 'static,
+    {
+        WorkerBuilder {
+            application_name: application_name.into(),
+            kinesis,
+            dynamodb,
+            factory: Arc::new(factory),
+            streams: Vec::new(),
+            identifiers: HashMap::new(),
+            multi_stream: None,
+            worker_id: None,
+            table_name: None,
+            table_options: TableOptions::default(),
+            initial_position: InitialPosition::default(),
+            retrieval: Retrieval::default(),
+            lease_config: LeaseConfig::default(),
+            shard_sync_interval: DEFAULT_SHARD_SYNC_INTERVAL,
+            parent_shard_poll_interval: DEFAULT_PARENT_SHARD_POLL_INTERVAL,
+            lease_cleanup_interval: DEFAULT_LEASE_CLEANUP_INTERVAL,
+            processor_stop_timeout: DEFAULT_PROCESSOR_STOP_TIMEOUT,
+        }
+    }
+}
+
+/// An identifier supplied for `stream` must name it (and its account, for an ARN).
+fn check_identifier(stream: &str, id: &StreamIdentifier) -> Result<(), ConfigError> {
+    let target = crate::shard::StreamTarget::parse(stream);
+    let invalid = |limit: String| {
+        ConfigError::displayed("WorkerBuilder", "stream_with_identifier", id, limit)
+    };
+    if target.stream_name() != Some(id.stream_name()) {
+        return Err(invalid(format!(
+            "it names stream `{}`, not `{stream}`",
+            id.stream_name()
+        )));
+    }
+    if let crate::shard::StreamTarget::Arn(arn) = &target
+        && arn.split(':').nth(4) != Some(id.account_id())
+    {
+        return Err(invalid(format!(
+            "its account `{}` is not the account of `{arn}`",
+            id.account_id()
+        )));
+    }
+    Ok(())
+}
+
+/// `host-pid-random`.
+fn default_worker_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        hasher.finish() as u32
+    )
+}
