@@ -174,14 +174,12 @@ async fn point(leases: usize, workers: usize, window: Duration) -> Result<(), Bo
         let cost = costs.entry(call.operation.clone()).or_default();
         cost.calls += 1;
         match call.operation.as_str() {
-            "Scan" => {
-                // Every scan page but the first carries ExclusiveStartKey; pages add up to
-                // one pass over the table per scan.
-                if !body.contains("ExclusiveStartKey") {
-                    let bytes = leases as f64 * item_size;
-                    cost.items_read += leases as f64;
-                    cost.read_units += (bytes / 4096.0).ceil() * read_unit;
-                }
+            // Every scan page but the first carries ExclusiveStartKey; pages add up to one
+            // pass over the table per scan.
+            "Scan" if !body.contains("ExclusiveStartKey") => {
+                let bytes = leases as f64 * item_size;
+                cost.items_read += leases as f64;
+                cost.read_units += (bytes / 4096.0).ceil() * read_unit;
             }
             "GetItem" | "Query" => {
                 cost.items_read += 1.0;

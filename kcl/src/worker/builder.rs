@@ -1,10 +1,14 @@
 //! [`WorkerBuilder`]: a worker's settings, their defaults (the Java KCL's) and their checks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::Worker;
 use super::handle::WorkerHandle;
+use super::state::ShardStates;
 use crate::config::LeaseConfig;
 use crate::error::ConfigError;
 use crate::lease::{StreamIdentifier, TableOptions};

@@ -248,7 +248,7 @@ impl Worker {
             self.lease_cleanup_interval,
         )
         .await;
-        let streams = run.streams.clone();
+        let streams = run.streams();
         let result = run.shut_down().await;
         for stream in streams {
             stream.retriever.shut_down().await;

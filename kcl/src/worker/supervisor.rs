@@ -11,11 +11,11 @@ use tokio::sync::mpsc;
 use tokio::task::{Id, JoinSet};
 use tracing::Instrument;
 
-use super::consumer::{ConsumerContext, Exit, Failure};
+use super::consumer::{self, ConsumerContext, Exit, Failure};
+use super::state::ShardState;
 use super::stream::StreamContext;
 use crate::error::Result;
 use crate::lease::{HeldLease, LeaseCoordinator};
-use crate::processor::ShardContext;
 
 /// First restart delay of a failed shard consumer; doubles per failure in a row.
 pub(super) const RESTART_MIN_DELAY: Duration = Duration::from_secs(1);
@@ -76,7 +76,12 @@ impl Running {
         }
     }
 
-    async fn main_loop(
+    /// The streams consumed.
+    pub(super) fn streams(&self) -> Vec<Arc<StreamContext>> {
+        self.streams.clone()
+    }
+
+    pub(super) async fn main_loop(
         &mut self,
         mut acquired: mpsc::UnboundedReceiver<Arc<HeldLease>>,
         mut sync_requests: mpsc::UnboundedReceiver<Arc<StreamContext>>,
@@ -269,7 +274,7 @@ impl Running {
 
     /// Graceful shutdown: no more takes; every consumer tells its processor and ends; then
     /// every lease is released.
-    async fn shut_down(mut self) -> Result<()> {
+    pub(super) async fn shut_down(mut self) -> Result<()> {
         tracing::info!(worker = %self.coordinator.worker_id(), "worker shutting down");
         self.coordinator.stop_taking().await;
         // Consumers see the shutdown signal (already sent) and end after their processors'
