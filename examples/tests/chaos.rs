@@ -513,6 +513,10 @@ async fn chaos(seconds: u64) -> TestResult {
     }
     let status = tokio::time::timeout(Duration::from_secs(120), producer.wait()).await??;
     let samples = sampler.stop().await;
+    // Printed before any check, so that a soak's figures survive a failed one.
+    if !samples.is_empty() {
+        println!("{}", memory_report(&samples));
+    }
     assert!(status.success(), "the producer failed: {status}");
     let stored = read_results(&results)?;
     assert_eq!(
@@ -737,15 +741,22 @@ async fn chaos(seconds: u64) -> TestResult {
         regressions.is_empty(),
         "checkpoints moved backwards: {regressions:?}"
     );
-    assert!(events.killed.len() >= 3 && events.paused.len() == 1 && events.reshards == 2);
+    // At the default pace (a step every 1-4 s) a run kills at least 3 workers; a soak with
+    // longer steps (CHAOS_STEP_SECONDS) spends most of its few steps on the pause and the
+    // reshards, and kills at least one.
+    let least_kills = if step_millis == 1_000 { 3 } else { 1 };
+    assert!(
+        events.killed.len() >= least_kills && events.paused.len() == 1 && events.reshards == 2,
+        "chaos done: {} killed (at least {least_kills}), {} paused, {} reshards",
+        events.killed.len(),
+        events.paused.len(),
+        events.reshards
+    );
     assert!(
         taken_while_paused > 0,
         "no lease moved while the worker was paused: the zombie check saw nothing"
     );
 
-    if !samples.is_empty() {
-        println!("{}", memory_report(&samples));
-    }
     std::fs::remove_dir_all(&dir).ok();
     support::local::terminate(local).await?;
     Ok(())
