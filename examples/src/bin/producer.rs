@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use kinesis_examples::{ConnectArgs, error_line};
-use kinesis_kpl::{Producer, ProducerConfig, UserRecord};
+use kinesis_kpl::{Producer, ProducerConfig, PutResult, UserRecord};
 use tokio::io::AsyncBufReadExt;
 
 /// Put records to a Kinesis stream through the kinesis-kpl producer.
@@ -84,7 +84,48 @@ async fn run(args: Args) -> Result<u64, BoxError> {
     )
     .await?;
     let started = Instant::now();
-    let (done, mut results) = tokio::sync::mpsc::unbounded_channel();
+    let (done, mut results) = tokio::sync::mpsc::unbounded_channel::<(
+        u64,
+        String,
+        Result<PutResult, kinesis_kpl::PutError>,
+    )>();
+    // Results are written (or counted) as they come, so that a long run holds only the
+    // records in flight, not every result until the end.
+    let mut log = match &args.result_log {
+        Some(path) => Some(std::io::BufWriter::new(std::fs::File::create(path)?)),
+        None => None,
+    };
+    let collector = tokio::spawn(async move {
+        let (mut stored, mut failed) = (0u64, 0u64);
+        while let Some((n, key, result)) = results.recv().await {
+            match result {
+                Ok(result) => {
+                    stored += 1;
+                    if let Some(log) = &mut log {
+                        let key = key.replace(['\t', '\n', '\r'], " ");
+                        writeln!(
+                            log,
+                            "{n}\t{key}\t{}\t{}\t{}",
+                            result.shard_id, result.sequence_number, result.sub_sequence_number
+                        )?;
+                    }
+                }
+                Err(error) => {
+                    failed += 1;
+                    if failed <= 10 {
+                        eprintln!(
+                            "failed: {}",
+                            error_line(&error).trim_start_matches("error: ")
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(mut log) = log {
+            log.flush()?;
+        }
+        Ok::<_, std::io::Error>((stored, failed))
+    });
 
     let mut put = 0u64;
     match args.synthetic {
@@ -123,38 +164,7 @@ async fn run(args: Args) -> Result<u64, BoxError> {
     }
     drop(done);
     producer.shutdown().await;
-    let mut log = match &args.result_log {
-        Some(path) => Some(std::io::BufWriter::new(std::fs::File::create(path)?)),
-        None => None,
-    };
-    let (mut stored, mut failed) = (0u64, 0u64);
-    while let Some((n, key, result)) = results.recv().await {
-        match result {
-            Ok(result) => {
-                stored += 1;
-                if let Some(log) = &mut log {
-                    let key = key.replace(['\t', '\n', '\r'], " ");
-                    writeln!(
-                        log,
-                        "{n}\t{key}\t{}\t{}\t{}",
-                        result.shard_id, result.sequence_number, result.sub_sequence_number
-                    )?;
-                }
-            }
-            Err(error) => {
-                failed += 1;
-                if failed <= 10 {
-                    eprintln!(
-                        "failed: {}",
-                        error_line(&error).trim_start_matches("error: ")
-                    );
-                }
-            }
-        }
-    }
-    if let Some(mut log) = log {
-        log.flush()?;
-    }
+    let (stored, failed) = collector.await??;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "put {put} records: {stored} stored, {failed} failed in {seconds:.2} s ({:.0} records/s)",
