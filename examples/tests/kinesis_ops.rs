@@ -909,6 +909,82 @@ async fn binary_shows_the_lag_of_every_shard_across_a_split() -> TestResult {
     .await
 }
 
+/// Whether a thread of process `pid` is blocked writing to its standard output (Linux: the
+/// syscall number and first argument in `/proc/<pid>/task/<tid>/syscall`; write is 1 on x86_64,
+/// 64 on aarch64).
+fn blocked_writing_stdout(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("syscall")).is_ok_and(|line| {
+            let mut fields = line.split_whitespace();
+            let number = fields.next();
+            let fd = fields.next();
+            matches!(number, Some("1") | Some("64")) && fd == Some("0x1")
+        })
+    })
+}
+
+/// A Ctrl-C that comes while a view is being written (here: blocked on a full pipe) still ends
+/// the watch once the write goes through. The old loop listened for Ctrl-C only while reading
+/// the table, so such a signal was lost and the watch ran on (a CI run timed out on it).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ctrl_c_while_a_view_is_written_still_ends_the_watch() -> TestResult {
+    use tokio::io::AsyncReadExt;
+    bounded(async {
+        let (bed, table) = fresh_table().await?;
+        for shard in 0..20 {
+            let key = format!("shardId-{shard:012}");
+            lease(&table, &key, seq("7", 0), Some("worker-1")).await?;
+        }
+        let mut args = vec!["leases".to_owned(), "--table".to_owned()];
+        args.push(table.table_name().to_owned());
+        args.extend([
+            "--interval".to_owned(),
+            "1ms".to_owned(),
+            "--watch".to_owned(),
+        ]);
+        args.extend(connect_flags(&bed));
+        let mut child = command(env!("CARGO_BIN_EXE_kinesis-ops"), Some(&bed))
+            .args(&args)
+            .spawn()?;
+        let mut stdout = child.stdout.take().ok_or("no stdout")?;
+        // The first view is out: the watch is listening for Ctrl-C.
+        let mut seen = String::new();
+        let mut buffer = [0u8; 4096];
+        while !seen.contains("worker-1") {
+            let n = stdout.read(&mut buffer).await?;
+            assert!(n > 0, "kinesis-ops ended early: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+        // Reading stops: the pipe fills and the next write blocks.
+        let pid = child.id().ok_or("exited")?;
+        while !blocked_writing_stdout(pid) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()?
+                .success()
+        );
+        // Reading resumes; the watch ends.
+        let drain = tokio::spawn(async move {
+            let mut rest = Vec::new();
+            stdout.read_to_end(&mut rest).await.map(|_| rest.len())
+        });
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .map_err(|_| "the watch ran on after Ctrl-C")??;
+        assert!(status.success(), "Ctrl-C ends the watch cleanly: {status}");
+        drain.await??;
+        Ok(())
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_watches_the_leases_until_interrupted() -> TestResult {
     use tokio::io::AsyncReadExt;

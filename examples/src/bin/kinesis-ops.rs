@@ -243,10 +243,14 @@ async fn run_leases(args: LeasesArgs) -> Result<(), BoxError> {
             connection.description
         );
     }
+    // One Ctrl-C listener for the whole watch: a listener made per view would miss a Ctrl-C
+    // that comes while the view is written.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         let listing = tokio::select! {
             listing = leases::observe(&table, args.interval) => listing?,
-            _ = tokio::signal::ctrl_c(), if args.watch => return Ok(()),
+            _ = &mut interrupted, if args.watch => return Ok(()),
         };
         let mut out = std::io::stdout().lock();
         if args.json {
