@@ -78,7 +78,9 @@ impl LeaseConfig {
     /// Default `failover_time / 3` (3 333 ms at the default failover), so two renewals can be
     /// lost before a lease expires. At most 45 % of `failover_time`: a holder keeps a lease
     /// for 90 % of the failover time after its last successful write, and one renewal may
-    /// fail. The Java KCL renews every `failover / 3 - epsilon`
+    /// fail. Each round's renewals are spread evenly over the first half of the interval
+    /// (the Java KCL renews them all at the round's start), so a worker holding many leases
+    /// writes at a steady rate. The Java KCL renews every `failover / 3 - epsilon`
     /// (`epsilonMillis` = 25 ms by default, so 3 308 ms); the difference does not matter for
     /// interoperation.
     pub fn renew_interval(&self) -> Duration {

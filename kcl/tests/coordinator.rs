@@ -937,6 +937,72 @@ async fn renewals_are_bounded_in_concurrency() -> TestResult {
     .await
 }
 
+/// Used to renew every held lease in one burst at the start of each renew interval (bounded
+/// in concurrency, not in time): a worker holding many leases wrote them all within
+/// milliseconds, every interval. Renewals are now spread over the first half of the interval,
+/// each lease at the same place in every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renewals_are_spread_over_the_renew_interval() -> TestResult {
+    use kinesis_integration::faults::{Service, ServiceFaults, ServicePlan};
+    bounded(async {
+        const LEASES: usize = 40;
+        let fx = Fixture::new(LEASES).await?;
+        let logged = ServiceFaults::new(Service::DynamoDb, ServicePlan::seeded(4));
+        let client = aws_sdk_dynamodb::Client::from_conf(logged.dynamodb_config(&fx.bed).build());
+        let config = LeaseConfig::builder().failover_time(FAILOVER).build()?;
+        let (coordinator, acquired) =
+            LeaseCoordinator::start(LeaseTable::new(client, &fx.table_name), "w", config.clone());
+        let mut worker = Worker {
+            driver: Some(drive(acquired, None, Holdings::default())),
+            holdings: Holdings::default(),
+            coordinator: Some(coordinator),
+        };
+        wait_for(Duration::from_secs(20), "w to hold all 40", || async {
+            Ok(worker.active().len() == LEASES)
+        })
+        .await?;
+        // Takes are over: from now on the UpdateItems are renewals.
+        logged.log_calls(true);
+        let renewed = worker.c().stats().renewals;
+        wait_for(
+            6 * config.renew_interval(),
+            "three rounds of renewals",
+            || async { Ok(worker.c().stats().renewals >= renewed + 3 * LEASES as u64) },
+        )
+        .await?;
+        logged.log_calls(false);
+        let mut starts: Vec<Instant> = logged
+            .calls()
+            .into_iter()
+            .filter(|c| c.operation == "UpdateItem")
+            .map(|c| c.started)
+            .collect();
+        starts.sort();
+        // The most renewals that started within any tenth of the renew interval.
+        let window = config.renew_interval() / 10;
+        let mut most = 0;
+        for (i, first) in starts.iter().enumerate() {
+            let within = starts[i..].iter().take_while(|t| **t < *first + window).count();
+            most = most.max(within);
+        }
+        eprintln!(
+            "REPORT renewal spread: {} renewals of {LEASES} leases, at most {most} within {window:?} \
+             (renew interval {:?})",
+            starts.len(),
+            config.renew_interval()
+        );
+        assert!(starts.len() >= 2 * LEASES, "renewals were logged: {}", starts.len());
+        // Spread evenly over half the interval, a tenth of it holds a fifth of the leases.
+        assert!(
+            most <= LEASES / 4,
+            "{most} of {LEASES} renewals started within {window:?}: a burst"
+        );
+        worker.shutdown().await?;
+        Ok(())
+    })
+    .await
+}
+
 /// Used to fight: a second process started with a worker id already in use took back every
 /// lease of the first at its next scan (they are "left to this worker id"), the first lost
 /// them and took them back, and so on every second. Now the newcomer sees their counters move

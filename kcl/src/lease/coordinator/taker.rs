@@ -119,7 +119,7 @@ async fn round(shared: &Shared, tracker: &mut ExpiryTracker, memory: &mut Memory
     // Leases the table gives to this worker that it does not hold. Handed over to it: taken
     // once the old owner has cleared `checkpointOwner` (or the hand-off timed out). Left by
     // an earlier run with the same worker id: taken back once their counter has stood still
-    // for a renew interval, without waiting for expiry. A counter that moves meanwhile means
+    // for two renew intervals, without waiting for expiry. A counter that moves meanwhile means
     // another live process renews them under this worker id: taking them would start a fight
     // in which both lose and retake every lease every second (or, worse, both believe they
     // hold it), so this worker refuses, says so and takes nothing more.
@@ -136,7 +136,10 @@ async fn round(shared: &Shared, tracker: &mut ExpiryTracker, memory: &mut Memory
                 && !held.contains(key)
         })
     });
-    let settle = shared.config.renew_interval() + EXPIRY_NUDGE;
+    // Two renewals of a live holder's lease come at most 1.5 renew intervals apart (a round
+    // is spread over half an interval, see the renewer): still for two intervals, the lease
+    // is left over. Still well within the failover time (three intervals at the default).
+    let settle = shared.config.renew_interval() * 2 + EXPIRY_NUDGE;
     let expired: std::collections::HashSet<&str> = states
         .iter()
         .filter(|s| s.expired)
