@@ -992,9 +992,11 @@ async fn renewals_are_spread_over_the_renew_interval() -> TestResult {
             config.renew_interval()
         );
         assert!(starts.len() >= 2 * LEASES, "renewals were logged: {}", starts.len());
-        // Spread evenly over half the interval, a tenth of it holds a fifth of the leases.
+        // Spread evenly over half the interval, a tenth of it holds a fifth of the leases (8);
+        // on a loaded machine late wake-ups bunch a few (12 seen). One burst starts nearly all
+        // of them (37 on the old renewer): the bound is half.
         assert!(
-            most <= LEASES / 4,
+            most <= LEASES / 2,
             "{most} of {LEASES} renewals started within {window:?}: a burst"
         );
         worker.shutdown().await?;
