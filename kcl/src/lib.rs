@@ -102,6 +102,7 @@ mod aws;
 mod checkpoint;
 mod config;
 mod error;
+mod failure;
 pub mod metrics;
 mod processor;
 mod record;
@@ -132,6 +133,10 @@ pub use aws::RetryPolicy;
 pub use checkpoint::{Checkpointer, PreparedCheckpoint};
 pub use config::{LeaseConfig, LeaseConfigBuilder};
 pub use error::{ConfigError, Error, Result};
+pub use failure::{
+    FailedRecords, FailureDestination, FailurePolicy, FailurePolicyBuilder, GiveUpReason,
+    RecordFailed,
+};
 pub use lease::{Billing, StreamIdentifier, TableOptions};
 pub use processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, ShardContext, ShardRecordProcessor,

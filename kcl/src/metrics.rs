@@ -24,7 +24,12 @@
 //! | `kinesis_kcl_records_processed_total` | counter | records | `stream` | user records processed successfully |
 //! | `kinesis_kcl_bytes_processed_total` | counter | bytes | `stream` | payload bytes processed successfully |
 //! | `kinesis_kcl_process_records_seconds` | histogram | seconds | `stream` | time in `process_records` per batch |
-//! | `kinesis_kcl_processor_restarts_total` | counter | restarts | — | shard consumers restarted after a processor or retrieval failure |
+//! | `kinesis_kcl_processing_retries_total` | counter | calls | `stream` | failed `process_records` calls retried in place by the [`FailurePolicy`](crate::FailurePolicy) |
+//! | `kinesis_kcl_partial_batch_failures_total` | counter | calls | `stream` | `process_records` calls that reported a failed record ([`RecordFailed`](crate::RecordFailed)) |
+//! | `kinesis_kcl_batch_bisections_total` | counter | splits | `stream` | failing batches split in halves (`bisect_on_error`) |
+//! | `kinesis_kcl_records_given_up_total` | counter | user records | `stream`, `reason` (`attempts`, `record_age`) | records the failure policy gave up on, accepted by its destination |
+//! | `kinesis_kcl_failure_destination_errors_total` | counter | calls | `stream` | failure destination calls that did not accept the records (retried) |
+//! | `kinesis_kcl_processor_restarts_total` | counter | restarts | — | shard consumers restarted after a panic or a retrieval failure |
 //! | `kinesis_kcl_processor_calls_abandoned_total` | counter | calls | `call` (`initialize`, `process_records`, `shard_ended`, `lease_lost`, `shutdown_requested`) | processor calls still running when the stop timeout ran out after processing had to stop (lost lease, hand-off, shutdown), dropped |
 //! | `kinesis_kcl_shard_end_not_checkpointed_total` | counter | calls | — | `shard_ended` calls that did not checkpoint `SHARD_END` |
 //! | `kinesis_kcl_shard_syncs_total` | counter | syncs | `stream` | shard syncs (ListShards + lease creation) |
@@ -91,6 +96,17 @@ pub const RECORDS_PROCESSED: &str = "kinesis_kcl_records_processed_total";
 pub const BYTES_PROCESSED: &str = "kinesis_kcl_bytes_processed_total";
 /// Histogram: seconds in `process_records` per batch.
 pub const PROCESS_TIME: &str = "kinesis_kcl_process_records_seconds";
+/// Counter: failed `process_records` calls retried in place (label `stream`).
+pub const PROCESSING_RETRIES: &str = "kinesis_kcl_processing_retries_total";
+/// Counter: `process_records` calls that reported a failed record (label `stream`).
+pub const PARTIAL_BATCH_FAILURES: &str = "kinesis_kcl_partial_batch_failures_total";
+/// Counter: failing batches split in halves (label `stream`).
+pub const BATCH_BISECTIONS: &str = "kinesis_kcl_batch_bisections_total";
+/// Counter: records given up on and accepted by the failure destination (labels `stream`,
+/// `reason`).
+pub const RECORDS_GIVEN_UP: &str = "kinesis_kcl_records_given_up_total";
+/// Counter: failure destination calls that did not accept the records (label `stream`).
+pub const FAILURE_DESTINATION_ERRORS: &str = "kinesis_kcl_failure_destination_errors_total";
 /// Counter: shard consumers restarted after a failure.
 pub const PROCESSOR_RESTARTS: &str = "kinesis_kcl_processor_restarts_total";
 /// Counter: processor calls abandoned at the stop timeout (label `call`).
@@ -160,7 +176,7 @@ mod tests {
     #[test]
     fn every_name_is_a_documented_constant_with_the_crate_prefix() {
         let (mut table, mut constants) = names();
-        assert_eq!(constants.len(), 40);
+        assert_eq!(constants.len(), 45);
         table.sort();
         constants.sort();
         assert_eq!(table, constants, "the doc tables and the constants differ");
@@ -168,6 +184,6 @@ mod tests {
             assert!(name.starts_with("kinesis_kcl_"), "{name}");
         }
         constants.dedup();
-        assert_eq!(constants.len(), 40, "a name is used twice");
+        assert_eq!(constants.len(), 45, "a name is used twice");
     }
 }

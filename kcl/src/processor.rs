@@ -11,8 +11,9 @@ use crate::sequence::ExtendedSequenceNumber;
 /// Every error type that implements [`std::error::Error`] + `Send` + `Sync` (and `String` or
 /// `&str` messages) converts into it with `?` or `.into()`, among them this crate's
 /// [`Error`](crate::Error) from a failed checkpoint. What the worker does with it: an error
-/// from [`process_records`](ShardRecordProcessor::process_records) restarts the shard from
-/// its last checkpoint with a new processor (see [Errors and panics](ShardRecordProcessor#errors-and-panics));
+/// from [`process_records`](ShardRecordProcessor::process_records) goes to the stream's
+/// [`FailurePolicy`](crate::FailurePolicy) (see [Errors and panics](ShardRecordProcessor#errors-and-panics));
+/// a [`RecordFailed`](crate::RecordFailed) among them reports a partial failure;
 /// one from [`shard_ended`](ShardRecordProcessor::shard_ended) makes the worker call it again;
 /// one from [`shutdown_requested`](ShardRecordProcessor::shutdown_requested) is logged.
 ///
@@ -129,10 +130,15 @@ pub struct ProcessRecordsInput {
 ///
 /// # Errors and panics
 ///
-/// If `process_records` returns an error or panics, the processor is dropped and the shard
-/// restarts from its last checkpoint with a new processor from the factory, after a backoff
-/// (1 s, doubling up to 30 s while it keeps failing). Records after the last checkpoint are
-/// delivered again: processing is at least once. Other shards are not affected. (The Java KCL
+/// If `process_records` returns an error, the worker's [`FailurePolicy`](crate::FailurePolicy)
+/// decides: by default the same processor gets the same records again after a backoff (1 s,
+/// doubling up to 30 s), for as long as they fail; a policy with limits splits the batch,
+/// gives up on records and hands them to its destination. Returning
+/// [`RecordFailed`](crate::RecordFailed) says which record failed: the ones before it are
+/// checkpointed and the next call starts at it. If `process_records` panics, the processor is
+/// dropped and the shard restarts from its last checkpoint with a new processor from the
+/// factory, after the same backoff; records after the last checkpoint are delivered again.
+/// Processing is at least once either way, and other shards are not affected. (The Java KCL
 /// logs the exception and moves on to the next batch, which loses the batch.)
 #[async_trait]
 pub trait ShardRecordProcessor: Send {
@@ -146,7 +152,8 @@ pub trait ShardRecordProcessor: Send {
     ///
     /// # Errors
     ///
-    /// An error restarts the shard from its last checkpoint (see [Errors and panics](ShardRecordProcessor#errors-and-panics)).
+    /// An error goes to the failure policy: by default the same records are retried (see
+    /// [Errors and panics](ShardRecordProcessor#errors-and-panics)).
     async fn process_records(
         &mut self,
         input: ProcessRecordsInput,

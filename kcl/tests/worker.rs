@@ -716,7 +716,9 @@ async fn one_worker_consumes_several_streams(mode: Mode) -> TestResult {
     .await
 }
 
-async fn failing_and_panicking_processors_restart_from_their_checkpoint(mode: Mode) -> TestResult {
+async fn failing_processors_retry_in_place_and_panicking_ones_restart_from_their_checkpoint(
+    mode: Mode,
+) -> TestResult {
     bounded(TEST_TIMEOUT, async {
         let bed = mode.bed().await?;
         let stream = bed.create_stream(4).await?;
@@ -741,9 +743,11 @@ async fn failing_and_panicking_processors_restart_from_their_checkpoint(mode: Mo
         })
         .await?;
         let events = setup.log.events();
-        for (shard, what) in [
-            ("shardId-000000000000", "fail"),
-            ("shardId-000000000001", "panic"),
+        // A failed call is retried in place by the same processor (the default failure
+        // policy); a panic restarts the shard from its checkpoint with a new one.
+        for (shard, what, processors) in [
+            ("shardId-000000000000", "fail", 1),
+            ("shardId-000000000001", "panic", 2),
         ] {
             let inits = events
                 .iter()
@@ -753,7 +757,7 @@ async fn failing_and_panicking_processors_restart_from_their_checkpoint(mode: Mo
                 events.iter().any(|(_, s, e)| s == shard && e == what),
                 "{what} on {shard}"
             );
-            assert_eq!(inits, 2, "{shard} restarted once with a new processor");
+            assert_eq!(inits, processors, "processors made for {shard} ({what})");
         }
         for shard in ["shardId-000000000002", "shardId-000000000003"] {
             let inits = events
@@ -833,7 +837,7 @@ both_modes!(restart_resumes_right_after_a_sub_sequence_checkpoint);
 both_modes!(split_and_merge_children_start_after_their_parents_end);
 both_modes!(latest_and_at_timestamp_start_where_asked);
 both_modes!(one_worker_consumes_several_streams);
-both_modes!(failing_and_panicking_processors_restart_from_their_checkpoint);
+both_modes!(failing_processors_retry_in_place_and_panicking_ones_restart_from_their_checkpoint);
 both_modes!(a_processor_that_never_checkpoints_shard_end_is_surfaced_and_children_wait);
 
 /// Used to stop at start-up: the first lease table item that did not parse as a lease failed

@@ -11,6 +11,7 @@ use super::handle::WorkerHandle;
 use super::state::ShardStates;
 use crate::config::LeaseConfig;
 use crate::error::ConfigError;
+use crate::failure::FailurePolicy;
 use crate::lease::{StreamIdentifier, TableOptions};
 use crate::processor::{ShardContext, ShardRecordProcessor, SharedFactory};
 use crate::retrieval::Retrieval;
@@ -46,6 +47,8 @@ pub struct WorkerBuilder {
     parent_shard_poll_interval: Duration,
     lease_cleanup_interval: Duration,
     processor_stop_timeout: Duration,
+    failure_policy: FailurePolicy,
+    stream_failure_policies: HashMap<String, FailurePolicy>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -186,9 +189,30 @@ impl WorkerBuilder {
     /// so a hung processor delays a hand-off or a shutdown by this much at most. A processor
     /// that hangs while its lease is simply held is not interrupted (neither is it in the
     /// Java KCL, which has no per-call timeout): its shard's state stays
-    /// [`ShardState::Processing`]. Default 30 s, the Java KCL 3.x `gracefulLeaseHandoffTimeoutMillis`.
+    /// [`ShardState::Processing`](crate::ShardState::Processing). Default 30 s, the Java KCL 3.x `gracefulLeaseHandoffTimeoutMillis`.
     pub fn processor_stop_timeout(mut self, timeout: Duration) -> Self {
         self.processor_stop_timeout = timeout;
+        self
+    }
+
+    /// What happens when `process_records` fails: retries in place with backoff, bisection,
+    /// and giving up on records to a destination; see [`FailurePolicy`]. Default
+    /// ([`FailurePolicy::default`]): unlimited retries in place, 1 s doubling to 30 s (the
+    /// shard holds at records that keep failing, as Lambda's default; the Java KCL skips a
+    /// failed batch instead).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.failure_policy = policy;
+        self
+    }
+
+    /// A failure policy for one of the configured streams, in place of
+    /// [`failure_policy`](Self::failure_policy).
+    pub fn stream_failure_policy(
+        mut self,
+        stream: impl Into<String>,
+        policy: FailurePolicy,
+    ) -> Self {
+        self.stream_failure_policies.insert(stream.into(), policy);
         self
     }
 
@@ -241,6 +265,17 @@ impl WorkerBuilder {
         for (stream, id) in &self.identifiers {
             check_identifier(stream, id)?;
         }
+        if let Some(stream) = self
+            .stream_failure_policies
+            .keys()
+            .find(|s| !self.streams.contains(s))
+        {
+            return Err(invalid(
+                "stream_failure_policy",
+                stream,
+                "names a stream that is not configured",
+            ));
+        }
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         if worker_id.is_empty() {
             return Err(invalid("worker_id", &"", "must not be empty"));
@@ -274,6 +309,8 @@ impl WorkerBuilder {
             parent_shard_poll_interval: self.parent_shard_poll_interval,
             lease_cleanup_interval: self.lease_cleanup_interval,
             processor_stop_timeout: self.processor_stop_timeout,
+            failure_policy: self.failure_policy,
+            stream_failure_policies: self.stream_failure_policies,
             handle,
         })
     }
@@ -339,6 +376,8 @@ impl Worker {
             parent_shard_poll_interval: DEFAULT_PARENT_SHARD_POLL_INTERVAL,
             lease_cleanup_interval: DEFAULT_LEASE_CLEANUP_INTERVAL,
             processor_stop_timeout: DEFAULT_PROCESSOR_STOP_TIMEOUT,
+            failure_policy: FailurePolicy::default(),
+            stream_failure_policies: HashMap::new(),
         }
     }
 }

@@ -7,7 +7,7 @@ use tokio::sync::watch;
 
 use super::state::{ShardState, ShardStates};
 
-/// A cloneable handle on a [`Worker`]: shut it down, watch its shards.
+/// A cloneable handle on a [`Worker`](crate::Worker): shut it down, watch its shards.
 #[derive(Clone, Debug)]
 pub struct WorkerHandle {
     pub(super) worker_id: Arc<str>,
@@ -31,21 +31,21 @@ impl WorkerHandle {
     /// been told ([`shutdown_requested`](crate::ShardRecordProcessor::shutdown_requested),
     /// where it checkpoints) and every lease has been released for the other workers. A
     /// processor that does not return holds this up by at most
-    /// [`processor_stop_timeout`](WorkerBuilder::processor_stop_timeout). Also resolves if the
+    /// [`processor_stop_timeout`](crate::WorkerBuilder::processor_stop_timeout). Also resolves if the
     /// worker already stopped.
     pub async fn shutdown(&self) {
         self.request_shutdown();
         self.wait_finished().await;
     }
 
-    /// Resolves once [`Worker::run`] has returned.
+    /// Resolves once [`Worker::run`](crate::Worker::run) has returned.
     pub async fn wait_finished(&self) {
         let mut rx = self.finished.subscribe();
         // The sender lives in this handle: the channel cannot close under us.
         let _ = rx.wait_for(|f| *f).await;
     }
 
-    /// Whether [`Worker::run`] has returned.
+    /// Whether [`Worker::run`](crate::Worker::run) has returned.
     pub fn is_finished(&self) -> bool {
         *self.finished.borrow()
     }

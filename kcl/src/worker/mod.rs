@@ -31,6 +31,7 @@ use self::stream::{Identity, StreamContext};
 use self::supervisor::{RESTART_MIN_DELAY, Running};
 use crate::config::LeaseConfig;
 use crate::error::{ConfigError, Result};
+use crate::failure::FailurePolicy;
 use crate::lease::{LeaseCoordinator, LeaseTable, StreamIdentifier, TableOptions};
 use crate::processor::SharedFactory;
 use crate::retrieval::Retrieval;
@@ -85,8 +86,10 @@ use crate::shard::InitialPosition;
 ///    workers of the application);
 /// 3. for each lease it holds, waits until the shard's parents are finished, then reads the
 ///    shard from its checkpoint and hands the records to a processor made by the factory;
-/// 4. restarts a shard whose processor fails or panics from its last checkpoint after a
-///    backoff (1 s doubling to 30 s), without disturbing the others;
+/// 4. retries a failed `process_records` call in place as the
+///    [`FailurePolicy`](crate::FailurePolicy) says (by default without limit, 1 s doubling
+///    to 30 s), and restarts a shard whose processor panics, or whose reading fails, from
+///    its last checkpoint after the same backoff, without disturbing the others;
 /// 5. deletes the leases of finished shards once their children have started
 ///    ([`lease_cleanup_interval`](WorkerBuilder::lease_cleanup_interval)).
 ///
@@ -114,6 +117,8 @@ pub struct Worker {
     parent_shard_poll_interval: Duration,
     lease_cleanup_interval: Duration,
     processor_stop_timeout: Duration,
+    failure_policy: FailurePolicy,
+    stream_failure_policies: HashMap<String, FailurePolicy>,
     handle: WorkerHandle,
 }
 
@@ -211,7 +216,13 @@ impl Worker {
                     None => Identity::SingleStream,
                 },
             )
-            .await?;
+            .await?
+            .with_failure_policy(
+                self.stream_failure_policies
+                    .get(name)
+                    .unwrap_or(&self.failure_policy)
+                    .clone(),
+            );
             ctx.syncer.sync().await?;
             streams.push(Arc::new(ctx));
         }

@@ -30,6 +30,22 @@ pub enum ShardState {
         /// The other parent's missing lease.
         missing_parent_lease_key: String,
     },
+    /// `process_records` failed on records that are retried in place after a backoff (see
+    /// [`FailurePolicy`](crate::FailurePolicy)).
+    RetryingRecords {
+        /// Failed calls on these records so far.
+        attempts: u32,
+        /// The last error.
+        reason: String,
+    },
+    /// The failure policy gave up on records and the destination has not accepted them yet:
+    /// the shard holds until it does.
+    DestinationFailing {
+        /// Failed calls of the destination so far.
+        attempts: u32,
+        /// Its last error.
+        reason: String,
+    },
     /// Fully processed (checkpoint `SHARD_END`); the lease stays until clean-up deletes it.
     ShardEnded,
     /// The processor or retrieval failed; the shard restarts from its last checkpoint after

@@ -1,11 +1,13 @@
 //! One consumed stream: how its shards are synced into leases and read.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 
 use crate::aws::{KinesisApi, RetryPolicy};
 use crate::error::Result;
+use crate::failure::FailurePolicy;
 use crate::lease::{HashKeyRange, Lease, LeaseTable, StreamIdentifier};
 use crate::retrieval::{
     FanOutRetriever, PollingRetriever, Retrieval, ShardReader, StartingPosition,
@@ -72,6 +74,8 @@ pub(crate) struct StreamContext {
     pub(crate) syncer: ShardSyncer,
     pub(crate) retriever: Retriever,
     pub(crate) deliver_empty_batches: bool,
+    /// What happens when `process_records` fails.
+    pub(crate) failure: Arc<FailurePolicy>,
 }
 
 impl StreamContext {
@@ -129,7 +133,14 @@ impl StreamContext {
             syncer,
             retriever,
             deliver_empty_batches,
+            failure: Arc::new(FailurePolicy::default()),
         })
+    }
+
+    /// The context with `policy` for failed `process_records` calls.
+    pub(crate) fn with_failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.failure = Arc::new(policy);
+        self
     }
 
     /// Whether `lease` belongs to this stream.

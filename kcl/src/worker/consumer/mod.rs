@@ -13,6 +13,8 @@
 //! `kinesis_kcl_processor_calls_abandoned_total`, logged as an error, and the processor hears nothing
 //! more: a hand-off releases the lease with the last checkpoint written, a shutdown goes on.
 
+mod delivery;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,11 +25,8 @@ use super::state::{ShardState, ShardStates};
 use super::stream::StreamContext;
 use crate::checkpoint::Checkpointer;
 use crate::lease::{HeldLease, Lease, LeaseStatus};
-use crate::processor::{
-    InitializationInput, ProcessRecordsInput, ProcessorError, ShardContext, ShardRecordProcessor,
-    SharedFactory,
-};
-use crate::retrieval::{RecordBatch, ShardReader, StartingPosition};
+use crate::processor::{InitializationInput, ShardContext, ShardRecordProcessor, SharedFactory};
+use crate::retrieval::{ShardReader, StartingPosition};
 use crate::shard::{ChildLeases, ChildShard};
 
 /// How a consumer ended.
@@ -55,9 +54,6 @@ pub(crate) enum Failure {
     /// The shard reader ended without reaching the shard's end.
     #[error("the shard reader ended before the shard did")]
     ReaderEndedEarly,
-    /// `process_records` returned an error.
-    #[error("process_records failed: {0}")]
-    Processor(#[source] ProcessorError),
     /// The consumer's task panicked (in the processor: the rest of the consumer does not
     /// panic).
     #[error("the processor panicked")]
@@ -245,72 +241,6 @@ impl Consumer {
                 return self.shard_end(processor, checkpointer, children).await;
             }
         }
-    }
-
-    /// Hands one batch to the processor. If processing must stop meanwhile, the call may
-    /// finish (see the [module docs](self)) and the consumer then ends.
-    async fn deliver(
-        &mut self,
-        processor: &mut dyn ShardRecordProcessor,
-        batch: &mut RecordBatch,
-        checkpointer: &mut Checkpointer,
-    ) -> Result<(), Exit> {
-        let records = std::mem::take(&mut batch.records);
-        if let Some(last) = records.last() {
-            checkpointer.delivered(last.extended_sequence_number());
-        }
-        let count = records.len();
-        let bytes: usize = records.iter().map(|r| r.data().len()).sum();
-        let input = ProcessRecordsInput {
-            records,
-            millis_behind_latest: batch.millis_behind_latest,
-        };
-        let started = Instant::now();
-        let called = self
-            .call(
-                "process_records",
-                processor.process_records(input, checkpointer),
-            )
-            .await;
-        let (result, stop) = match called {
-            Called::Returned(result) => (result, None),
-            Called::Stopped {
-                interrupt,
-                deadline,
-                returned: Some(result),
-            } => (result, Some((interrupt, deadline))),
-            Called::Stopped {
-                interrupt,
-                returned: None,
-                ..
-            } => return Err(self.abandon(interrupt).await),
-        };
-        let labels = [("stream", self.stream.name.clone())];
-        metrics::histogram!(crate::metrics::PROCESS_TIME, &labels)
-            .record(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(()) => {
-                metrics::counter!(crate::metrics::RECORDS_PROCESSED, &labels)
-                    .increment(count as u64);
-                metrics::counter!(crate::metrics::BYTES_PROCESSED, &labels).increment(bytes as u64);
-            }
-            Err(e) if stop.is_some() => {
-                tracing::warn!(error = %e, "process_records failed while processing was stopping");
-            }
-            Err(_) => {}
-        }
-        if let Some((interrupt, deadline)) = stop {
-            return Err(self.end(processor, checkpointer, interrupt, deadline).await);
-        }
-        if result.is_err() && self.status.borrow().is_lost() {
-            // It failed because the lease was lost meanwhile (a checkpoint refused): it still
-            // hears why processing stops.
-            let deadline = Instant::now() + self.ctx.stop_timeout;
-            return Err(self
-                .end(processor, checkpointer, Interrupt::Lost, deadline)
-                .await);
-        }
-        result.map_err(|e| Exit::Failed(Failure::Processor(e)))
     }
 
     /// The shard is closed and every record was delivered: record the children, then have

@@ -1,0 +1,326 @@
+//! The failure policy on real servers: a poison pill among 10 000 records on 4 shards is
+//! isolated by bisection, given up after three attempts and handed to the destination with
+//! its metadata, while every other record is processed once and the checkpoint passes the
+//! pill; with unlimited retries (the default), the shard holds at the pill, checkpointed right
+//! before it through a partial failure, and the other shards go on.
+
+#[path = "support/quick_worker.rs"]
+mod quick_worker;
+#[path = "support/timing.rs"]
+mod timing;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use kinesis_integration::TestBed;
+use kinesis_kcl::lease::{ExtendedSequenceNumber, LeaseTable};
+use kinesis_kcl::{
+    Checkpointer, FailedRecords, FailurePolicy, GiveUpReason, ProcessRecordsInput, ProcessorError,
+    RecordFailed, ShardRecordProcessor, ShardState, Worker,
+};
+use quick_worker::quick;
+use timing::{BoxError, TestResult, bounded, wait_for};
+
+const RECORDS: usize = 10_000;
+const PILL: usize = 4_242;
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where each record was stored: `(shard id, sequence number)` by record number.
+type Stored = Vec<(String, String)>;
+
+/// Puts records `0..RECORDS` (data: the number; 100 partition keys) on a fresh 4-shard stream.
+async fn stream_with_records(bed: &TestBed) -> Result<(String, Stored), BoxError> {
+    let stream = bed.create_stream(4).await?;
+    let mut stored = Vec::with_capacity(RECORDS);
+    for chunk in (0..RECORDS).collect::<Vec<_>>().chunks(500) {
+        let entries = chunk
+            .iter()
+            .map(|n| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(format!("key-{}", n % 100))
+                    .data(Blob::new(n.to_string()))
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = bed
+            .kinesis()
+            .put_records()
+            .stream_name(&stream)
+            .set_records(Some(entries))
+            .send()
+            .await?;
+        assert_eq!(
+            out.failed_record_count(),
+            Some(0),
+            "the bed throttled a put"
+        );
+        for entry in out.records() {
+            stored.push((
+                entry.shard_id().ok_or("no shard id")?.to_owned(),
+                entry
+                    .sequence_number()
+                    .ok_or("no sequence number")?
+                    .to_owned(),
+            ));
+        }
+    }
+    Ok((stream, stored))
+}
+
+/// What the processors saw, shared by all of them.
+#[derive(Default)]
+struct Seen {
+    /// Times each record was processed successfully.
+    processed: Mutex<HashMap<usize, u32>>,
+    /// Calls that contained the pill.
+    pill_calls: Mutex<u32>,
+}
+
+/// Fails every call holding the pill: the whole call, or (with `report`) naming the pill as
+/// the failed record after processing the records before it. Checkpoints after every
+/// successful call.
+struct PillProcessor {
+    seen: Arc<Seen>,
+    report: bool,
+}
+
+fn number(data: &[u8]) -> usize {
+    std::str::from_utf8(data)
+        .expect("utf-8")
+        .parse()
+        .expect("a number")
+}
+
+#[kinesis_kcl::async_trait]
+impl ShardRecordProcessor for PillProcessor {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        let numbers: Vec<usize> = input.records.iter().map(|r| number(r.data())).collect();
+        if let Some(at) = numbers.iter().position(|&n| n == PILL) {
+            *self.seen.pill_calls.lock().unwrap() += 1;
+            if !self.report {
+                return Err("poison pill".into());
+            }
+            let mut processed = self.seen.processed.lock().unwrap();
+            for n in &numbers[..at] {
+                *processed.entry(*n).or_default() += 1;
+            }
+            return Err(RecordFailed::new(&input.records[at], "poison pill").into());
+        }
+        {
+            let mut processed = self.seen.processed.lock().unwrap();
+            for n in numbers {
+                *processed.entry(n).or_default() += 1;
+            }
+        }
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+}
+
+/// The checkpoint of each lease, by shard id.
+async fn checkpoints(
+    bed: &TestBed,
+    table: &str,
+) -> Result<BTreeMap<String, ExtendedSequenceNumber>, BoxError> {
+    Ok(LeaseTable::new(bed.dynamodb().clone(), table)
+        .list_leases()
+        .await?
+        .into_iter()
+        .map(|l| (l.lease_key, l.checkpoint))
+        .collect())
+}
+
+fn position(sequence_number: &str) -> Result<ExtendedSequenceNumber, BoxError> {
+    Ok(ExtendedSequenceNumber::parse(sequence_number, 0)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_pill_is_bisected_out_given_up_after_three_attempts_and_passed() -> TestResult {
+    bounded(TEST_TIMEOUT, async {
+        let bed = TestBed::start().await?;
+        let (stream, stored) = stream_with_records(&bed).await?;
+        let application = bed.unique_table_name();
+        let seen = Arc::new(Seen::default());
+        let dead_letters: Arc<Mutex<Vec<FailedRecords>>> = Arc::default();
+        let sink = Arc::clone(&dead_letters);
+        let policy = FailurePolicy::builder()
+            .max_attempts(3)
+            .bisect_on_error(true)
+            .backoff(Duration::from_millis(10), Duration::from_millis(100))
+            .destination(move |failed: FailedRecords| {
+                let sink = Arc::clone(&sink);
+                async move {
+                    sink.lock().unwrap().push(failed);
+                    Ok::<(), ProcessorError>(())
+                }
+            })
+            .build()?;
+        let processors = Arc::clone(&seen);
+        let worker = quick(
+            Worker::builder(
+                &application,
+                bed.kinesis().clone(),
+                bed.dynamodb().clone(),
+                move |_| PillProcessor {
+                    seen: Arc::clone(&processors),
+                    report: false,
+                },
+            )
+            .stream(&stream)
+            .failure_policy(policy),
+        )?
+        .build()?;
+        let handle = worker.handle();
+        let running = tokio::spawn(worker.run());
+
+        wait_for(Duration::from_secs(60), "every other record", || {
+            seen.processed.lock().unwrap().len() == RECORDS - 1
+        })
+        .await?;
+        wait_for(
+            Duration::from_secs(10),
+            "the pill at the destination",
+            || !dead_letters.lock().unwrap().is_empty(),
+        )
+        .await?;
+        // The checkpoint of the pill's shard passes it (the next successful call's checkpoint).
+        let (pill_shard, pill_sequence) = stored[PILL].clone();
+        let pill_position = position(&pill_sequence)?;
+        let mut passed = false;
+        for _ in 0..250 {
+            let checkpoint = checkpoints(&bed, &application).await?[&pill_shard].clone();
+            if checkpoint > pill_position {
+                passed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            passed,
+            "the checkpoint of {pill_shard} never passed the pill"
+        );
+
+        let processed = seen.processed.lock().unwrap().clone();
+        for n in 0..RECORDS {
+            let times = processed.get(&n).copied().unwrap_or(0);
+            let expected = u32::from(n != PILL);
+            assert_eq!(times, expected, "record {n} processed {times} times");
+        }
+        let letters = dead_letters.lock().unwrap().clone();
+        assert_eq!(letters.len(), 1, "one hand-over: {letters:?}");
+        let letter = &letters[0];
+        assert_eq!(letter.records.len(), 1, "the pill alone");
+        let pill = &letter.records[0];
+        assert_eq!(number(pill.data()), PILL);
+        assert_eq!(pill.sequence_number().as_str(), pill_sequence);
+        assert_eq!(pill.partition_key(), format!("key-{}", PILL % 100));
+        assert!(pill.approximate_arrival_timestamp().is_some());
+        assert_eq!(letter.shard_id, pill_shard);
+        assert_eq!(letter.stream, stream);
+        assert_eq!(letter.reason, GiveUpReason::Attempts);
+        assert_eq!(letter.attempts, 3);
+        assert!(letter.error.contains("poison pill"), "{}", letter.error);
+        // Bisection: the calls holding the pill are the halvings down to it plus its three
+        // attempts alone; a batch holds at most 10 000 records, so at most 14 halvings.
+        let pill_calls = *seen.pill_calls.lock().unwrap();
+        assert!(
+            (3..=3 + 14).contains(&pill_calls),
+            "{pill_calls} calls held the pill"
+        );
+
+        handle.shutdown().await;
+        running.await??;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unlimited_retries_hold_the_shard_at_the_pill_checkpointed_right_before_it() -> TestResult {
+    bounded(TEST_TIMEOUT, async {
+        let bed = TestBed::start().await?;
+        let (stream, stored) = stream_with_records(&bed).await?;
+        let application = bed.unique_table_name();
+        let seen = Arc::new(Seen::default());
+        let processors = Arc::clone(&seen);
+        let worker = quick(
+            Worker::builder(
+                &application,
+                bed.kinesis().clone(),
+                bed.dynamodb().clone(),
+                move |_| PillProcessor {
+                    seen: Arc::clone(&processors),
+                    report: true,
+                },
+            )
+            .stream(&stream)
+            .failure_policy(
+                FailurePolicy::builder()
+                    .backoff(Duration::from_millis(10), Duration::from_millis(50))
+                    .build()?,
+            ),
+        )?
+        .build()?;
+        let handle = worker.handle();
+        let running = tokio::spawn(worker.run());
+
+        let (pill_shard, pill_sequence) = stored[PILL].clone();
+        let before_pill: Vec<usize> = (0..RECORDS)
+            .filter(|&n| stored[n].0 == pill_shard && n < PILL)
+            .collect();
+        let elsewhere = (0..RECORDS).filter(|&n| stored[n].0 != pill_shard).count();
+        wait_for(
+            Duration::from_secs(60),
+            "the other shards and the pill's shard up to the pill",
+            || seen.processed.lock().unwrap().len() == elsewhere + before_pill.len(),
+        )
+        .await?;
+        wait_for(Duration::from_secs(30), "ten calls on the pill", || {
+            *seen.pill_calls.lock().unwrap() >= 10
+        })
+        .await?;
+        let states = handle.shard_states();
+        assert!(
+            matches!(
+                &states[&pill_shard],
+                ShardState::RetryingRecords { attempts, reason }
+                    if *attempts >= 9 && reason.contains("poison pill")
+            ),
+            "{states:?}"
+        );
+        // Nothing at or after the pill on its shard was processed; everything before it was,
+        // once, and the worker checkpointed right before the pill.
+        let processed = seen.processed.lock().unwrap().clone();
+        for (n, (shard, _)) in stored.iter().enumerate() {
+            let expected = u32::from(*shard != pill_shard || n < PILL);
+            assert_eq!(
+                processed.get(&n).copied().unwrap_or(0),
+                expected,
+                "record {n}"
+            );
+        }
+        let last_before = before_pill.last().ok_or("no record before the pill")?;
+        assert_eq!(
+            checkpoints(&bed, &application).await?[&pill_shard],
+            position(&stored[*last_before].1)?,
+            "checkpointed right before the pill ({pill_sequence})"
+        );
+
+        handle.shutdown().await;
+        running.await??;
+        Ok(())
+    })
+    .await
+}
