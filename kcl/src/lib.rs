@@ -133,6 +133,8 @@ pub use aws::RetryPolicy;
 pub use checkpoint::{Checkpointer, PreparedCheckpoint};
 pub use config::{LeaseConfig, LeaseConfigBuilder};
 pub use error::{ConfigError, Error, Result};
+#[cfg(feature = "dead-letter-stream")]
+pub use failure::{DEAD_LETTER_MAGIC, DeadLetter, DeadLetterError, DeadLetterStream};
 pub use failure::{
     FailedRecords, FailureDestination, FailurePolicy, FailurePolicyBuilder, GiveUpReason,
     RecordFailed,

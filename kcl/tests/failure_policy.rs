@@ -324,3 +324,114 @@ async fn unlimited_retries_hold_the_shard_at_the_pill_checkpointed_right_before_
     })
     .await
 }
+
+/// Every user record in `stream` (every shard, from `TRIM_HORIZON`), deaggregated.
+async fn read_stream(bed: &TestBed, stream: &str) -> Result<Vec<(String, bytes::Bytes)>, BoxError> {
+    let kinesis = bed.kinesis();
+    let shards = kinesis.list_shards().stream_name(stream).send().await?;
+    let mut out = Vec::new();
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await?
+            .shard_iterator()
+            .map(str::to_owned);
+        while let Some(it) = iterator {
+            let page = kinesis.get_records().shard_iterator(it).send().await?;
+            for record in page.records() {
+                let data = bytes::Bytes::copy_from_slice(record.data().as_ref());
+                match kinesis_aggregation::deaggregate(data) {
+                    kinesis_aggregation::Deaggregated::Aggregated(subs) => {
+                        for sub in subs {
+                            out.push((sub.partition_key().to_owned(), sub.data().clone()));
+                        }
+                    }
+                    kinesis_aggregation::Deaggregated::PassThrough { data, .. } => {
+                        out.push((record.partition_key().unwrap_or_default().to_owned(), data));
+                    }
+                }
+            }
+            iterator = if page.records().is_empty() {
+                None
+            } else {
+                page.next_shard_iterator().map(str::to_owned)
+            };
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_given_up_record_reaches_the_dead_letter_stream_in_its_envelope() -> TestResult {
+    bounded(TEST_TIMEOUT, async {
+        let bed = TestBed::start().await?;
+        let (stream, stored) = stream_with_records(&bed).await?;
+        let dead_letters = bed.create_stream(1).await?;
+        let producer = kinesis_kpl::Producer::new(
+            bed.kinesis().clone(),
+            &dead_letters,
+            kinesis_kpl::ProducerConfig::default(),
+        )
+        .await?;
+        let application = bed.unique_table_name();
+        let seen = Arc::new(Seen::default());
+        let processors = Arc::clone(&seen);
+        let worker = quick(
+            Worker::builder(
+                &application,
+                bed.kinesis().clone(),
+                bed.dynamodb().clone(),
+                move |_| PillProcessor {
+                    seen: Arc::clone(&processors),
+                    report: true,
+                },
+            )
+            .stream(&stream)
+            .failure_policy(
+                FailurePolicy::builder()
+                    .max_attempts(2)
+                    .backoff(Duration::from_millis(10), Duration::from_millis(100))
+                    .destination(kinesis_kcl::DeadLetterStream::new(producer.clone()))
+                    .build()?,
+            ),
+        )?
+        .build()?;
+        let handle = worker.handle();
+        let running = tokio::spawn(worker.run());
+        wait_for(Duration::from_secs(60), "every other record", || {
+            seen.processed.lock().unwrap().len() == RECORDS - 1
+        })
+        .await?;
+        handle.shutdown().await;
+        running.await??;
+        producer.shutdown().await;
+
+        let letters = read_stream(&bed, &dead_letters).await?;
+        assert_eq!(letters.len(), 1, "one dead letter");
+        let (key, data) = &letters[0];
+        assert_eq!(
+            *key,
+            format!("key-{}", PILL % 100),
+            "put with the record's key"
+        );
+        let letter = kinesis_kcl::DeadLetter::decode(data)?;
+        let (pill_shard, pill_sequence) = &stored[PILL];
+        assert_eq!(&letter.data[..], PILL.to_string().as_bytes());
+        assert_eq!(letter.stream, stream);
+        assert_eq!(&letter.shard_id, pill_shard);
+        assert_eq!(&letter.sequence_number, pill_sequence);
+        assert_eq!(letter.sub_sequence_number, 0);
+        assert_eq!(letter.partition_key, *key);
+        assert_eq!(letter.reason, "attempts");
+        assert_eq!(letter.attempts, 2);
+        assert!(letter.error.contains("poison pill"), "{}", letter.error);
+        assert!(letter.approximate_arrival.is_some());
+        assert!(letter.given_up_at >= letter.approximate_arrival.unwrap_or(std::time::UNIX_EPOCH));
+        Ok(())
+    })
+    .await
+}

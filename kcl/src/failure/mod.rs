@@ -1,6 +1,8 @@
 //! What the worker does when `process_records` fails: the [`FailurePolicy`], the
 //! [`FailureDestination`] for records it gives up on, and [`RecordFailed`] for partial failures.
 
+#[cfg(feature = "dead-letter-stream")]
+mod dead_letter;
 mod destination;
 pub(crate) mod plan;
 
@@ -8,6 +10,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "dead-letter-stream")]
+pub use dead_letter::{DEAD_LETTER_MAGIC, DeadLetter, DeadLetterError, DeadLetterStream};
 pub use destination::{FailedRecords, FailureDestination};
 
 use crate::error::ConfigError;
@@ -259,6 +263,15 @@ impl GiveUpReason {
         match self {
             GiveUpReason::Attempts => "attempts",
             GiveUpReason::RecordAge => "record_age",
+        }
+    }
+
+    /// The reason named `text` ([`as_str`](Self::as_str)), if any.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "attempts" => Some(GiveUpReason::Attempts),
+            "record_age" => Some(GiveUpReason::RecordAge),
+            _ => None,
         }
     }
 }
