@@ -12,14 +12,22 @@ use crate::{PutError, UserRecord};
 /// The room a record takes in the producer's bounded buffers; given back when it is dropped,
 /// which happens right after its put resolves.
 pub(crate) struct Room {
-    pub(crate) _records: OwnedSemaphorePermit,
-    pub(crate) _bytes: OwnedSemaphorePermit,
+    pub(crate) records: Option<OwnedSemaphorePermit>,
+    pub(crate) bytes: Option<OwnedSemaphorePermit>,
     pub(crate) outstanding: Arc<AtomicUsize>,
+    /// Told once the room is given back, so that records waiting in line are let in.
+    pub(crate) released: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Drop for Room {
     fn drop(&mut self) {
         self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        // The permits go back first: whoever is told must find the room free.
+        drop(self.records.take());
+        drop(self.bytes.take());
+        if let Some(released) = &self.released {
+            released.notify_one();
+        }
     }
 }
 
@@ -149,9 +157,10 @@ mod tests {
     fn pending(arrived: Instant) -> Pending {
         let permits = Arc::new(Semaphore::new(2));
         let room = Room {
-            _records: permits.clone().try_acquire_owned().unwrap(),
-            _bytes: permits.try_acquire_owned().unwrap(),
+            records: Some(permits.clone().try_acquire_owned().unwrap()),
+            bytes: Some(permits.try_acquire_owned().unwrap()),
             outstanding: Arc::new(AtomicUsize::new(1)),
+            released: None,
         };
         let (reply, _) = oneshot::channel();
         Pending::new(UserRecord::new("k", "v"), 0, arrived, arrived, reply, room)

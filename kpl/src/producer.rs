@@ -1,11 +1,12 @@
 //! The public handle: put records, flush, shut down.
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Instant;
 
-use tokio::sync::{Mutex, Semaphore, oneshot};
+use tokio::sync::{Mutex, Notify, Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::ProducerConfigBuilder;
@@ -62,9 +63,29 @@ struct Inner {
     outstanding: Arc<AtomicUsize>,
     config: ProducerConfig,
     shut_down: AtomicBool,
-    /// The pipeline tasks, taken from `streams` by the first shutdown and awaited by every
-    /// shutdown until they have ended.
+    /// Records put while the buffers were full (or while others waited), in the order
+    /// `put_record` was called: let in, front first, as room is given back.
+    line: std::sync::Mutex<VecDeque<Waiting>>,
+    /// Told when a record's room is given back (and at shutdown).
+    released: Arc<Notify>,
+    /// The line's task and the pipeline tasks (these taken from `streams` by the first
+    /// shutdown), awaited by every shutdown until they have ended.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A record waiting in line for room, with the sender of its put's result.
+struct Waiting {
+    valid: Validated,
+    reply: Reply,
+}
+
+type Reply = oneshot::Sender<Result<PutResult, PutError>>;
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The line's task holds a weak reference: it ends when told and finding none.
+        self.released.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Producer {
@@ -210,8 +231,10 @@ impl Producer {
             }
             None => None,
         };
-        Ok(Self {
-            inner: Arc::new(Inner {
+        let released = Arc::new(Notify::new());
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let admitter = tokio::spawn(admit_waiting(weak.clone(), Arc::clone(&released)));
+            Inner {
                 default_stream,
                 streams,
                 // Semaphore permits are limited to usize::MAX >> 3.
@@ -224,9 +247,12 @@ impl Producer {
                 outstanding: Arc::new(AtomicUsize::new(0)),
                 config,
                 shut_down: AtomicBool::new(false),
-                tasks: Mutex::new(Vec::new()),
-            }),
-        })
+                line: std::sync::Mutex::new(VecDeque::new()),
+                released,
+                tasks: Mutex::new(vec![admitter]),
+            }
+        });
+        Ok(Self { inner })
     }
 
     /// Puts a record. The returned future resolves when the record is stored (to its shard,
@@ -244,33 +270,23 @@ impl Producer {
     ///
     /// Every failure hands the record back ([`PutError::into_record`]).
     ///
-    /// The record is accepted at once when the buffers have room; otherwise the future waits for
-    /// room when first polled (records waiting for room are accepted in the order they began to
-    /// wait). Dropping the future does not withdraw an accepted record.
+    /// Records are accepted in the order of the `put_record` calls: at once when the buffers
+    /// have room and nobody waits; otherwise the record waits in line, and is accepted as room
+    /// is given back, whether or not its future is being polled (so strict order per key holds
+    /// for records put while the buffers are full). Dropping the future of a waiting record
+    /// withdraws it; dropping that of an accepted one does not. To stay within the memory
+    /// bounds, await the futures (or use [`Producer::try_put_record`]): records waiting in line
+    /// are held outside them.
     pub fn put_record(
         &self,
         record: UserRecord,
     ) -> impl Future<Output = Result<PutResult, PutError>> + Send + 'static {
-        let inner = self.inner.clone();
-        let accepted = match validate(record, inner.config.max_record_size()) {
-            Err(error) => Err(error),
-            Ok(valid) => match inner.try_room(valid.size) {
-                Some(room) => Ok(Ok(inner.submit(valid, room))),
-                None => Ok(Err(valid)),
-            },
-        };
+        let (reply, receiver) = oneshot::channel();
+        let entered = validate(record, self.inner.config.max_record_size())
+            .and_then(|valid| self.inner.enter(valid, reply));
         async move {
-            let reply = match accepted? {
-                Ok(reply) => reply?,
-                Err(valid) => match inner.wait_for_room(valid.size).await {
-                    Some(room) => inner.submit(valid, room)?,
-                    None => {
-                        let record = Some(Box::new(valid.record));
-                        return Err(PutError::ShutDown { record });
-                    }
-                },
-            };
-            reply
+            entered?;
+            receiver
                 .await
                 .unwrap_or(Err(PutError::ShutDown { record: None }))
         }
@@ -283,16 +299,26 @@ impl Producer {
         record: UserRecord,
     ) -> Result<impl Future<Output = Result<PutResult, PutError>> + Send + 'static, PutError> {
         let valid = validate(record, self.inner.config.max_record_size())?;
-        let Some(room) = self.inner.try_room(valid.size) else {
-            return Err(PutError::Full {
-                max_records: self.inner.config.max_buffered_records(),
-                max_bytes: self.inner.config.max_buffered_bytes(),
-                record: Box::new(valid.record),
-            });
-        };
-        let reply = self.inner.submit(valid, room)?;
+        let (reply, receiver) = oneshot::channel();
+        {
+            let line = self.inner.line();
+            // Records waiting in line go first: this one may not overtake them.
+            let room = if line.is_empty() {
+                self.inner.try_room(valid.size)
+            } else {
+                None
+            };
+            let Some(room) = room else {
+                return Err(PutError::Full {
+                    max_records: self.inner.config.max_buffered_records(),
+                    max_bytes: self.inner.config.max_buffered_bytes(),
+                    record: Box::new(valid.record),
+                });
+            };
+            self.inner.submit(valid, room, reply).map_err(|(e, _)| e)?;
+        }
         Ok(async move {
-            reply
+            receiver
                 .await
                 .unwrap_or(Err(PutError::ShutDown { record: None }))
         })
@@ -314,6 +340,8 @@ impl Producer {
     /// call still waits for the end.
     pub async fn shutdown(&self) {
         self.inner.shut_down.store(true, Ordering::SeqCst);
+        // The line's task fails what still waits, then ends.
+        self.inner.released.notify_one();
         let mut tasks = self.inner.tasks.lock().await;
         tasks.extend(self.inner.streams.close());
         while let Some(handle) = tasks.last_mut() {
@@ -359,16 +387,58 @@ impl Inner {
         Some(self.room(records, bytes))
     }
 
-    /// Waits for room; `None` if the semaphores were closed.
-    async fn wait_for_room(&self, size: usize) -> Option<Room> {
-        let records = self.records.clone().acquire_owned().await.ok()?;
-        let bytes = self
-            .bytes
-            .clone()
-            .acquire_many_owned(self.byte_permits(size))
-            .await
-            .ok()?;
-        Some(self.room(records, bytes))
+    fn line(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
+        self.line.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Accepts `valid` now if nobody waits and there is room, else puts it at the end of the
+    /// line. Under the line's lock, so records are accepted in the order of the calls.
+    fn enter(&self, valid: Validated, reply: Reply) -> Result<(), PutError> {
+        let mut line = self.line();
+        if self.shut_down.load(Ordering::SeqCst) {
+            let record = Some(Box::new(valid.record));
+            return Err(PutError::ShutDown { record });
+        }
+        if line.is_empty()
+            && let Some(room) = self.try_room(valid.size)
+        {
+            return self.submit(valid, room, reply).map_err(|(e, _)| e);
+        }
+        // Withdrawn records (futures dropped) are cleared now and then, not only at the front.
+        if line.len() >= 1024 && line.len().is_power_of_two() {
+            line.retain(|w| !w.reply.is_closed());
+        }
+        line.push_back(Waiting { valid, reply });
+        Ok(())
+    }
+
+    /// Lets in the records at the front of the line for which there is room; after shutdown,
+    /// fails them all.
+    fn admit(&self) {
+        let mut line = self.line();
+        while let Some(front) = line.front() {
+            if front.reply.is_closed() {
+                line.pop_front();
+                continue;
+            }
+            if self.shut_down.load(Ordering::SeqCst) {
+                let Some(Waiting { valid, reply }) = line.pop_front() else {
+                    break;
+                };
+                let record = Some(Box::new(valid.record));
+                let _ = reply.send(Err(PutError::ShutDown { record }));
+                continue;
+            }
+            let Some(room) = self.try_room(front.valid.size) else {
+                break;
+            };
+            let Some(Waiting { valid, reply }) = line.pop_front() else {
+                break;
+            };
+            if let Err((error, reply)) = self.submit(valid, room, reply) {
+                let _ = reply.send(Err(error));
+            }
+        }
     }
 
     fn room(
@@ -378,20 +448,19 @@ impl Inner {
     ) -> Room {
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         Room {
-            _records: records,
-            _bytes: bytes,
+            records: Some(records),
+            bytes: Some(bytes),
             outstanding: self.outstanding.clone(),
+            released: Some(Arc::clone(&self.released)),
         }
     }
 
-    fn submit(
-        &self,
-        valid: Validated,
-        room: Room,
-    ) -> Result<oneshot::Receiver<Result<PutResult, PutError>>, PutError> {
+    /// Hands `valid` to its stream's pipeline, which answers on `reply`; on failure, the
+    /// error and `reply` come back.
+    fn submit(&self, valid: Validated, room: Room, reply: Reply) -> Result<(), (PutError, Reply)> {
         if self.shut_down.load(Ordering::SeqCst) {
             let record = Some(Box::new(valid.record));
-            return Err(PutError::ShutDown { record });
+            return Err((PutError::ShutDown { record }, reply));
         }
         let stream = match valid
             .record
@@ -402,10 +471,9 @@ impl Inner {
             Some(stream) => stream.clone(),
             None => {
                 let record = Box::new(valid.record);
-                return Err(PutError::NoStream { record });
+                return Err((PutError::NoStream { record }, reply));
             }
         };
-        let (reply, receiver) = oneshot::channel();
         let now = Instant::now();
         let pending = Pending::new(
             valid.record,
@@ -415,7 +483,27 @@ impl Inner {
             reply,
             room,
         );
-        self.streams.send(&stream, Box::new(pending))?;
-        Ok(receiver)
+        self.streams
+            .send(&stream, Box::new(pending))
+            .map_err(|(error, mut pending)| {
+                let (closed, _) = oneshot::channel();
+                (error, std::mem::replace(&mut pending.reply, closed))
+            })
+    }
+}
+
+/// The line's task: each time room is given back (or the producer shuts down), lets in what
+/// fits at the front of the line. Ends once the producer is gone, or shut down with nobody
+/// left waiting.
+async fn admit_waiting(inner: Weak<Inner>, released: Arc<Notify>) {
+    loop {
+        released.notified().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        inner.admit();
+        if inner.shut_down.load(Ordering::SeqCst) && inner.line().is_empty() {
+            return;
+        }
     }
 }

@@ -98,7 +98,11 @@ impl Streams {
 
     /// Hands a record to its stream's pipeline, starting it if need be. On failure the record
     /// comes back inside the error.
-    pub(crate) fn send(&self, stream: &str, mut pending: Box<Pending>) -> Result<(), PutError> {
+    pub(crate) fn send(
+        &self,
+        stream: &str,
+        mut pending: Box<Pending>,
+    ) -> Result<(), (PutError, Box<Pending>)> {
         let mut state = self.lock();
         // Twice at most: a pipeline whose listing failed just now is seen closed on the second.
         for _ in 0..2 {
@@ -110,11 +114,13 @@ impl Streams {
                 Some(lane) if !lane.commands.is_closed() => false,
                 Some(lane) => match lane.failure() {
                     Some(failed) if failed.at.elapsed() < RETRY_FAILED_STREAM_AFTER => {
-                        return Err(PutError::StreamUnavailable {
+                        let record = pending.take_record();
+                        let error = PutError::StreamUnavailable {
                             stream: stream.to_owned(),
                             source: Box::new(failed.error),
-                            record: pending.take_record(),
-                        });
+                            record,
+                        };
+                        return Err((error, pending));
                     }
                     _ => true,
                 },
@@ -127,13 +133,15 @@ impl Streams {
             };
             match lane.commands.send(Command::Put(pending)) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(Command::Put(back))) => pending = back,
-                Err(_) => return Err(PutError::ShutDown { record: None }),
+                Err(mpsc::error::SendError(command)) => match command {
+                    Command::Put(back) => pending = back,
+                    // The channel gives back what was sent.
+                    _ => unreachable!("a refused put comes back as a put"),
+                },
             }
         }
-        Err(PutError::ShutDown {
-            record: Some(pending.take_record()),
-        })
+        let record = Some(pending.take_record());
+        Err((PutError::ShutDown { record }, pending))
     }
 
     /// Asks every pipeline to flush; each receiver answers once that pipeline's records put
