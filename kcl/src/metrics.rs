@@ -26,6 +26,7 @@
 //! | `kinesis_kcl_process_records_seconds` | histogram | seconds | `stream` | time in `process_records` per batch |
 //! | `kinesis_kcl_processing_retries_total` | counter | calls | `stream` | failed `process_records` calls retried in place by the [`FailurePolicy`](crate::FailurePolicy) |
 //! | `kinesis_kcl_partial_batch_failures_total` | counter | calls | `stream` | `process_records` calls that reported a failed record ([`RecordFailed`](crate::RecordFailed)) |
+//! | `kinesis_kcl_process_records_timeouts_total` | counter | calls | `stream` | `process_records` calls dropped at the failure policy's `batch_timeout` (counted as failed) |
 //! | `kinesis_kcl_batch_bisections_total` | counter | splits | `stream` | failing batches split in halves (`bisect_on_error`) |
 //! | `kinesis_kcl_records_given_up_total` | counter | user records | `stream`, `reason` (`attempts`, `record_age`) | records the failure policy gave up on, accepted by its destination |
 //! | `kinesis_kcl_failure_destination_errors_total` | counter | calls | `stream` | failure destination calls that did not accept the records (retried) |
@@ -100,6 +101,9 @@ pub const PROCESS_TIME: &str = "kinesis_kcl_process_records_seconds";
 pub const PROCESSING_RETRIES: &str = "kinesis_kcl_processing_retries_total";
 /// Counter: `process_records` calls that reported a failed record (label `stream`).
 pub const PARTIAL_BATCH_FAILURES: &str = "kinesis_kcl_partial_batch_failures_total";
+/// Counter: `process_records` calls dropped at the failure policy's batch timeout (label
+/// `stream`).
+pub const PROCESS_RECORDS_TIMEOUTS: &str = "kinesis_kcl_process_records_timeouts_total";
 /// Counter: failing batches split in halves (label `stream`).
 pub const BATCH_BISECTIONS: &str = "kinesis_kcl_batch_bisections_total";
 /// Counter: records given up on and accepted by the failure destination (labels `stream`,
@@ -176,7 +180,7 @@ mod tests {
     #[test]
     fn every_name_is_a_documented_constant_with_the_crate_prefix() {
         let (mut table, mut constants) = names();
-        assert_eq!(constants.len(), 45);
+        assert_eq!(constants.len(), 46);
         table.sort();
         constants.sort();
         assert_eq!(table, constants, "the doc tables and the constants differ");
@@ -184,6 +188,6 @@ mod tests {
             assert!(name.starts_with("kinesis_kcl_"), "{name}");
         }
         constants.dedup();
-        assert_eq!(constants.len(), 45, "a name is used twice");
+        assert_eq!(constants.len(), 46, "a name is used twice");
     }
 }

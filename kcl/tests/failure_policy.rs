@@ -33,9 +33,18 @@ type Stored = Vec<(String, String)>;
 
 /// Puts records `0..RECORDS` (data: the number; 100 partition keys) on a fresh 4-shard stream.
 async fn stream_with_records(bed: &TestBed) -> Result<(String, Stored), BoxError> {
-    let stream = bed.create_stream(4).await?;
-    let mut stored = Vec::with_capacity(RECORDS);
-    for chunk in (0..RECORDS).collect::<Vec<_>>().chunks(500) {
+    stream_with(bed, 4, RECORDS).await
+}
+
+/// Puts records `0..records` (data: the number; 100 partition keys) on a fresh stream.
+async fn stream_with(
+    bed: &TestBed,
+    shards: u32,
+    records: usize,
+) -> Result<(String, Stored), BoxError> {
+    let stream = bed.create_stream(shards).await?;
+    let mut stored = Vec::with_capacity(records);
+    for chunk in (0..records).collect::<Vec<_>>().chunks(500) {
         let entries = chunk
             .iter()
             .map(|n| {
@@ -431,6 +440,175 @@ async fn a_given_up_record_reaches_the_dead_letter_stream_in_its_envelope() -> T
         assert!(letter.error.contains("poison pill"), "{}", letter.error);
         assert!(letter.approximate_arrival.is_some());
         assert!(letter.given_up_at >= letter.approximate_arrival.unwrap_or(std::time::UNIX_EPOCH));
+        Ok(())
+    })
+    .await
+}
+
+/// Fails (or, with `hang`, never finishes) every call holding the pill, taking `pace` per call.
+struct SlowPillProcessor {
+    seen: Arc<Seen>,
+    pace: Duration,
+    hang: bool,
+}
+
+#[kinesis_kcl::async_trait]
+impl ShardRecordProcessor for SlowPillProcessor {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        tokio::time::sleep(self.pace).await;
+        let numbers: Vec<usize> = input.records.iter().map(|r| number(r.data())).collect();
+        if numbers.contains(&PILL_SMALL) {
+            *self.seen.pill_calls.lock().unwrap() += 1;
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            return Err("poison pill".into());
+        }
+        {
+            let mut processed = self.seen.processed.lock().unwrap();
+            for n in numbers {
+                *processed.entry(n).or_default() += 1;
+            }
+        }
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+}
+
+const SMALL: usize = 300;
+const PILL_SMALL: usize = 123;
+
+/// A one-shard stream of [`SMALL`] records and a worker with `policy` whose processors take
+/// `pace` per call and fail (or hang on) the pill; returns what the destination got, each with
+/// when it got it, once every other record is processed.
+async fn run_slow(
+    policy: kinesis_kcl::FailurePolicyBuilder,
+    pace: Duration,
+    hang: bool,
+) -> Result<(Arc<Seen>, Vec<(FailedRecords, std::time::SystemTime)>), BoxError> {
+    let bed = TestBed::start().await?;
+    let (stream, _) = stream_with(&bed, 1, SMALL).await?;
+    let seen = Arc::new(Seen::default());
+    let letters: Arc<Mutex<Vec<(FailedRecords, std::time::SystemTime)>>> = Arc::default();
+    let sink = Arc::clone(&letters);
+    let policy = policy
+        .destination(move |failed: FailedRecords| {
+            let sink = Arc::clone(&sink);
+            async move {
+                sink.lock()
+                    .unwrap()
+                    .push((failed, std::time::SystemTime::now()));
+                Ok::<(), ProcessorError>(())
+            }
+        })
+        .build()?;
+    let processors = Arc::clone(&seen);
+    let worker = quick(
+        Worker::builder(
+            bed.unique_table_name(),
+            bed.kinesis().clone(),
+            bed.dynamodb().clone(),
+            move |_| SlowPillProcessor {
+                seen: Arc::clone(&processors),
+                pace,
+                hang,
+            },
+        )
+        .stream(&stream)
+        // Small batches, so the pill's call holds few records.
+        .retrieval(kinesis_kcl::Retrieval::Polling(
+            kinesis_kcl::PollingConfig::builder()
+                .max_records(20)
+                .idle_time_between_reads(Duration::from_millis(50))
+                .build()?,
+        ))
+        .failure_policy(policy),
+    )?
+    .build()?;
+    let handle = worker.handle();
+    let running = tokio::spawn(worker.run());
+    wait_for(Duration::from_secs(60), "every other record", || {
+        seen.processed.lock().unwrap().len() == SMALL - 1 && !letters.lock().unwrap().is_empty()
+    })
+    .await?;
+    handle.shutdown().await;
+    running.await??;
+    let letters = letters.lock().unwrap().clone();
+    Ok((seen, letters))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_record_is_given_up_once_older_than_the_age_limit() -> TestResult {
+    bounded(TEST_TIMEOUT, async {
+        let age = Duration::from_secs(2);
+        let (seen, letters) = run_slow(
+            FailurePolicy::builder()
+                .max_record_age(age)
+                .bisect_on_error(true)
+                .backoff(Duration::from_millis(50), Duration::from_millis(200)),
+            Duration::from_millis(20),
+            false,
+        )
+        .await?;
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        let (letter, at) = &letters[0];
+        assert_eq!(letter.reason, GiveUpReason::RecordAge);
+        assert_eq!(letter.records.len(), 1);
+        assert_eq!(number(letter.records[0].data()), PILL_SMALL);
+        let arrived = letter.records[0]
+            .approximate_arrival_timestamp()
+            .ok_or("no arrival time")?;
+        let held = at.duration_since(arrived)?;
+        // Given up only once older than the limit, and at its first failure after that (a
+        // call and a backoff of at most 200 ms later, on a loaded machine a few more).
+        assert!(held > age, "given up after {held:?}");
+        assert!(held < age * 3, "given up only after {held:?}");
+        assert!(letter.attempts >= 2, "{} attempts", letter.attempts);
+        let processed = seen.processed.lock().unwrap().clone();
+        for n in (0..SMALL).filter(|&n| n != PILL_SMALL) {
+            assert_eq!(processed.get(&n), Some(&1), "record {n}");
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_running_past_the_batch_timeout_is_a_failed_call() -> TestResult {
+    bounded(TEST_TIMEOUT, async {
+        let (seen, letters) = run_slow(
+            FailurePolicy::builder()
+                .max_attempts(2)
+                .bisect_on_error(true)
+                .batch_timeout(Duration::from_millis(300))
+                .backoff(Duration::from_millis(10), Duration::from_millis(50)),
+            Duration::ZERO,
+            true,
+        )
+        .await?;
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        let (letter, _) = &letters[0];
+        assert_eq!(letter.records.len(), 1);
+        assert_eq!(number(letter.records[0].data()), PILL_SMALL);
+        assert_eq!(letter.attempts, 2);
+        assert!(
+            letter.error.contains("did not return within 300ms"),
+            "{}",
+            letter.error
+        );
+        let processed = seen.processed.lock().unwrap().clone();
+        for n in (0..SMALL).filter(|&n| n != PILL_SMALL) {
+            assert_eq!(processed.get(&n), Some(&1), "record {n}");
+        }
         Ok(())
     })
     .await

@@ -47,6 +47,7 @@ use crate::sequence::ExtendedSequenceNumber;
 /// | record age limit | [`max_record_age`](FailurePolicyBuilder::max_record_age), applied to failed records (default none) | `MaximumRecordAgeInSeconds`, also before the first try | none |
 /// | split a failing batch | [`bisect_on_error`](FailurePolicyBuilder::bisect_on_error) (default off) | `BisectBatchOnFunctionError` (default off) | none |
 /// | partial batch response | [`RecordFailed`] | `ReportBatchItemFailures` | none |
+/// | a call that takes too long | [`batch_timeout`](FailurePolicyBuilder::batch_timeout): a failed call (default none) | the function timeout | none |
 /// | where given-up records go | a [`FailureDestination`] (required with limits) | on-failure destination (metadata only) | nowhere (logged) |
 ///
 /// ```
@@ -76,6 +77,7 @@ pub struct FailurePolicy {
     bisect_on_error: bool,
     min_backoff: Duration,
     max_backoff: Duration,
+    batch_timeout: Option<Duration>,
     destination: Option<Arc<dyn FailureDestination>>,
 }
 
@@ -93,6 +95,7 @@ impl Default for FailurePolicy {
             bisect_on_error: false,
             min_backoff: DEFAULT_MIN_BACKOFF,
             max_backoff: DEFAULT_MAX_BACKOFF,
+            batch_timeout: None,
             destination: None,
         }
     }
@@ -106,6 +109,7 @@ impl std::fmt::Debug for FailurePolicy {
             .field("bisect_on_error", &self.bisect_on_error)
             .field("min_backoff", &self.min_backoff)
             .field("max_backoff", &self.max_backoff)
+            .field("batch_timeout", &self.batch_timeout)
             .field("destination", &self.destination.is_some())
             .finish()
     }
@@ -143,6 +147,12 @@ impl FailurePolicy {
     /// The longest wait before a retry (before jitter).
     pub fn max_backoff(&self) -> Duration {
         self.max_backoff
+    }
+
+    /// How long one `process_records` call may take before it counts as failed (`None`: no
+    /// limit).
+    pub fn batch_timeout(&self) -> Option<Duration> {
+        self.batch_timeout
     }
 
     pub(crate) fn destination(&self) -> Option<&Arc<dyn FailureDestination>> {
@@ -191,6 +201,15 @@ impl FailurePolicyBuilder {
         self
     }
 
+    /// How long one `process_records` call may take: a call still running then is dropped
+    /// (cancelled at its next `.await`; a call blocking its thread cannot be) and counts as a
+    /// failed call, retried or given up like any other. Default: none (as the Java KCL; Lambda
+    /// has its function timeout).
+    pub fn batch_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.batch_timeout = Some(timeout);
+        self
+    }
+
     /// Where records go when the policy gives up on them: a [`FailureDestination`], such as a
     /// closure `Fn(FailedRecords) -> impl Future<Output = Result<(), ProcessorError>>`. Until
     /// it accepts them (it is retried with the same backoff), the shard holds. Required
@@ -224,6 +243,14 @@ impl FailurePolicyBuilder {
                 "backoff",
                 (p.min_backoff, p.max_backoff),
                 "min must be above zero and at most max",
+            ));
+        }
+        if p.batch_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::new(
+                "FailurePolicy",
+                "batch_timeout",
+                Duration::ZERO,
+                "must be above zero",
             ));
         }
         if p.max_record_age.is_some_and(|age| age.is_zero()) {
@@ -274,6 +301,14 @@ impl GiveUpReason {
             _ => None,
         }
     }
+}
+
+/// A `process_records` call that ran past the policy's
+/// [`batch_timeout`](FailurePolicyBuilder::batch_timeout) (it was dropped).
+#[derive(Debug, thiserror::Error)]
+#[error("process_records did not return within {after:?}")]
+pub(crate) struct TimedOut {
+    pub(crate) after: Duration,
 }
 
 /// A partial failure of [`process_records`](crate::ShardRecordProcessor::process_records):

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{Called, Consumer, Exit, Interrupt};
 use crate::checkpoint::Checkpointer;
 use crate::failure::plan::{Plan, Verdict};
-use crate::failure::{FailedRecords, FailurePolicy, RecordFailed};
+use crate::failure::{FailedRecords, FailurePolicy, RecordFailed, TimedOut};
 use crate::processor::{ProcessRecordsInput, ProcessorError, ShardRecordProcessor};
 use crate::record::Record;
 use crate::retrieval::RecordBatch;
@@ -55,12 +55,17 @@ impl Consumer {
                 millis_behind_latest,
             };
             let started = Instant::now();
-            let called = self
-                .call(
-                    "process_records",
-                    processor.process_records(input, checkpointer),
-                )
-                .await;
+            let timeout = policy.batch_timeout();
+            let processing = async {
+                let call = processor.process_records(input, checkpointer);
+                match timeout {
+                    None => call.await,
+                    Some(after) => tokio::time::timeout(after, call)
+                        .await
+                        .unwrap_or_else(|_| Err(Box::new(TimedOut { after }) as ProcessorError)),
+                }
+            };
+            let called = self.call("process_records", processing).await;
             let (result, stop) = match called {
                 Called::Returned(result) => (result, None),
                 Called::Stopped {
@@ -101,6 +106,9 @@ impl Consumer {
                 }
                 Err(error) => error,
             };
+            if error.is::<TimedOut>() {
+                metrics::counter!(crate::metrics::PROCESS_RECORDS_TIMEOUTS, &labels).increment(1);
+            }
             if self.status.borrow().is_lost() {
                 // It failed because the lease was lost meanwhile (a checkpoint refused): it
                 // still hears why processing stops.
