@@ -613,3 +613,147 @@ async fn a_call_running_past_the_batch_timeout_is_a_failed_call() -> TestResult 
     })
     .await
 }
+
+/// Records each record it processes as `(worker, number)`; with `fail_pill`, reports the pill
+/// as failed (`RecordFailed`) after processing the records before it.
+struct Recorder {
+    worker: &'static str,
+    log: Arc<Mutex<Vec<(&'static str, usize)>>>,
+    fail_pill: bool,
+    pill_calls: Arc<Mutex<u32>>,
+}
+
+#[kinesis_kcl::async_trait]
+impl ShardRecordProcessor for Recorder {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        for record in &input.records {
+            let n = number(record.data());
+            if self.fail_pill && n == PILL_SMALL {
+                *self.pill_calls.lock().unwrap() += 1;
+                return Err(RecordFailed::new(record, "poison pill").into());
+            }
+            self.log.lock().unwrap().push((self.worker, n));
+        }
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+}
+
+/// A partial failure checkpoints right before the failed record, on both retrieval modes; a
+/// worker started after the first one stopped resumes exactly there: the failed record is its
+/// first, and nothing before it is delivered again.
+async fn partial_failure_resumes_at_the_failed_record_across_a_restart(
+    fan_out: bool,
+) -> TestResult {
+    bounded(TEST_TIMEOUT, async {
+        let bed = if fan_out {
+            TestBed::start_with_options(
+                kinesis_integration::BedOptions::default()
+                    .subscribe_to_shard_session(Duration::from_secs(3)),
+            )
+            .await?
+        } else {
+            TestBed::start().await?
+        };
+        let (stream, stored) = stream_with(&bed, 1, SMALL).await?;
+        let application = bed.unique_table_name();
+        let log: Arc<Mutex<Vec<(&'static str, usize)>>> = Arc::default();
+        let pill_calls: Arc<Mutex<u32>> = Arc::default();
+        let retrieval = if fan_out {
+            kinesis_kcl::Retrieval::FanOut(
+                kinesis_kcl::FanOutConfig::builder()
+                    .registration_retry_delay(Duration::from_millis(50))
+                    .min_time_between_subscribes(Duration::from_millis(200))
+                    .retry_min_delay(Duration::from_millis(50))
+                    .retry_max_delay(Duration::from_millis(500))
+                    .build()?,
+            )
+        } else {
+            kinesis_kcl::Retrieval::Polling(
+                kinesis_kcl::PollingConfig::builder()
+                    .max_records(50)
+                    .idle_time_between_reads(Duration::from_millis(50))
+                    .build()?,
+            )
+        };
+        let start = |worker: &'static str, fail_pill: bool| -> Result<_, BoxError> {
+            let (log, pill_calls) = (Arc::clone(&log), Arc::clone(&pill_calls));
+            let built = quick(
+                Worker::builder(
+                    &application,
+                    bed.kinesis().clone(),
+                    bed.dynamodb().clone(),
+                    move |_| Recorder {
+                        worker,
+                        log: Arc::clone(&log),
+                        fail_pill,
+                        pill_calls: Arc::clone(&pill_calls),
+                    },
+                )
+                .stream(&stream)
+                .worker_id(worker)
+                .failure_policy(
+                    FailurePolicy::builder()
+                        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+                        .build()?,
+                ),
+            )?
+            .retrieval(retrieval.clone())
+            .build()?;
+            let handle = built.handle();
+            Ok((handle, tokio::spawn(built.run())))
+        };
+
+        let (first, running) = start("first", true)?;
+        wait_for(Duration::from_secs(60), "three calls on the pill", || {
+            *pill_calls.lock().unwrap() >= 3
+        })
+        .await?;
+        let shard = &stored[PILL_SMALL].0;
+        assert_eq!(
+            checkpoints(&bed, &application).await?[shard],
+            position(&stored[PILL_SMALL - 1].1)?,
+            "checkpointed right before the pill"
+        );
+        first.shutdown().await;
+        running.await??;
+
+        let (second, running) = start("second", false)?;
+        wait_for(Duration::from_secs(60), "every record", || {
+            log.lock().unwrap().len() >= SMALL
+        })
+        .await?;
+        second.shutdown().await;
+        running.await??;
+
+        let log = log.lock().unwrap().clone();
+        let expected: Vec<(&str, usize)> = (0..SMALL)
+            .map(|n| (if n < PILL_SMALL { "first" } else { "second" }, n))
+            .collect();
+        assert_eq!(
+            log, expected,
+            "each record once, the second worker from the pill on"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partial_failure_resumes_at_the_failed_record_across_a_restart_polling() -> TestResult {
+    partial_failure_resumes_at_the_failed_record_across_a_restart(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partial_failure_resumes_at_the_failed_record_across_a_restart_fan_out() -> TestResult {
+    partial_failure_resumes_at_the_failed_record_across_a_restart(true).await
+}
