@@ -80,6 +80,9 @@
 //! - `positions`: [`InitialPosition::TrimHorizon`], [`InitialPosition::Latest`] and
 //!   [`InitialPosition::AtTimestamp`] on a fresh lease table, and a restart on an existing
 //!   checkpoint, where the initial position is ignored.
+//! - `dead_letters`: a [`FailurePolicy`] that isolates malformed records by bisection,
+//!   retries them, then puts them to a dead-letter stream in their `DeadLetter` envelope
+//!   (feature `dead-letter-stream`) while the rest is processed once.
 //! - `multi_stream`: one worker consuming two streams ([`WorkerBuilder::streams`],
 //!   [`ShardContext::stream`]).
 //! - `latency`: put → process latency of polling and enhanced fan-out, side by side.

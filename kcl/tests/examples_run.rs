@@ -5,6 +5,9 @@
 #[path = "../examples/checkpointing.rs"]
 mod checkpointing;
 #[allow(dead_code)]
+#[path = "../examples/dead_letters.rs"]
+mod dead_letters;
+#[allow(dead_code)]
 #[path = "../examples/multi_stream.rs"]
 mod multi_stream;
 #[allow(dead_code)]
@@ -105,6 +108,41 @@ async fn multi_stream_one_worker_processes_both_streams() -> TestResult {
     assert_eq!(summary.lease_keys[payments].len(), 1, "{summary:#?}");
     for key in summary.lease_keys.values().flatten() {
         assert_eq!(key.split(':').count(), 4, "multi-stream lease key {key}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_isolate_the_malformed_orders_and_the_rest_is_processed_once() -> TestResult {
+    let summary = dead_letters::run().await?;
+    // Each good order counted once: 197 orders, amounts i % 50.
+    let good: Vec<usize> = (0..200).filter(|i| ![17, 90, 161].contains(i)).collect();
+    assert_eq!(summary.processed, good.len(), "{summary:#?}");
+    assert_eq!(
+        summary.total,
+        good.iter().map(|i| (i % 50) as u64).sum::<u64>(),
+        "{summary:#?}"
+    );
+    let mut bad: Vec<String> = summary
+        .letters
+        .iter()
+        .map(|l| String::from_utf8_lossy(&l.data).into_owned())
+        .collect();
+    bad.sort();
+    assert_eq!(
+        bad,
+        [
+            "order-161 amount=lots",
+            "order-17 amount=lots",
+            "order-90 amount=lots"
+        ],
+        "{summary:#?}"
+    );
+    for letter in &summary.letters {
+        assert_eq!(letter.reason, "attempts");
+        assert_eq!(letter.attempts, 2);
+        assert!(letter.error.contains("invalid digit"), "{}", letter.error);
+        assert!(letter.partition_key.starts_with("customer-"));
     }
     Ok(())
 }
