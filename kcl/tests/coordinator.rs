@@ -4,15 +4,19 @@
 //! Timing assertions count the coordinators' own taker rounds where the claim is about
 //! rounds, and use wall-clock bounds only where the claim is about time (failover).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::interceptors::{
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextMut,
+};
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
+use aws_sdk_dynamodb::operation::scan::{ScanInput, ScanOutput};
 use aws_sdk_dynamodb::types::AttributeValue;
 use kinesis_integration::TestBed;
 use kinesis_kcl::lease::{
@@ -109,8 +113,22 @@ impl Fixture {
     }
 
     fn worker_with(&self, id: &str, config: LeaseConfig, blockable: bool) -> Worker {
-        let (coordinator, acquired) =
-            LeaseCoordinator::start(self.table_client(blockable), id, config);
+        self.worker_on(self.table_client(blockable), id, config)
+    }
+
+    /// A worker reading the table through a lagging replica (see [`LaggingScans`]).
+    fn worker_with_lagging_scans(&self, id: &str, config: LeaseConfig) -> Worker {
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            self.bed
+                .dynamodb_config()
+                .interceptor(LaggingScans::default())
+                .build(),
+        );
+        self.worker_on(LeaseTable::new(client, &self.table_name), id, config)
+    }
+
+    fn worker_on(&self, table: LeaseTable, id: &str, config: LeaseConfig) -> Worker {
+        let (coordinator, acquired) = LeaseCoordinator::start(table, id, config);
         let holdings = Holdings::default();
         Worker {
             driver: Some(drive(acquired, None, Arc::clone(&holdings))),
@@ -156,6 +174,79 @@ impl Intercept for Gate {
             .is_some_and(|b| b.load(Ordering::Relaxed))
         {
             return Err("DynamoDB unreachable (test gate)".into());
+        }
+        Ok(())
+    }
+}
+
+/// Eventually consistent scans as a lagging replica answers them: every other eventually
+/// consistent `Scan` returns the items of a fresh scan at least 500 ms older (the oldest kept,
+/// if none is that old). Strongly consistent scans are left alone.
+#[derive(Debug, Default)]
+struct LaggingScans {
+    state: Mutex<Lagging>,
+}
+
+#[derive(Debug, Default)]
+struct Lagging {
+    /// The scan under way is eventually consistent.
+    eventual: bool,
+    scans: u64,
+    fresh: std::collections::VecDeque<(Instant, Vec<HashMap<String, AttributeValue>>)>,
+}
+
+impl Intercept for LaggingScans {
+    fn name(&self) -> &'static str {
+        "LaggingScans"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // The input is gone by completion: note what kind of scan this is (the taker's scans
+        // through one client come one at a time).
+        if let Some(scan) = context.input().downcast_ref::<ScanInput>() {
+            self.state.lock().unwrap().eventual = scan.consistent_read() != Some(true);
+        }
+        Ok(())
+    }
+
+    fn modify_before_attempt_completion(
+        &self,
+        context: &mut FinalizerInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if !self.state.lock().unwrap().eventual {
+            return Ok(());
+        }
+        let Some(Ok(output)) = context.output_or_error_mut() else {
+            return Ok(());
+        };
+        let Some(scan) = output.downcast_mut::<ScanOutput>() else {
+            return Ok(());
+        };
+        let mut state = self.state.lock().unwrap();
+        state.scans += 1;
+        let now = Instant::now();
+        if state.scans % 2 == 0
+            && let Some((_, items)) = state
+                .fresh
+                .iter()
+                .rev()
+                .find(|(at, _)| now.duration_since(*at) >= Duration::from_millis(500))
+                .or_else(|| state.fresh.front())
+        {
+            scan.items = Some(items.clone());
+            return Ok(());
+        }
+        state
+            .fresh
+            .push_back((now, scan.items.clone().unwrap_or_default()));
+        while state.fresh.len() > 50 {
+            state.fresh.pop_front();
         }
         Ok(())
     }
@@ -1178,6 +1269,56 @@ async fn stealing_from_a_worker_that_ignores_hand_offs_takes_outright_once_detec
         );
         java.abort();
         worker.shutdown().await?;
+        Ok(())
+    })
+    .await
+}
+
+/// The taker scans eventually consistent (half the read units). A replica that lags shows a
+/// counter older than one seen before; that must not count as the counter moving. Here a
+/// process restarted under its crashed predecessor's id reads through a lagging replica while
+/// one late renewal of the predecessor lands: counted both ways (forward, then back on a stale
+/// read, then forward again) it reached the duplicate-id threshold and the worker refused to
+/// take anything for good; counted forward only, it is one step, and the leases come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lagging_replica_does_not_make_a_restart_look_like_a_duplicate_worker_id() -> TestResult {
+    bounded(async {
+        let fx = Fixture::new(4).await?;
+        let mut first = fx.worker("same-id", config(1));
+        wait_for(Duration::from_secs(20), "the first holding all", || async {
+            Ok(first.active().len() == 4)
+        })
+        .await?;
+        first.kill();
+        let restarted = fx.worker_with_lagging_scans("same-id", config(1));
+        wait_for(
+            Duration::from_secs(5),
+            "the restart's first scan",
+            || async { Ok(restarted.rounds() >= 1) },
+        )
+        .await?;
+        // The crashed run's last renewal lands late.
+        let late = fx.plain_table().get_lease(&key(0)).await?.expect("exists");
+        assert!(
+            fx.plain_table()
+                .apply(&late.renew_write()?)
+                .await?
+                .applied()
+                .is_some()
+        );
+        wait_for(
+            Duration::from_secs(10),
+            "the restart holding all",
+            || async {
+                Ok(restarted.active().len() == 4 || restarted.c().stats().duplicate_worker_id)
+            },
+        )
+        .await?;
+        assert!(
+            !restarted.c().stats().duplicate_worker_id,
+            "a stale read was taken for another process renewing"
+        );
+        assert_eq!(restarted.active().len(), 4);
         Ok(())
     })
     .await

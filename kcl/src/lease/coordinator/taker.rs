@@ -93,7 +93,9 @@ const DUPLICATE_ID_STEPS: u64 = 3;
 /// One scan and the takes it leads to. Returns whether a take or steal lost a race.
 async fn round(shared: &Shared, tracker: &mut ExpiryTracker, memory: &mut Memory) -> bool {
     let failover = shared.config.failover_time();
-    let leases = match shared.table.list_leases().await {
+    // Eventually consistent (half the read units): a stale view delays a decision by a scan
+    // at most, and every take is conditional on the counter it read.
+    let leases = match shared.table.list_leases_eventually_consistent().await {
         Ok(mut leases) => {
             let listed = leases.len();
             leases.retain(|l| shared.consumable.accepts(l));
@@ -162,8 +164,10 @@ async fn round(shared: &Shared, tracker: &mut ExpiryTracker, memory: &mut Memory
                         counter: lease.lease_counter,
                         moved: 0,
                     });
-                if lease.lease_counter != watched.counter {
-                    watched.moved += lease.lease_counter.abs_diff(watched.counter);
+                if lease.lease_counter < watched.counter {
+                    // A stale read (the scan is eventually consistent): counters only grow.
+                } else if lease.lease_counter != watched.counter {
+                    watched.moved += lease.lease_counter - watched.counter;
                     watched.counter = lease.lease_counter;
                     watched.still_since = scan_time;
                     if watched.moved >= DUPLICATE_ID_STEPS {
