@@ -41,7 +41,12 @@ pub fn deaggregate(data: Bytes) -> Deaggregated {
 
 /// How many of `records` have an effective hash key outside `start..=end`; see
 /// [`HashKeyRange::count_outside`](crate::HashKeyRange::count_outside).
-pub(crate) fn count_outside_range(records: &[SubRecord], start: u128, end: u128) -> usize {
+pub(crate) fn count_outside_range(
+    records: &[SubRecord],
+    start: u128,
+    end: u128,
+    mut hash_key: impl FnMut(&str) -> u128,
+) -> usize {
     let mut cache: Vec<Option<u128>> = Vec::new();
     let mut cached_for: Option<&Arc<KeyTables>> = None;
     let mut outside = 0;
@@ -55,9 +60,8 @@ pub(crate) fn count_outside_range(records: &[SubRecord], start: u128, end: u128)
                     cache.resize(record.keys.partition_keys.len(), None);
                 }
                 match cache.get_mut(record.partition_key as usize) {
-                    Some(slot) => *slot
-                        .get_or_insert_with(|| hash_key_for_partition_key(record.partition_key())),
-                    None => hash_key_for_partition_key(record.partition_key()),
+                    Some(slot) => *slot.get_or_insert_with(|| hash_key(record.partition_key())),
+                    None => hash_key(record.partition_key()),
                 }
             }
         };

@@ -26,6 +26,64 @@ pub fn hash_key_for_partition_key(partition_key: &str) -> u128 {
     u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
 }
 
+/// Hash keys of partition keys, remembered across aggregates: a shard's records repeat their
+/// keys, so a reader that checks every aggregate against its shard's range
+/// ([`HashKeyRange::count_outside_cached`](crate::HashKeyRange::count_outside_cached)) hashes
+/// each key once rather than once per aggregate. Holds at most `capacity` keys; when full, it
+/// forgets them all and starts again (no bookkeeping per lookup).
+///
+/// ```
+/// use kinesis_aggregation::{HashKeyCache, hash_key_for_partition_key};
+///
+/// let mut cache = HashKeyCache::new(2);
+/// assert_eq!(cache.hash_key("a"), hash_key_for_partition_key("a"));
+/// assert_eq!(cache.hash_key("a"), hash_key_for_partition_key("a"));
+/// assert_eq!(cache.len(), 1);
+/// cache.hash_key("b");
+/// cache.hash_key("c"); // full: forgets "a" and "b"
+/// assert_eq!(cache.len(), 1);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct HashKeyCache {
+    keys: std::collections::HashMap<Box<str>, u128>,
+    capacity: usize,
+}
+
+impl HashKeyCache {
+    /// A cache of at most `capacity` keys (0: remembers nothing).
+    pub fn new(capacity: usize) -> Self {
+        HashKeyCache {
+            keys: std::collections::HashMap::new(),
+            capacity,
+        }
+    }
+
+    /// The hash key of `partition_key`, remembered or computed.
+    pub fn hash_key(&mut self, partition_key: &str) -> u128 {
+        if let Some(&key) = self.keys.get(partition_key) {
+            return key;
+        }
+        let key = hash_key_for_partition_key(partition_key);
+        if self.capacity > 0 {
+            if self.keys.len() >= self.capacity {
+                self.keys.clear();
+            }
+            self.keys.insert(partition_key.into(), key);
+        }
+        key
+    }
+
+    /// Keys remembered now.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
 /// Parses an explicit hash key: one or more ASCII decimal digits with a value in `0..2^128`.
 ///
 /// Leading zeros are accepted (`"007"` is 7), as the Java KCL's `BigInteger` parse accepts them;

@@ -58,7 +58,7 @@ mod wire;
 pub use aggregate::{AggregateBuilder, Finished, PushRejected};
 pub use deaggregate::{Deaggregated, PassThroughReason, SubRecord, deaggregate, has_magic};
 pub use hash_key::{
-    HashKeyError, HashKeyProblem, effective_hash_key, hash_key_for_partition_key,
+    HashKeyCache, HashKeyError, HashKeyProblem, effective_hash_key, hash_key_for_partition_key,
     parse_explicit_hash_key,
 };
 pub use range::{HashKeyRange, HashKeyRangeError};

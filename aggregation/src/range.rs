@@ -1,7 +1,9 @@
 //! The hash-key range of a shard.
 
 use crate::deaggregate::{SubRecord, count_outside_range};
-use crate::hash_key::{HashKeyError, parse_explicit_hash_key};
+use crate::hash_key::{
+    HashKeyCache, HashKeyError, hash_key_for_partition_key, parse_explicit_hash_key,
+};
 
 /// The hash-key range of a shard: every hash key from `start` to `end`, both inclusive, as
 /// Kinesis lists it (`HashKeyRange` of `ListShards`) and the Java KCL stores it in a lease
@@ -93,7 +95,31 @@ impl HashKeyRange {
     /// # Ok::<(), kinesis_aggregation::HashKeyRangeError>(())
     /// ```
     pub fn count_outside(&self, records: &[SubRecord]) -> usize {
-        count_outside_range(records, self.start, self.end)
+        count_outside_range(records, self.start, self.end, hash_key_for_partition_key)
+    }
+
+    /// [`count_outside`](Self::count_outside), taking partition keys' hash keys from `cache`
+    /// (and remembering new ones there): a reader of one shard keeps one cache across its
+    /// aggregates, and hashes each key once.
+    ///
+    /// ```
+    /// use kinesis_aggregation::{AggregateBuilder, Deaggregated, HashKeyCache, HashKeyRange, deaggregate, hash_key_for_partition_key};
+    ///
+    /// let mut cache = HashKeyCache::new(1_000);
+    /// let a = HashKeyRange::new(hash_key_for_partition_key("a"), hash_key_for_partition_key("a"))?;
+    /// for _ in 0..3 {
+    ///     let mut builder = AggregateBuilder::new(51_200, 1_000);
+    ///     for key in ["a", "b", "a"] {
+    ///         builder.try_push(key, None, b"x").unwrap();
+    ///     }
+    ///     let Deaggregated::Aggregated(subs) = deaggregate(builder.take_aggregate().unwrap()) else { panic!() };
+    ///     assert_eq!(a.count_outside_cached(&subs, &mut cache), 1);
+    /// }
+    /// assert_eq!(cache.len(), 2); // "a" and "b", hashed once each
+    /// # Ok::<(), kinesis_aggregation::HashKeyRangeError>(())
+    /// ```
+    pub fn count_outside_cached(&self, records: &[SubRecord], cache: &mut HashKeyCache) -> usize {
+        count_outside_range(records, self.start, self.end, |key| cache.hash_key(key))
     }
 }
 
@@ -160,5 +186,38 @@ mod tests {
     #[test]
     fn the_whole_space_holds_every_key() {
         assert!(HashKeyRange::ALL.contains(0) && HashKeyRange::ALL.contains(u128::MAX));
+    }
+
+    #[test]
+    fn the_cached_count_equals_the_plain_one_whatever_the_capacity() {
+        use crate::{AggregateBuilder, Deaggregated, deaggregate};
+        let ranges = [
+            HashKeyRange::ALL,
+            HashKeyRange::new(0, u128::MAX / 3).unwrap(),
+            HashKeyRange::new(u128::MAX / 2, u128::MAX / 2 + u128::MAX / 5).unwrap(),
+        ];
+        for capacity in [0, 1, 3, 1_000] {
+            let mut cache = HashKeyCache::new(capacity);
+            for round in 0..20u32 {
+                let mut builder = AggregateBuilder::new(51_200, 1_000);
+                for i in 0..50u32 {
+                    let key = format!("key-{}", (i * 7 + round * 13) % 23);
+                    let ehk = (i % 11 == 0).then(|| (u128::from(i) << 100).to_string());
+                    builder.try_push(&key, ehk.as_deref(), b"x").unwrap();
+                }
+                let Deaggregated::Aggregated(subs) = deaggregate(builder.take_aggregate().unwrap())
+                else {
+                    panic!("not an aggregate");
+                };
+                for range in &ranges {
+                    assert_eq!(
+                        range.count_outside_cached(&subs, &mut cache),
+                        range.count_outside(&subs),
+                        "capacity {capacity}, round {round}, {range}"
+                    );
+                }
+                assert!(cache.len() <= capacity);
+            }
+        }
     }
 }

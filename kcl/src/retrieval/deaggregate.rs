@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use kinesis_aggregation::{Deaggregated, PassThroughReason, deaggregate};
+use kinesis_aggregation::{Deaggregated, HashKeyCache, PassThroughReason, deaggregate};
 use metrics::Counter;
 
 use super::metrics::ShardLabels;
@@ -73,7 +73,13 @@ pub(crate) struct Deaggregator {
     policy: OutOfRangePolicy,
     out_of_range_delivered: Counter,
     out_of_range_dropped: Counter,
+    /// Partition keys' hash keys, kept across aggregates (a shard's records repeat keys).
+    hash_keys: HashKeyCache,
 }
+
+/// Partition keys whose hash keys one shard's reader remembers: at most ~300 KiB at the
+/// 256-character key limit, a few tens of KiB for typical keys.
+const HASH_KEY_CACHE_KEYS: usize = 1_024;
 
 impl Deaggregator {
     /// A deaggregator for the shard of `labels`, which covers `hash_key_range` (no range check
@@ -93,6 +99,7 @@ impl Deaggregator {
             labels,
             hash_key_range,
             policy,
+            hash_keys: HashKeyCache::new(HASH_KEY_CACHE_KEYS),
         }
     }
 
@@ -107,7 +114,7 @@ impl Deaggregator {
     /// [`Error::InvalidValue`](crate::Error::InvalidValue) if the sequence number is not a string of digits (a broken
     /// server).
     pub(crate) fn push(
-        &self,
+        &mut self,
         record: aws_sdk_kinesis::types::Record,
         out: &mut Vec<Record>,
     ) -> Result<(Arc<SequenceNumber>, usize)> {
@@ -139,7 +146,9 @@ impl Deaggregator {
             }
             Deaggregated::Aggregated(subs) => {
                 let out_of_range = match self.hash_key_range {
-                    Some(range) if routed_by_key => range.count_outside(&subs),
+                    Some(range) if routed_by_key => {
+                        range.count_outside_cached(&subs, &mut self.hash_keys)
+                    }
                     _ => 0,
                 };
                 if out_of_range > 0 {
@@ -233,7 +242,7 @@ mod tests {
 
     #[test]
     fn plain_record_passes_through_with_sub_sequence_zero() {
-        let d = Deaggregator::new(labels(), Some(low_half()), OutOfRangePolicy::DropAggregate);
+        let mut d = Deaggregator::new(labels(), Some(low_half()), OutOfRangePolicy::DropAggregate);
         let mut out = Vec::new();
         let (seq, size) = d
             .push(
@@ -255,7 +264,7 @@ mod tests {
 
     #[test]
     fn aggregate_becomes_its_user_records() {
-        let d = Deaggregator::new(labels(), None, OutOfRangePolicy::Deliver);
+        let mut d = Deaggregator::new(labels(), None, OutOfRangePolicy::Deliver);
         let mut out = Vec::new();
         let data = aggregate(&[
             ("a", None, b"1"),
@@ -288,14 +297,15 @@ mod tests {
     #[test]
     fn out_of_range_is_delivered_by_default_and_dropped_whole_on_request() {
         let data = aggregate(&[("a", Some(LOW), b"in"), ("b", Some(HIGH), b"out")]);
-        let deliver = Deaggregator::new(labels(), Some(low_half()), OutOfRangePolicy::Deliver);
+        let mut deliver = Deaggregator::new(labels(), Some(low_half()), OutOfRangePolicy::Deliver);
         let mut out = Vec::new();
         deliver
             .push(kinesis_record("7", "a", data.clone()), &mut out)
             .unwrap();
         assert_eq!(out.len(), 2);
 
-        let drop = Deaggregator::new(labels(), Some(low_half()), OutOfRangePolicy::DropAggregate);
+        let mut drop =
+            Deaggregator::new(labels(), Some(low_half()), OutOfRangePolicy::DropAggregate);
         let mut out = Vec::new();
         let (seq, _) = drop.push(kinesis_record("7", "a", data), &mut out).unwrap();
         assert!(out.is_empty(), "the whole aggregate is dropped, as Java");
@@ -314,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_record_without_a_partition_key_is_delivered_with_an_empty_one() {
-        let d = Deaggregator::new(labels(), Some(low_half()), OutOfRangePolicy::DropAggregate);
+        let mut d = Deaggregator::new(labels(), Some(low_half()), OutOfRangePolicy::DropAggregate);
         let mut out = Vec::new();
         let (seq, size) = d
             .push(keyless_record("42", Bytes::from_static(b"hello")), &mut out)
@@ -331,7 +341,7 @@ mod tests {
         // On an AUTO stream Kinesis ignores hash keys, so the aggregate's user records are on
         // the shard Kinesis chose: none is out of range, nothing is dropped.
         let data = aggregate(&[("a", Some(LOW), b"in"), ("b", Some(HIGH), b"out")]);
-        let d = Deaggregator::new(labels(), Some(low_half()), OutOfRangePolicy::DropAggregate);
+        let mut d = Deaggregator::new(labels(), Some(low_half()), OutOfRangePolicy::DropAggregate);
         let mut out = Vec::new();
         d.push(keyless_record("7", data), &mut out).unwrap();
         let keys: Vec<_> = out
@@ -343,7 +353,7 @@ mod tests {
 
     #[test]
     fn malformed_aggregate_is_delivered_whole() {
-        let d = Deaggregator::new(labels(), Some(low_half()), OutOfRangePolicy::DropAggregate);
+        let mut d = Deaggregator::new(labels(), Some(low_half()), OutOfRangePolicy::DropAggregate);
         let mut bad = aggregate(&[("a", None, b"1"), ("b", None, b"2")]).to_vec();
         let last = bad.len() - 1;
         bad[last] ^= 0xff; // break the MD5
@@ -357,7 +367,7 @@ mod tests {
 
     #[test]
     fn bad_sequence_number_is_an_error() {
-        let d = Deaggregator::new(labels(), None, OutOfRangePolicy::Deliver);
+        let mut d = Deaggregator::new(labels(), None, OutOfRangePolicy::Deliver);
         let err = d
             .push(kinesis_record("x1", "a", Bytes::new()), &mut Vec::new())
             .unwrap_err();
