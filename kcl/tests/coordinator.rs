@@ -231,7 +231,7 @@ impl Intercept for LaggingScans {
         let mut state = self.state.lock().unwrap();
         state.scans += 1;
         let now = Instant::now();
-        if state.scans % 2 == 0
+        if state.scans.is_multiple_of(2)
             && let Some((_, items)) = state
                 .fresh
                 .iter()
