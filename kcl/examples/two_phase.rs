@@ -9,9 +9,11 @@
 //! ```
 //!
 //! It starts the test bed's embedded servers, puts 50 records, and runs a worker whose first
-//! processor "crashes" (returns an error) after its side effect and before the commit. The
-//! worker restarts the shard with a new processor, which sees the pending checkpoint, skips
-//! what the side effect already covered, and commits. The store ends with every record once.
+//! processor crashes (panics) after its side effect and before the commit. The worker restarts
+//! the shard from its checkpoint with a new processor, which sees the pending checkpoint,
+//! skips what the side effect already covered, and commits. The store ends with every record
+//! once. (An error, unlike a panic, would be retried in place by the same processor: see
+//! `FailurePolicy`.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -139,7 +141,7 @@ impl ShardRecordProcessor for Processor {
         // The demonstration's crash, once: the side effect happened, the commit does not.
         if !self.shared.crashed.swap(true, Ordering::SeqCst) {
             drop(prepared);
-            return Err("crashed between the side effect and the commit".into());
+            panic!("the demonstration's crash, between the side effect and the commit");
         }
 
         // 3. Commit: the prepared position becomes the checkpoint.
