@@ -153,7 +153,7 @@ pub use retrieval::{
 };
 pub use sequence::{ExtendedSequenceNumber, SequenceNumber, SequencePosition};
 pub use shard::InitialPosition;
-pub use worker::{ShardState, Worker, WorkerBuilder, WorkerHandle};
+pub use worker::{MAX_PARALLELIZATION_FACTOR, ShardState, Worker, WorkerBuilder, WorkerHandle};
 
 /// The attribute [`ShardRecordProcessor`] implementations carry (`#[kinesis_kcl::async_trait]`),
 /// re-exported from the `async-trait` crate so that applications need not depend on it.

@@ -60,8 +60,9 @@ pub struct ProcessRecordsInput {
     pub millis_behind_latest: Option<u64>,
 }
 
-/// Processes the records of one shard. One instance per shard lease, made by the factory given
-/// to [`Worker::builder`](crate::Worker::builder).
+/// Processes the records of one shard. One instance per shard lease (one per lane with
+/// [`parallelization_factor`](crate::WorkerBuilder::parallelization_factor)), made by the
+/// factory given to [`Worker::builder`](crate::Worker::builder).
 ///
 /// ```
 /// use kinesis_kcl::{Checkpointer, ProcessRecordsInput, ProcessorError, ShardRecordProcessor};
@@ -115,6 +116,16 @@ pub struct ProcessRecordsInput {
 ///    - [`shutdown_requested`](ShardRecordProcessor::shutdown_requested): the worker is shutting
 ///      down, or another worker asked for the lease (a graceful hand-off). Checkpoint what is
 ///      done; the lease is released right after.
+///
+/// # Parallel lanes
+///
+/// With [`parallelization_factor`](crate::WorkerBuilder::parallelization_factor) N above 1,
+/// the factory makes N processors per shard, one per lane
+/// ([`ShardContext::lane`]), and each goes through the lifecycle above with its lane's
+/// records: all records of a partition key in shard order, other keys concurrently in other
+/// lanes. Its [`Checkpointer`] reports its lane's progress (see
+/// [In a lane](Checkpointer#in-a-lane)). Each lane's processor gets its own ending; at a
+/// shard's end every lane has finished its records before any `shard_ended` is called.
 ///
 /// # Stopping is not cancelling
 ///
@@ -199,6 +210,12 @@ pub struct ShardContext {
     pub stream: String,
     /// The lease key (the shard id, or the multi-stream key).
     pub lease_key: String,
+    /// Which of the shard's parallel lanes the processor is for, from 0 (always 0 without
+    /// [`parallelization_factor`](crate::WorkerBuilder::parallelization_factor)).
+    pub lane: usize,
+    /// How many lanes the shard is processed in (1 without
+    /// [`parallelization_factor`](crate::WorkerBuilder::parallelization_factor)).
+    pub lanes: usize,
 }
 
 /// Makes one [`ShardRecordProcessor`] per shard lease: the closures `Fn(&ShardContext) -> P`
@@ -229,7 +246,16 @@ impl ShardContext {
             shard_id: shard_id.into(),
             stream: stream.into(),
             lease_key: lease_key.into(),
+            lane: 0,
+            lanes: 1,
         }
+    }
+
+    /// The same shard, for lane `lane` of `lanes`.
+    pub(crate) fn in_lane(mut self, lane: usize, lanes: usize) -> Self {
+        self.lane = lane;
+        self.lanes = lanes;
+        self
     }
 }
 

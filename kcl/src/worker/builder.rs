@@ -49,7 +49,13 @@ pub struct WorkerBuilder {
     processor_stop_timeout: Duration,
     failure_policy: FailurePolicy,
     stream_failure_policies: HashMap<String, FailurePolicy>,
+    parallelization_factor: usize,
+    stream_parallelization_factors: HashMap<String, usize>,
 }
+
+/// The highest [`WorkerBuilder::parallelization_factor`], Lambda's `ParallelizationFactor`
+/// limit.
+pub const MAX_PARALLELIZATION_FACTOR: usize = 10;
 
 impl std::fmt::Debug for WorkerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -216,6 +222,48 @@ impl WorkerBuilder {
         self
     }
 
+    /// Processes each shard in `factor` parallel lanes (1 to
+    /// [`MAX_PARALLELIZATION_FACTOR`]), as Lambda's `ParallelizationFactor`. Default 1: one
+    /// processor per shard, records in shard order (the Java KCL's only mode).
+    ///
+    /// With a factor N above 1, the factory makes N processors per shard
+    /// ([`ShardContext::lane`](crate::ShardContext::lane) says which), each called with the
+    /// records of its lane, in order, while the other lanes run concurrently:
+    ///
+    /// - **Order:** all records of one partition key are processed in shard order, by one
+    ///   lane at a time. A key is bound to a lane while that lane has records of it to
+    ///   process; a key with none goes to the lane with the fewest records waiting. (Lambda
+    ///   binds keys to lanes by hash. Placing 100 keys at random over 8 lanes, the busiest
+    ///   lane gets 17.8 keys on average against a mean of 12.5 (20 000 simulated placements),
+    ///   which caps the speed-up of equal keys near 5.6×.)
+    /// - **Checkpoints:** a lane's [`Checkpointer`](crate::Checkpointer) reports that lane's
+    ///   progress; the shard's checkpoint is the low watermark of all lanes (see
+    ///   [In a lane](crate::Checkpointer#in-a-lane)), so a crash re-delivers only records
+    ///   after it.
+    /// - **Failures:** the [`FailurePolicy`] applies to each lane's calls. A lane that holds
+    ///   at a failing record holds the checkpoint there, while the other lanes go on (until
+    ///   their queues fill). A panic in any lane restarts the whole shard from its checkpoint.
+    /// - **Endings:** lost leases, hand-offs and shutdowns reach every lane's processor as for
+    ///   a single one (the stop timeout applies to each). At a shard's end, every lane
+    ///   finishes its records before any `shard_ended` is called, and `SHARD_END` is written
+    ///   once every lane's `shard_ended` checkpointed, so the children start after all of it.
+    pub fn parallelization_factor(mut self, factor: usize) -> Self {
+        self.parallelization_factor = factor;
+        self
+    }
+
+    /// A parallelization factor for one of the configured streams, in place of
+    /// [`parallelization_factor`](Self::parallelization_factor).
+    pub fn stream_parallelization_factor(
+        mut self,
+        stream: impl Into<String>,
+        factor: usize,
+    ) -> Self {
+        self.stream_parallelization_factors
+            .insert(stream.into(), factor);
+        self
+    }
+
     /// Checks the configuration and builds the worker.
     ///
     /// # Errors
@@ -276,6 +324,32 @@ impl WorkerBuilder {
                 "names a stream that is not configured",
             ));
         }
+        if let Some(stream) = self
+            .stream_parallelization_factors
+            .keys()
+            .find(|s| !self.streams.contains(s))
+        {
+            return Err(invalid(
+                "stream_parallelization_factor",
+                stream,
+                "names a stream that is not configured",
+            ));
+        }
+        for (field, factor) in
+            std::iter::once(("parallelization_factor", self.parallelization_factor)).chain(
+                self.stream_parallelization_factors
+                    .values()
+                    .map(|f| ("stream_parallelization_factor", *f)),
+            )
+        {
+            if !(1..=MAX_PARALLELIZATION_FACTOR).contains(&factor) {
+                return Err(invalid(
+                    field,
+                    &factor,
+                    "must be 1 to 10 (MAX_PARALLELIZATION_FACTOR)",
+                ));
+            }
+        }
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         if worker_id.is_empty() {
             return Err(invalid("worker_id", &"", "must not be empty"));
@@ -311,6 +385,8 @@ impl WorkerBuilder {
             processor_stop_timeout: self.processor_stop_timeout,
             failure_policy: self.failure_policy,
             stream_failure_policies: self.stream_failure_policies,
+            parallelization_factor: self.parallelization_factor,
+            stream_parallelization_factors: self.stream_parallelization_factors,
             handle,
         })
     }
@@ -378,6 +454,8 @@ impl Worker {
             processor_stop_timeout: DEFAULT_PROCESSOR_STOP_TIMEOUT,
             failure_policy: FailurePolicy::default(),
             stream_failure_policies: HashMap::new(),
+            parallelization_factor: 1,
+            stream_parallelization_factors: HashMap::new(),
         }
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-pub use builder::WorkerBuilder;
+pub use builder::{MAX_PARALLELIZATION_FACTOR, WorkerBuilder};
 pub use handle::WorkerHandle;
 pub use state::ShardState;
 
@@ -119,6 +119,8 @@ pub struct Worker {
     processor_stop_timeout: Duration,
     failure_policy: FailurePolicy,
     stream_failure_policies: HashMap<String, FailurePolicy>,
+    parallelization_factor: usize,
+    stream_parallelization_factors: HashMap<String, usize>,
     handle: WorkerHandle,
 }
 
@@ -222,6 +224,12 @@ impl Worker {
                     .get(name)
                     .unwrap_or(&self.failure_policy)
                     .clone(),
+            )
+            .with_lanes(
+                self.stream_parallelization_factors
+                    .get(name)
+                    .copied()
+                    .unwrap_or(self.parallelization_factor),
             );
             ctx.syncer.sync().await?;
             streams.push(Arc::new(ctx));

@@ -76,6 +76,8 @@ pub(crate) struct StreamContext {
     pub(crate) deliver_empty_batches: bool,
     /// What happens when `process_records` fails.
     pub(crate) failure: Arc<FailurePolicy>,
+    /// How many parallel lanes each shard is processed in (1: one processor per shard).
+    pub(crate) lanes: usize,
 }
 
 impl StreamContext {
@@ -134,7 +136,14 @@ impl StreamContext {
             retriever,
             deliver_empty_batches,
             failure: Arc::new(FailurePolicy::default()),
+            lanes: 1,
         })
+    }
+
+    /// The context processing each shard in `lanes` parallel lanes.
+    pub(crate) fn with_lanes(mut self, lanes: usize) -> Self {
+        self.lanes = lanes.max(1);
+        self
     }
 
     /// The context with `policy` for failed `process_records` calls.

@@ -8,13 +8,12 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Called, Consumer, Exit, Interrupt};
+use super::{Called, Consumer, Exit, Interrupt, Lane};
 use crate::checkpoint::Checkpointer;
 use crate::failure::plan::{Plan, Verdict};
 use crate::failure::{FailedRecords, FailurePolicy, RecordFailed, TimedOut};
 use crate::processor::{ProcessRecordsInput, ProcessorError, ShardRecordProcessor};
 use crate::record::Record;
-use crate::retrieval::RecordBatch;
 use crate::worker::state::ShardState;
 
 impl Consumer {
@@ -22,13 +21,16 @@ impl Consumer {
     /// says. If processing must stop meanwhile, the call in flight may finish (see the
     /// [module docs](super)) and the consumer then ends.
     pub(super) async fn deliver(
-        &mut self,
-        processor: &mut dyn ShardRecordProcessor,
-        batch: &mut RecordBatch,
-        checkpointer: &mut Checkpointer,
+        &self,
+        lane: &mut Lane,
+        records: Vec<Record>,
+        millis_behind_latest: Option<u64>,
     ) -> Result<(), Exit> {
-        let records = std::mem::take(&mut batch.records);
-        let millis_behind_latest = batch.millis_behind_latest;
+        let Lane {
+            processor,
+            checkpointer,
+        } = lane;
+        let processor = &mut **processor;
         let policy = Arc::clone(&self.stream.failure);
         let labels = [("stream", self.stream.name.clone())];
         // An empty batch (delivered when configured) is one call with no records.
@@ -211,7 +213,7 @@ impl Consumer {
 
     /// After a partial failure: checkpoints at `done`, the last record before the failed one.
     async fn checkpoint_before(
-        &mut self,
+        &self,
         processor: &mut dyn ShardRecordProcessor,
         checkpointer: &mut Checkpointer,
         done: &Record,
@@ -233,7 +235,7 @@ impl Consumer {
     /// Gives `failed` to the policy's destination, again and again after a backoff until it
     /// accepts them; the shard holds meanwhile.
     async fn hand_over(
-        &mut self,
+        &self,
         processor: &mut dyn ShardRecordProcessor,
         checkpointer: &mut Checkpointer,
         policy: &FailurePolicy,
@@ -285,7 +287,7 @@ impl Consumer {
     }
 
     /// Waits `delay`, or less if processing must stop (then says why).
-    async fn sleep_or_interrupt(&mut self, delay: Duration) -> Option<Interrupt> {
+    async fn sleep_or_interrupt(&self, delay: Duration) -> Option<Interrupt> {
         tokio::select! {
             () = tokio::time::sleep(delay) => None,
             interrupt = self.interrupted() => Some(interrupt),
@@ -294,7 +296,7 @@ impl Consumer {
 
     /// Processing must stop between calls: the processor hears why, within the stop timeout.
     async fn stop(
-        &mut self,
+        &self,
         processor: &mut dyn ShardRecordProcessor,
         checkpointer: &mut Checkpointer,
         interrupt: Interrupt,

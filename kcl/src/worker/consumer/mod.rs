@@ -14,6 +14,7 @@
 //! more: a hand-off releases the lease with the last checkpoint written, a shutdown goes on.
 
 mod delivery;
+mod lanes;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 use super::state::{ShardState, ShardStates};
 use super::stream::StreamContext;
 use crate::checkpoint::Checkpointer;
+use crate::checkpoint::lanes::LaneProgress;
 use crate::lease::{HeldLease, Lease, LeaseStatus};
 use crate::processor::{InitializationInput, ShardContext, ShardRecordProcessor, SharedFactory};
 use crate::retrieval::{ShardReader, StartingPosition};
@@ -90,6 +92,7 @@ pub(crate) async fn run(
         ctx,
         stream,
         lease,
+        releases_lease: true,
     }
     .run()
     .await;
@@ -97,12 +100,22 @@ pub(crate) async fn run(
     exit
 }
 
+#[derive(Clone)]
 struct Consumer {
     ctx: ConsumerContext,
     stream: Arc<StreamContext>,
     lease: Arc<HeldLease>,
     status: watch::Receiver<LeaseStatus>,
     shutdown: watch::Receiver<bool>,
+    /// Whether ending on a hand-off releases the lease: the shard's consumer does, its
+    /// lanes do not (it releases once all of them ended).
+    releases_lease: bool,
+}
+
+/// One processor of the shard and its checkpointer: the only one, or one of its lanes.
+pub(super) struct Lane {
+    processor: Box<dyn ShardRecordProcessor>,
+    checkpointer: Checkpointer,
 }
 
 /// Why processing stopped before its natural end.
@@ -147,35 +160,55 @@ impl Consumer {
             Err(e) => return Exit::Failed(Failure::BadCheckpoint(e)),
         };
         let shard_id = snapshot.shard_id().to_owned();
-        let mut processor = self.ctx.factory.create(&ShardContext::new(
-            &shard_id,
-            &self.stream.name,
-            &snapshot.lease_key,
-        ));
-        let mut checkpointer = Checkpointer::new(Arc::clone(&self.lease));
-        let input = InitializationInput {
-            shard_id: shard_id.clone(),
-            stream: self.stream.name.clone(),
-            checkpoint: snapshot.checkpoint.clone(),
-            pending_checkpoint: snapshot.pending_checkpoint.clone(),
-            pending_checkpoint_state: snapshot.pending_checkpoint_state.clone(),
-        };
-        match self.call("initialize", processor.initialize(input)).await {
-            Called::Returned(()) => {}
-            Called::Stopped {
-                interrupt,
-                deadline,
-                returned: Some(()),
-            } => {
-                return self
-                    .end(&mut *processor, &mut checkpointer, interrupt, deadline)
-                    .await;
+        let lanes = self.stream.lanes;
+        let progress = (lanes > 1).then(|| {
+            Arc::new(LaneProgress::new(
+                Arc::clone(&self.lease),
+                lanes,
+                snapshot.checkpoint.clone(),
+            ))
+        });
+        let context = ShardContext::new(&shard_id, &self.stream.name, &snapshot.lease_key);
+        let mut started: Vec<Lane> = Vec::with_capacity(lanes);
+        for lane in 0..lanes {
+            let mut processor = self
+                .ctx
+                .factory
+                .create(&context.clone().in_lane(lane, lanes));
+            let checkpointer = match &progress {
+                Some(progress) => {
+                    Checkpointer::for_lane(Arc::clone(&self.lease), Arc::clone(progress), lane)
+                }
+                None => Checkpointer::new(Arc::clone(&self.lease)),
+            };
+            let input = InitializationInput {
+                shard_id: shard_id.clone(),
+                stream: self.stream.name.clone(),
+                checkpoint: snapshot.checkpoint.clone(),
+                pending_checkpoint: snapshot.pending_checkpoint.clone(),
+                pending_checkpoint_state: snapshot.pending_checkpoint_state.clone(),
+            };
+            let called = self.call("initialize", processor.initialize(input)).await;
+            let lane = Lane {
+                processor,
+                checkpointer,
+            };
+            match called {
+                Called::Returned(()) => started.push(lane),
+                Called::Stopped {
+                    interrupt,
+                    deadline,
+                    returned: Some(()),
+                } => {
+                    started.push(lane);
+                    return self.end_all(&mut started, interrupt, deadline).await;
+                }
+                Called::Stopped {
+                    interrupt,
+                    deadline,
+                    returned: None,
+                } => return self.end_all(&mut started, interrupt, deadline).await,
             }
-            Called::Stopped {
-                interrupt,
-                returned: None,
-                ..
-            } => return self.abandon(interrupt).await,
         }
         let reader = match self
             .stream
@@ -187,23 +220,23 @@ impl Consumer {
             Err(e) => return Exit::Failed(Failure::StartReading(e)),
         };
         self.set_state(ShardState::Processing);
-        self.process(&mut *processor, reader, &mut checkpointer)
-            .await
+        match progress {
+            Some(progress) => self.process_in_lanes(started, progress, reader).await,
+            None => match started.first_mut() {
+                Some(lane) => self.process(lane, reader).await,
+                None => Exit::Done,
+            },
+        }
     }
 
-    async fn process(
-        &mut self,
-        processor: &mut dyn ShardRecordProcessor,
-        mut reader: ShardReader,
-        checkpointer: &mut Checkpointer,
-    ) -> Exit {
+    async fn process(&mut self, lane: &mut Lane, mut reader: ShardReader) -> Exit {
         loop {
             let next = tokio::select! {
                 biased;
                 interrupt = self.interrupted() => {
                     reader.close().await;
                     let deadline = Instant::now() + self.ctx.stop_timeout;
-                    return self.end(processor, checkpointer, interrupt, deadline).await;
+                    return self.end_all(std::slice::from_mut(lane), interrupt, deadline).await;
                 }
                 next = reader.next() => next,
             };
@@ -225,32 +258,31 @@ impl Consumer {
                 reader.close().await;
                 let deadline = Instant::now() + self.ctx.stop_timeout;
                 return self
-                    .end(processor, checkpointer, Interrupt::Lost, deadline)
+                    .end_all(std::slice::from_mut(lane), Interrupt::Lost, deadline)
                     .await;
             }
-            if (!batch.records.is_empty() || self.stream.deliver_empty_batches)
-                && let Err(exit) = self.deliver(processor, &mut batch, checkpointer).await
-            {
-                reader.close().await;
-                return exit;
-            }
             let children = batch.shard_end.take();
+            if !batch.records.is_empty() || self.stream.deliver_empty_batches {
+                let records = std::mem::take(&mut batch.records);
+                if let Err(exit) = self
+                    .deliver(lane, records, batch.millis_behind_latest)
+                    .await
+                {
+                    reader.close().await;
+                    return exit;
+                }
+            }
             drop(batch);
             if let Some(children) = children {
                 reader.close().await;
-                return self.shard_end(processor, checkpointer, children).await;
+                return self.shard_end(std::slice::from_mut(lane), children).await;
             }
         }
     }
 
     /// The shard is closed and every record was delivered: record the children, then have
     /// the processor checkpoint `SHARD_END` (insisting until it does).
-    async fn shard_end(
-        &mut self,
-        processor: &mut dyn ShardRecordProcessor,
-        checkpointer: &mut Checkpointer,
-        mut children: Vec<ChildShard>,
-    ) -> Exit {
+    async fn shard_end(&mut self, lanes: &mut [Lane], mut children: Vec<ChildShard>) -> Exit {
         let snapshot = self.lease.lease().await;
         if children.is_empty() {
             // An end without children: the shard may have been trimmed (not found) or
@@ -298,7 +330,7 @@ impl Consumer {
                             _ = tokio::time::sleep(self.ctx.shard_end_retry) => continue,
                             interrupt = self.interrupted() => {
                                 let deadline = Instant::now() + self.ctx.stop_timeout;
-                                return self.end(processor, checkpointer, interrupt, deadline).await;
+                                return self.end_all(lanes, interrupt, deadline).await;
                             }
                         }
                     }
@@ -325,41 +357,56 @@ impl Consumer {
                 tracing::warn!(error = %e, "could not record child shard ids on the lease");
             }
         }
-        checkpointer.reached_shard_end();
+        for lane in lanes.iter_mut() {
+            lane.checkpointer.reached_shard_end();
+        }
         let mut attempt = 0u32;
         loop {
-            let result = match self
-                .call("shard_ended", processor.shard_ended(checkpointer))
-                .await
-            {
-                Called::Returned(result) => result,
-                Called::Stopped {
-                    interrupt,
-                    deadline,
-                    returned: Some(_),
-                } => {
-                    if self.lease.lease().await.is_shard_end() {
-                        let _ = self.ctx.sync_now.send(Arc::clone(&self.stream));
-                        return self.abandon(interrupt).await;
-                    }
-                    return self.end(processor, checkpointer, interrupt, deadline).await;
+            // Every lane's processor hears of the end, until each has checkpointed it.
+            let mut why = None;
+            for lane in lanes.iter_mut() {
+                if lane.checkpointer.end_checkpointed() {
+                    continue;
                 }
-                Called::Stopped {
-                    interrupt,
-                    returned: None,
-                    ..
-                } => return self.abandon(interrupt).await,
-            };
+                let result = match self
+                    .call(
+                        "shard_ended",
+                        lane.processor.shard_ended(&mut lane.checkpointer),
+                    )
+                    .await
+                {
+                    Called::Returned(result) => result,
+                    Called::Stopped {
+                        interrupt,
+                        deadline,
+                        returned: Some(_),
+                    } => {
+                        if self.lease.lease().await.is_shard_end() {
+                            let _ = self.ctx.sync_now.send(Arc::clone(&self.stream));
+                            return self.abandon(interrupt).await;
+                        }
+                        return self.end_all(lanes, interrupt, deadline).await;
+                    }
+                    Called::Stopped {
+                        interrupt,
+                        returned: None,
+                        ..
+                    } => return self.abandon(interrupt).await,
+                };
+                if !lane.checkpointer.end_checkpointed() {
+                    why = Some(match result {
+                        Ok(()) => "returned without checkpointing".to_owned(),
+                        Err(e) => format!("failed: {e}"),
+                    });
+                }
+            }
             if self.lease.lease().await.is_shard_end() {
                 // The children may start: find them now rather than at the next sync.
                 let _ = self.ctx.sync_now.send(Arc::clone(&self.stream));
                 return self.hold_finished().await;
             }
             attempt += 1;
-            let why = match result {
-                Ok(()) => "returned without checkpointing".to_owned(),
-                Err(e) => format!("failed: {e}"),
-            };
+            let why = why.unwrap_or_else(|| "did not get SHARD_END written".to_owned());
             tracing::error!(
                 attempt,
                 "shard_ended {why}: the processor must checkpoint at shard end; the shard's \
@@ -371,7 +418,7 @@ impl Consumer {
                 _ = tokio::time::sleep(self.ctx.shard_end_retry) => {}
                 interrupt = self.interrupted() => {
                     let deadline = Instant::now() + self.ctx.stop_timeout;
-                    return self.end(processor, checkpointer, interrupt, deadline).await;
+                    return self.end_all(lanes, interrupt, deadline).await;
                 }
             }
         }
@@ -387,17 +434,48 @@ impl Consumer {
         }
     }
 
+    /// Tells every lane's processor why processing stops (their calls must return by
+    /// `deadline`), and releases the lease on a hand-off.
+    async fn end_all(&self, lanes: &mut [Lane], interrupt: Interrupt, deadline: Instant) -> Exit {
+        let mut interrupt = interrupt;
+        for lane in lanes.iter_mut() {
+            interrupt = self
+                .tell(
+                    &mut *lane.processor,
+                    &mut lane.checkpointer,
+                    interrupt,
+                    deadline,
+                )
+                .await;
+        }
+        self.abandon(interrupt).await
+    }
+
     /// Tells the processor why processing stops (its call must return by `deadline`), and
-    /// releases the lease on a hand-off.
+    /// releases the lease on a hand-off (unless this is a lane: the shard's consumer does).
     async fn end(
-        &mut self,
+        &self,
         processor: &mut dyn ShardRecordProcessor,
         checkpointer: &mut Checkpointer,
         interrupt: Interrupt,
         deadline: Instant,
     ) -> Exit {
-        // A hand-off or shutdown that turned into a loss meanwhile is a loss: checkpoints
-        // would be refused.
+        let interrupt = self
+            .tell(processor, checkpointer, interrupt, deadline)
+            .await;
+        self.abandon(interrupt).await
+    }
+
+    /// Tells the processor why processing stops (its call must return by `deadline`).
+    /// Returns the reason it was told: a hand-off or shutdown that turned into a loss
+    /// meanwhile is a loss (checkpoints would be refused).
+    async fn tell(
+        &self,
+        processor: &mut dyn ShardRecordProcessor,
+        checkpointer: &mut Checkpointer,
+        interrupt: Interrupt,
+        deadline: Instant,
+    ) -> Interrupt {
         let interrupt = if self.status.borrow().is_lost() {
             Interrupt::Lost
         } else {
@@ -407,30 +485,31 @@ impl Consumer {
             Interrupt::Lost => {
                 self.finish_by(deadline, "lease_lost", processor.lease_lost())
                     .await;
-                Exit::Done
             }
             Interrupt::Handoff | Interrupt::Shutdown => {
                 let call = processor.shutdown_requested(checkpointer);
                 if let Some(Err(e)) = self.finish_by(deadline, "shutdown_requested", call).await {
                     tracing::warn!(error = %e, "shutdown_requested failed; releasing the lease anyway");
                 }
-                self.abandon(interrupt).await
             }
         }
+        interrupt
     }
 
     /// Ends without a further processor call: releases the lease on a hand-off (the
     /// coordinator releases every lease once all consumers have ended on a shutdown).
-    async fn abandon(&mut self, interrupt: Interrupt) -> Exit {
+    async fn abandon(&self, interrupt: Interrupt) -> Exit {
         match interrupt {
-            Interrupt::Handoff if !self.status.borrow().is_lost() => self.release().await,
+            Interrupt::Handoff if self.releases_lease && !self.status.borrow().is_lost() => {
+                self.release().await
+            }
             _ => Exit::Done,
         }
     }
 
     /// Runs one processor call. If processing must stop while it runs, the call gets until
     /// the stop timeout to finish.
-    async fn call<T>(&mut self, name: &'static str, call: impl Future<Output = T>) -> Called<T> {
+    async fn call<T>(&self, name: &'static str, call: impl Future<Output = T>) -> Called<T> {
         tokio::pin!(call);
         let interrupt = tokio::select! {
             biased;
@@ -507,7 +586,7 @@ impl Consumer {
     }
 
     /// Resolves when the lease stops being plainly held, or the worker shuts down.
-    async fn interrupted(&mut self) -> Interrupt {
+    async fn interrupted(&self) -> Interrupt {
         let status = self.status.clone();
         let shutdown = self.shutdown.clone();
         tokio::select! {

@@ -4,6 +4,12 @@
 //! it (the lease counter), so a worker that lost the lease can never move it; and it never
 //! moves backwards. After a restart or a lease move, processing resumes just after the last
 //! checkpoint, to the user record inside an aggregate.
+//!
+//! With parallel lanes ([`WorkerBuilder::parallelization_factor`](crate::WorkerBuilder::parallelization_factor)),
+//! each lane's checkpointer reports that lane's progress and the shard's checkpoint moves to
+//! the low watermark of all lanes ([`lanes`]).
+
+pub(crate) mod lanes;
 
 use std::sync::Arc;
 
@@ -12,8 +18,23 @@ use crate::lease::HeldLease;
 use crate::record::Record;
 use crate::sequence::{ExtendedSequenceNumber, SequenceNumber};
 
+use self::lanes::LaneProgress;
+
 /// Checkpoints one shard. Handed to the processor by the worker; see
 /// [`ShardRecordProcessor`](crate::ShardRecordProcessor).
+///
+/// # In a lane
+///
+/// When the stream is processed in parallel lanes
+/// ([`WorkerBuilder::parallelization_factor`](crate::WorkerBuilder::parallelization_factor)),
+/// each lane's processor has its own checkpointer, and a checkpoint says that *this lane* is
+/// done with the records it was given up to that position. The shard's checkpoint moves to
+/// the low watermark: the last position before the first record some lane has not finished.
+/// So a checkpoint call may write nothing yet (another lane is behind), and a crash
+/// re-delivers exactly the records after the watermark. `SHARD_END` is written once every
+/// lane's [`shard_ended`](crate::ShardRecordProcessor::shard_ended) checkpointed. Two-phase
+/// checkpoints are refused in a lane ([`Error::InvalidValue`]): a pending checkpoint is one
+/// position of the whole shard, which no single lane can vouch for.
 ///
 /// Every method fails with:
 /// - [`Error::LeaseLost`] when this worker no longer holds the lease (nothing written);
@@ -27,6 +48,11 @@ pub struct Checkpointer {
     lease: Arc<HeldLease>,
     last_delivered: Option<ExtendedSequenceNumber>,
     at_shard_end: bool,
+    /// Set once `SHARD_END` is checkpointed through this checkpointer (for a lane: once the
+    /// lane checkpointed at the end, whether or not the other lanes have).
+    end_checkpointed: bool,
+    /// The lane this checkpointer reports for, when the shard is processed in lanes.
+    lane: Option<(Arc<LaneProgress>, usize)>,
 }
 
 impl Checkpointer {
@@ -35,7 +61,27 @@ impl Checkpointer {
             lease,
             last_delivered: None,
             at_shard_end: false,
+            end_checkpointed: false,
+            lane: None,
         }
+    }
+
+    /// The checkpointer of lane `lane` of a shard processed in lanes.
+    pub(crate) fn for_lane(
+        lease: Arc<HeldLease>,
+        progress: Arc<LaneProgress>,
+        lane: usize,
+    ) -> Self {
+        Checkpointer {
+            lane: Some((progress, lane)),
+            ..Checkpointer::new(lease)
+        }
+    }
+
+    /// Whether `SHARD_END` was checkpointed through this checkpointer (see
+    /// [`reached_shard_end`](Self::reached_shard_end)).
+    pub(crate) fn end_checkpointed(&self) -> bool {
+        self.end_checkpointed
     }
 
     /// Records that `position` is the last user record delivered to the processor.
@@ -68,7 +114,7 @@ impl Checkpointer {
     /// See the [type docs](Self).
     pub async fn checkpoint(&mut self) -> Result<()> {
         if self.at_shard_end {
-            return self.write(ExtendedSequenceNumber::SHARD_END).await;
+            return self.write_shard_end().await;
         }
         match self.last_delivered.clone() {
             Some(last) => self.write(last).await,
@@ -116,6 +162,7 @@ impl Checkpointer {
         &mut self,
         state: Option<Vec<u8>>,
     ) -> Result<PreparedCheckpoint> {
+        self.refuse_in_lane()?;
         let position = if self.at_shard_end {
             ExtendedSequenceNumber::SHARD_END
         } else {
@@ -141,6 +188,7 @@ impl Checkpointer {
         sub_sequence_number: u64,
         state: Option<Vec<u8>>,
     ) -> Result<PreparedCheckpoint> {
+        self.refuse_in_lane()?;
         let position = self.in_range(sequence_number, sub_sequence_number)?;
         self.prepare(position, state).await
     }
@@ -181,9 +229,42 @@ impl Checkpointer {
         Ok(position)
     }
 
+    /// Two-phase checkpoints are one position of the whole shard: no lane can prepare one.
+    fn refuse_in_lane(&self) -> Result<()> {
+        match &self.lane {
+            None => Ok(()),
+            Some((_, lane)) => Err(Error::InvalidValue {
+                what: "two-phase checkpoint",
+                value: format!("lane {lane} of {}", self.lease_key()),
+                reason: "a shard processed in parallel lanes cannot prepare a checkpoint: \
+                         its checkpoint is the low watermark of all lanes"
+                    .into(),
+            }),
+        }
+    }
+
     async fn write(&mut self, position: ExtendedSequenceNumber) -> Result<()> {
-        self.lease.checkpoint(position).await?;
-        metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
+        match &self.lane {
+            Some((progress, lane)) => progress.done_through(*lane, &position).await,
+            None => {
+                self.lease.checkpoint(position).await?;
+                metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
+                Ok(())
+            }
+        }
+    }
+
+    async fn write_shard_end(&mut self) -> Result<()> {
+        match &self.lane {
+            Some((progress, lane)) => progress.lane_ended(*lane).await?,
+            None => {
+                self.lease
+                    .checkpoint(ExtendedSequenceNumber::SHARD_END)
+                    .await?;
+                metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
+            }
+        }
+        self.end_checkpointed = true;
         Ok(())
     }
 }
