@@ -38,9 +38,14 @@ fn main() -> Result<(), BoxError> {
     runtime.block_on(run(records, runs))
 }
 
-/// The cost of record `n`: 1 to 5 ms, spread evenly and fixed per record.
+/// The cost of record `n`: 1 to 5 ms, fixed per record, spread evenly and independent of
+/// its key (a SplitMix64 hash of `n`).
 fn cost(n: u64) -> Duration {
-    Duration::from_millis(1 + n.wrapping_mul(2_654_435_761) % 5)
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    Duration::from_millis(1 + z % 5)
 }
 
 async fn run(records: u64, runs: usize) -> Result<(), BoxError> {

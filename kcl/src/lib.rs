@@ -45,7 +45,10 @@
 //!
 //! - **At least once, in order per shard.** After a restart, a lease move or a failed batch,
 //!   processing resumes right after the last checkpoint (to the user record inside an
-//!   aggregate); what came after it is delivered again.
+//!   aggregate); what came after it is delivered again. With
+//!   [`parallelization_factor`](WorkerBuilder::parallelization_factor), in order per
+//!   partition key, keys processed concurrently in lanes, the checkpoint at their low
+//!   watermark.
 //! - **One worker per shard.** Leases are counter-fenced and given up before any other worker
 //!   may take them; a checkpoint from a worker that lost the lease is refused
 //!   ([`Error::LeaseLost`]).

@@ -86,8 +86,8 @@ struct Journal {
     most_busy: AtomicUsize,
     /// `(shard, lane, step)` of each `shard_ended`.
     ended: Mutex<Vec<(String, usize, u64)>>,
-    /// `(run, lane)` of each `shutdown_requested`.
-    shutdowns: Mutex<Vec<(&'static str, usize)>>,
+    /// `(run, shard, lane)` of each `shutdown_requested`.
+    shutdowns: Mutex<Vec<(&'static str, String, usize)>>,
     /// Child lanes that found a parent lease not at `SHARD_END` when they started.
     early_children: Mutex<Vec<String>>,
 }
@@ -199,7 +199,7 @@ impl ShardRecordProcessor for Sleeper {
             .shutdowns
             .lock()
             .unwrap()
-            .push((self.run, self.lane));
+            .push((self.run, self.shard.clone(), self.lane));
         checkpointer.checkpoint().await?;
         Ok(())
     }
@@ -453,7 +453,7 @@ async fn a_shutdown_mid_run_tells_every_lane_and_its_successor_resumes_at_the_wa
         running.await??;
         let by_first = journal.processed();
         let shutdowns = journal.shutdowns.lock().unwrap().clone();
-        let mut lanes: Vec<usize> = shutdowns.iter().map(|(_, lane)| *lane).collect();
+        let mut lanes: Vec<usize> = shutdowns.iter().map(|(.., lane)| *lane).collect();
         lanes.sort_unstable();
         assert_eq!(
             lanes,
@@ -486,6 +486,146 @@ async fn a_shutdown_mid_run_tells_every_lane_and_its_successor_resumes_at_the_wa
             "REPORT lanes shutdown: {} records processed before the shutdown, {below} of them \
              under the checkpoint; {again} processed again after it",
             by_first.len()
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_handed_to_a_joining_worker_move_with_all_their_lanes() -> TestResult {
+    bounded(TEST_TIMEOUT, async {
+        let bed = TestBed::start().await?;
+        let stream = bed.create_stream(4).await?;
+        let records = 4_000;
+        put(&bed, &stream, 0..records).await?;
+        let application = bed.unique_table_name();
+        let journal = Arc::new(Journal::default());
+        let run = |name| Run {
+            name,
+            lanes: 4,
+            load: Load::Lane0Stalls,
+        };
+        let first = worker(
+            &bed,
+            &application,
+            &stream,
+            run("first"),
+            &journal,
+            HashMap::new(),
+        )?;
+        let first_handle = first.handle();
+        let first_running = tokio::spawn(first.run());
+        wait_for(
+            Duration::from_secs(60),
+            "the first worker on every shard",
+            || {
+                let processed = journal.processed.lock().unwrap();
+                processed
+                    .iter()
+                    .map(|p| &p.shard)
+                    .collect::<HashSet<_>>()
+                    .len()
+                    == 4
+            },
+        )
+        .await?;
+        // A second worker joins: the balance asks the first for half of its leases, which it
+        // hands over (every lane of the shard hears `shutdown_requested` and checkpoints).
+        let second = worker(
+            &bed,
+            &application,
+            &stream,
+            run("second"),
+            &journal,
+            HashMap::new(),
+        )?;
+        let second_handle = second.handle();
+        let second_running = tokio::spawn(second.run());
+        wait_for(Duration::from_secs(60), "every record", || {
+            let processed = journal.processed.lock().unwrap();
+            processed
+                .iter()
+                .map(|p| p.number)
+                .collect::<HashSet<_>>()
+                .len()
+                == records
+        })
+        .await?;
+        let moved: HashSet<String> = journal
+            .started_from
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(run, ..)| *run == "second")
+            .map(|(_, shard, ..)| shard.clone())
+            .collect();
+        first_handle.shutdown().await;
+        second_handle.shutdown().await;
+        first_running.await??;
+        second_running.await??;
+        assert!(!moved.is_empty(), "no lease moved to the joining worker");
+
+        let processed = journal.processed();
+        let shutdowns = journal.shutdowns.lock().unwrap().clone();
+        let started = journal.started_from.lock().unwrap().clone();
+        for shard in &moved {
+            // Each lane of the shard on the first worker heard the hand-off.
+            let told = shutdowns
+                .iter()
+                .filter(|(run, s, _)| *run == "first" && s == shard)
+                .count();
+            assert_eq!(
+                told, 4,
+                "{shard}: {told} lanes of the first worker heard the hand-off"
+            );
+            // The second resumed all lanes at one checkpoint, below which the first had
+            // processed every record of the shard, and processed only records after it.
+            let from: HashSet<&ExtendedSequenceNumber> = started
+                .iter()
+                .filter(|(run, s, ..)| *run == "second" && s == shard)
+                .map(|(.., from)| from)
+                .collect();
+            assert_eq!(from.len(), 1, "{shard}: lanes resumed from {from:?}");
+            let from = *from.iter().next().ok_or("no start")?;
+            let of_shard: Vec<&Processed> =
+                processed.iter().filter(|p| &p.shard == shard).collect();
+            for p in &of_shard {
+                if p.run == "second" {
+                    assert!(
+                        p.position > *from,
+                        "{shard}: {} re-delivered at or before {from}",
+                        p.number
+                    );
+                }
+            }
+            let by_first: HashSet<usize> = of_shard
+                .iter()
+                .filter(|p| p.run == "first")
+                .map(|p| p.number)
+                .collect();
+            let below_unprocessed: Vec<usize> = of_shard
+                .iter()
+                .filter(|p| {
+                    p.run == "second" && p.position <= *from && !by_first.contains(&p.number)
+                })
+                .map(|p| p.number)
+                .collect();
+            assert!(
+                below_unprocessed.is_empty(),
+                "{shard}: {below_unprocessed:?}"
+            );
+        }
+        for run in ["first", "second"] {
+            let of_run: Vec<Processed> =
+                processed.iter().filter(|p| p.run == run).cloned().collect();
+            assert_key_order(&of_run);
+        }
+        eprintln!(
+            "REPORT lanes hand-off: {} of 4 shards moved with their lanes, {} records processed \
+             for {records}",
+            moved.len(),
+            processed.len()
         );
         Ok(())
     })
