@@ -134,6 +134,9 @@ impl LaneProgress {
         lane: usize,
         position: &ExtendedSequenceNumber,
     ) -> Result<()> {
+        // As a checkpoint of a single processor would, refuse once the lease is lost, even
+        // when the watermark does not move.
+        self.lease.ensure_active()?;
         self.marks().done_through(lane, position);
         let mut written = self.written.lock().await;
         let Some(watermark) = self.marks().watermark() else {
@@ -150,6 +153,7 @@ impl LaneProgress {
 
     /// `lane` checkpointed at the shard's end; once every lane has, writes `SHARD_END`.
     pub(crate) async fn lane_ended(&self, lane: usize) -> Result<()> {
+        self.lease.ensure_active()?;
         let all = self.marks().lane_ended(lane);
         if !all {
             return Ok(());

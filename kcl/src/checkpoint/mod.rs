@@ -31,7 +31,10 @@ use self::lanes::LaneProgress;
 /// done with the records it was given up to that position. The shard's checkpoint moves to
 /// the low watermark: the last position before the first record some lane has not finished.
 /// So a checkpoint call may write nothing yet (another lane is behind), and a crash
-/// re-delivers exactly the records after the watermark. `SHARD_END` is written once every
+/// re-delivers exactly the records after the watermark. Records a lane has not checkpointed
+/// hold the shard's checkpoint for every lane: a lane that checkpoints every N records or T
+/// seconds should also do so when it has been idle (new keys go to the lanes in turn, so a
+/// lane is called again soon on a busy shard, but on a quiet one it may wait long). `SHARD_END` is written once every
 /// lane's [`shard_ended`](crate::ShardRecordProcessor::shard_ended) checkpointed. Two-phase
 /// checkpoints are refused in a lane ([`Error::InvalidValue`]): a pending checkpoint is one
 /// position of the whole shard, which no single lane can vouch for.

@@ -324,7 +324,8 @@ impl HeldLease {
         });
     }
 
-    fn ensure_active(&self) -> Result<()> {
+    /// `Ok` while this worker may still write the lease; [`Error::LeaseLost`] otherwise.
+    pub(crate) fn ensure_active(&self) -> Result<()> {
         if self.status().is_active() && Instant::now() < self.deadline() {
             Ok(())
         } else {

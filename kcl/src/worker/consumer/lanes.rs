@@ -50,6 +50,10 @@ struct KeyLanes {
     done: Vec<Arc<AtomicU64>>,
     /// Per key, its lane and the lane's `sent` count after its last record there.
     keys: HashMap<String, (usize, u64)>,
+    /// Where the search for the least busy lane starts: ties rotate over the lanes, so that
+    /// a trickle of records reaches every lane in turn (and a lane's processor that
+    /// checkpoints every N records or T seconds gets calls).
+    cursor: usize,
 }
 
 /// Keys remembered beyond which the ones with nothing left to process are forgotten.
@@ -61,6 +65,7 @@ impl KeyLanes {
             sent: vec![0; lanes],
             done: (0..lanes).map(|_| Arc::new(AtomicU64::new(0))).collect(),
             keys: HashMap::new(),
+            cursor: 0,
         }
     }
 
@@ -77,9 +82,12 @@ impl KeyLanes {
             *last = self.sent[*lane];
             return *lane;
         }
-        let lane = (0..self.sent.len())
+        let lanes = self.sent.len();
+        let lane = (0..lanes)
+            .map(|i| (self.cursor + i) % lanes)
             .min_by_key(|&lane| self.waiting(lane))
             .unwrap_or(0);
+        self.cursor = (lane + 1) % lanes;
         self.sent[lane] += 1;
         self.keys.insert(key.to_owned(), (lane, self.sent[lane]));
         lane
@@ -291,6 +299,19 @@ impl Consumer {
             let Some(batch) = batch else {
                 return LaneEnd::Drained(lane);
             };
+            // As the dispatcher checks each batch it reads (see `process`): a lane that wakes
+            // with queued records after the lease ran past its deadline must not process them.
+            if self.lease.expire_if_due(Instant::now()) {
+                let deadline = Instant::now() + self.ctx.stop_timeout;
+                self.end(
+                    &mut *lane.processor,
+                    &mut lane.checkpointer,
+                    Interrupt::Lost,
+                    deadline,
+                )
+                .await;
+                return LaneEnd::Stopped;
+            }
             let count = batch.records.len() as u64;
             if self
                 .deliver(&mut lane, batch.records, batch.millis_behind_latest)
@@ -325,6 +346,8 @@ impl Consumer {
         let deadline = Instant::now() + self.ctx.stop_timeout;
         let joined = running.join(Some(deadline + LANE_GRACE)).await;
         let mut lanes: Vec<Lane> = joined.drained.into_iter().map(|(_, lane)| lane).collect();
+        // Lanes back with no ending heard were idle: they get their own stop timeout.
+        let deadline = Instant::now() + self.ctx.stop_timeout;
         self.end_all(&mut lanes, interrupt, deadline).await
     }
 
@@ -345,7 +368,8 @@ impl Consumer {
         }
         if let Some(failure) = first.failed {
             tracing::error!(error = %failure, "a lane failed; restarting the shard from its checkpoint");
-            return Exit::Failed(failure);
+            // The other lanes finish their calls (and checkpoint writes) first.
+            return self.restart_lanes(running, failure).await;
         }
         let interrupt = self.why_stopped().await;
         self.stop_lanes(running, interrupt).await
@@ -403,10 +427,22 @@ mod tests {
         assert_eq!(keys.lane_for("d"), 1, "lanes 1 and 2 have one record each");
         keys.done[0].store(2, Ordering::Release); // both of a's records are done
         assert_eq!(keys.lane_for("a"), 0, "lane 0 is now the least busy");
-        assert_eq!(keys.lane_for("e"), 0, "ties go to the first lane");
+        assert_eq!(keys.lane_for("e"), 2, "ties rotate: lane 2 after lane 0");
         keys.done[1].store(2, Ordering::Release);
         assert_eq!(keys.lane_for("a"), 0, "still in flight in lane 0");
         assert_eq!(keys.lane_for("b"), 1, "b is done: the emptiest lane");
+    }
+
+    #[test]
+    fn a_trickle_reaches_every_lane_in_turn() {
+        let mut keys = KeyLanes::new(4);
+        let mut seen = Vec::new();
+        for n in 0..8u64 {
+            let lane = keys.lane_for(&format!("k{n}"));
+            keys.done[lane].fetch_add(1, Ordering::Release); // processed before the next
+            seen.push(lane);
+        }
+        assert_eq!(seen, [0, 1, 2, 3, 0, 1, 2, 3]);
     }
 
     #[test]

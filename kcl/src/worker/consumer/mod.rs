@@ -205,9 +205,13 @@ impl Consumer {
                 }
                 Called::Stopped {
                     interrupt,
-                    deadline,
                     returned: None,
-                } => return self.end_all(&mut started, interrupt, deadline).await,
+                    ..
+                } => {
+                    // This lane's call was dropped; the lanes started before it still hear why.
+                    let deadline = Instant::now() + self.ctx.stop_timeout;
+                    return self.end_all(&mut started, interrupt, deadline).await;
+                }
             }
         }
         let reader = match self
@@ -364,17 +368,18 @@ impl Consumer {
         loop {
             // Every lane's processor hears of the end, until each has checkpointed it.
             let mut why = None;
-            for lane in lanes.iter_mut() {
+            for index in 0..lanes.len() {
+                let lane = &mut lanes[index];
                 if lane.checkpointer.end_checkpointed() {
                     continue;
                 }
-                let result = match self
+                let called = self
                     .call(
                         "shard_ended",
                         lane.processor.shard_ended(&mut lane.checkpointer),
                     )
-                    .await
-                {
+                    .await;
+                let result = match called {
                     Called::Returned(result) => result,
                     Called::Stopped {
                         interrupt,
@@ -391,9 +396,15 @@ impl Consumer {
                         interrupt,
                         returned: None,
                         ..
-                    } => return self.abandon(interrupt).await,
+                    } => {
+                        // This lane's call was dropped; the lanes after it still hear why.
+                        let deadline = Instant::now() + self.ctx.stop_timeout;
+                        return self
+                            .end_all(&mut lanes[index + 1..], interrupt, deadline)
+                            .await;
+                    }
                 };
-                if !lane.checkpointer.end_checkpointed() {
+                if !lanes[index].checkpointer.end_checkpointed() {
                     why = Some(match result {
                         Ok(()) => "returned without checkpointing".to_owned(),
                         Err(e) => format!("failed: {e}"),
@@ -436,9 +447,14 @@ impl Consumer {
 
     /// Tells every lane's processor why processing stops (their calls must return by
     /// `deadline`), and releases the lease on a hand-off.
+    /// A lane that already checkpointed the shard's end heard its ending (`shard_ended`)
+    /// and hears nothing more.
     async fn end_all(&self, lanes: &mut [Lane], interrupt: Interrupt, deadline: Instant) -> Exit {
         let mut interrupt = interrupt;
-        for lane in lanes.iter_mut() {
+        for lane in lanes
+            .iter_mut()
+            .filter(|lane| !lane.checkpointer.end_checkpointed())
+        {
             interrupt = self
                 .tell(
                     &mut *lane.processor,
