@@ -275,6 +275,41 @@ fn worker(
     .build()?)
 }
 
+/// A bed with a fresh stream holding records `0..records` (see [`put`]), an application and
+/// a journal for its workers.
+struct Scene {
+    bed: TestBed,
+    stream: String,
+    application: String,
+    journal: Arc<Journal>,
+}
+
+impl Scene {
+    async fn new(shards: u32, records: usize) -> Result<Self, BoxError> {
+        let bed = TestBed::start().await?;
+        let stream = bed.create_stream(shards).await?;
+        put(&bed, &stream, 0..records).await?;
+        Ok(Scene {
+            application: bed.unique_table_name(),
+            bed,
+            stream,
+            journal: Arc::new(Journal::default()),
+        })
+    }
+
+    /// A worker for `run` on the scene's stream and application.
+    fn worker(&self, run: Run) -> Result<Worker, BoxError> {
+        worker(
+            &self.bed,
+            &self.application,
+            &self.stream,
+            run,
+            &self.journal,
+            HashMap::new(),
+        )
+    }
+}
+
 /// Each key's numbers must come in increasing order, in the order processed.
 fn assert_key_order(processed: &[Processed]) {
     let mut by_step = processed.to_vec();
@@ -297,24 +332,19 @@ fn assert_key_order(processed: &[Processed]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_lanes_keep_each_key_in_order_and_run_keys_concurrently() -> TestResult {
     bounded(TEST_TIMEOUT, async {
-        let bed = TestBed::start().await?;
-        let stream = bed.create_stream(1).await?;
         let records = 2_000;
-        put(&bed, &stream, 0..records).await?;
-        let application = bed.unique_table_name();
-        let journal = Arc::new(Journal::default());
-        let worker = worker(
-            &bed,
-            &application,
-            &stream,
-            Run {
-                name: "only",
-                lanes: 8,
-                load: Load::ByKey,
-            },
-            &journal,
-            HashMap::new(),
-        )?;
+        let scene = Scene::new(1, records).await?;
+        let Scene {
+            bed,
+            application,
+            journal,
+            ..
+        } = &scene;
+        let worker = scene.worker(Run {
+            name: "only",
+            lanes: 8,
+            load: Load::ByKey,
+        })?;
         let handle = worker.handle();
         let running = tokio::spawn(worker.run());
         wait_for(Duration::from_secs(60), "every record", || {
@@ -342,7 +372,7 @@ async fn eight_lanes_keep_each_key_in_order_and_run_keys_concurrently() -> TestR
             .map(|p| p.position.clone())
             .max()
             .ok_or("nothing processed")?;
-        let table = LeaseTable::new(bed.dynamodb().clone(), &application);
+        let table = LeaseTable::new(bed.dynamodb().clone(), application.as_str());
         wait_for_checkpoint(&table, &last).await?;
         handle.shutdown().await;
         running.await??;
@@ -368,53 +398,41 @@ async fn wait_for_checkpoint(table: &LeaseTable, at: &ExtendedSequenceNumber) ->
 async fn a_killed_worker_s_successor_redelivers_only_records_after_the_low_watermark() -> TestResult
 {
     bounded(TEST_TIMEOUT, async {
-        let bed = TestBed::start().await?;
-        let stream = bed.create_stream(1).await?;
         let records = 3_000;
-        put(&bed, &stream, 0..records).await?;
-        let application = bed.unique_table_name();
-        let journal = Arc::new(Journal::default());
+        let scene = Scene::new(1, records).await?;
+        let Scene {
+            bed,
+            application,
+            journal,
+            ..
+        } = &scene;
 
         // The first worker is killed (its task aborted: no shutdown, no last checkpoint)
         // while its lanes are at different places of the shard.
-        let first = worker(
-            &bed,
-            &application,
-            &stream,
-            Run {
-                name: "first",
-                lanes: 8,
-                load: Load::Lane0Stalls,
-            },
-            &journal,
-            HashMap::new(),
-        )?;
+        let first = scene.worker(Run {
+            name: "first",
+            lanes: 8,
+            load: Load::Lane0Stalls,
+        })?;
         let killed = tokio::spawn(first.run());
-        lanes_far_apart(&journal).await?;
+        lanes_far_apart(journal).await?;
         killed.abort();
         let _ = killed.await;
         let by_first = journal.processed();
 
         // Its successor takes the lease once it expires.
-        let second = worker(
-            &bed,
-            &application,
-            &stream,
-            Run {
-                name: "second",
-                lanes: 8,
-                load: Load::Lane0Stalls,
-            },
-            &journal,
-            HashMap::new(),
-        )?;
+        let second = scene.worker(Run {
+            name: "second",
+            lanes: 8,
+            load: Load::Lane0Stalls,
+        })?;
         let handle = second.handle();
         let running = tokio::spawn(second.run());
-        successor_done(&bed, &application, &journal, records).await?;
+        successor_done(bed, application, journal, records).await?;
         handle.shutdown().await;
         running.await??;
 
-        let (below, again) = resumed_after_the_watermark(&journal, &by_first, records)?;
+        let (below, again) = resumed_after_the_watermark(journal, &by_first, records)?;
         assert!(below > 0, "the killed worker checkpointed nothing");
         assert!(
             again > 0,
@@ -434,21 +452,23 @@ async fn a_killed_worker_s_successor_redelivers_only_records_after_the_low_water
 async fn a_shutdown_mid_run_tells_every_lane_and_its_successor_resumes_at_the_watermark()
 -> TestResult {
     bounded(TEST_TIMEOUT, async {
-        let bed = TestBed::start().await?;
-        let stream = bed.create_stream(1).await?;
         let records = 3_000;
-        put(&bed, &stream, 0..records).await?;
-        let application = bed.unique_table_name();
-        let journal = Arc::new(Journal::default());
+        let scene = Scene::new(1, records).await?;
+        let Scene {
+            bed,
+            application,
+            journal,
+            ..
+        } = &scene;
         let first = Run {
             name: "first",
             lanes: 8,
             load: Load::Lane0Stalls,
         };
-        let worker1 = worker(&bed, &application, &stream, first, &journal, HashMap::new())?;
+        let worker1 = scene.worker(first)?;
         let handle = worker1.handle();
         let running = tokio::spawn(worker1.run());
-        lanes_far_apart(&journal).await?;
+        lanes_far_apart(journal).await?;
         handle.shutdown().await;
         running.await??;
         let by_first = journal.processed();
@@ -465,22 +485,15 @@ async fn a_shutdown_mid_run_tells_every_lane_and_its_successor_resumes_at_the_wa
             name: "second",
             ..first
         };
-        let worker2 = worker(
-            &bed,
-            &application,
-            &stream,
-            second,
-            &journal,
-            HashMap::new(),
-        )?;
+        let worker2 = scene.worker(second)?;
         let handle = worker2.handle();
         let running = tokio::spawn(worker2.run());
-        successor_done(&bed, &application, &journal, records).await?;
+        successor_done(bed, application, journal, records).await?;
         handle.shutdown().await;
         running.await??;
         // Lanes stop after their call in flight, not after their queued batches: records
         // after the first one not processed come again, the others do not.
-        let (below, again) = resumed_after_the_watermark(&journal, &by_first, records)?;
+        let (below, again) = resumed_after_the_watermark(journal, &by_first, records)?;
         assert!(below > 0, "nothing was checkpointed at the shutdown");
         eprintln!(
             "REPORT lanes shutdown: {} records processed before the shutdown, {below} of them \
@@ -495,25 +508,15 @@ async fn a_shutdown_mid_run_tells_every_lane_and_its_successor_resumes_at_the_wa
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leases_handed_to_a_joining_worker_move_with_all_their_lanes() -> TestResult {
     bounded(TEST_TIMEOUT, async {
-        let bed = TestBed::start().await?;
-        let stream = bed.create_stream(4).await?;
         let records = 4_000;
-        put(&bed, &stream, 0..records).await?;
-        let application = bed.unique_table_name();
-        let journal = Arc::new(Journal::default());
+        let scene = Scene::new(4, records).await?;
+        let journal = &scene.journal;
         let run = |name| Run {
             name,
             lanes: 4,
             load: Load::Lane0Stalls,
         };
-        let first = worker(
-            &bed,
-            &application,
-            &stream,
-            run("first"),
-            &journal,
-            HashMap::new(),
-        )?;
+        let first = scene.worker(run("first"))?;
         let first_handle = first.handle();
         let first_running = tokio::spawn(first.run());
         wait_for(
@@ -532,14 +535,7 @@ async fn leases_handed_to_a_joining_worker_move_with_all_their_lanes() -> TestRe
         .await?;
         // A second worker joins: the balance asks the first for half of its leases, which it
         // hands over (every lane of the shard hears `shutdown_requested` and checkpoints).
-        let second = worker(
-            &bed,
-            &application,
-            &stream,
-            run("second"),
-            &journal,
-            HashMap::new(),
-        )?;
+        let second = scene.worker(run("second"))?;
         let second_handle = second.handle();
         let second_running = tokio::spawn(second.run());
         wait_for(Duration::from_secs(60), "every record", || {
